@@ -1,0 +1,233 @@
+//! Storage traits shaped by Vigil's use cases.
+//!
+//! Architecture Invariant: nothing here knows SQL, FHIR JSON or keys in clear.
+//! Adapters (`store-sqlite`, `store-postgres`) only ever see ciphertext,
+//! wrapped keys and keyed blind-index tokens. Errors are never turned into
+//! "not found": a failed query is a [`StoreError`], and callers fail closed.
+
+use async_trait::async_trait;
+use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A write precondition did not hold (optimistic concurrency or create-only).
+    #[error("write conflict on {rtype}/{id}: {reason}")]
+    Conflict {
+        rtype: ResourceType,
+        id: ResourceId,
+        reason: ConflictReason,
+    },
+    /// The database is configured in a way Vigil refuses to run on.
+    #[error("durability check failed: {0}")]
+    Durability(String),
+    /// Stored bytes that do not have the shape this code wrote.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// A backup file that cannot be read.
+    #[error("backup: {0}")]
+    Backup(String),
+    /// Anything the database driver reported; the message never contains PHI
+    /// because adapters only handle ciphertext and tokens.
+    #[error("database: {0}")]
+    Database(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictReason {
+    /// `MustNotExist` but a version exists (or existed: deleted ids are not reused by create).
+    AlreadyExists,
+    /// `CurrentVersion(v)` but the current version differs or the resource is absent.
+    VersionMismatch,
+}
+
+impl std::fmt::Display for ConflictReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictReason::AlreadyExists => "already exists",
+            ConflictReason::VersionMismatch => "version mismatch",
+        })
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A data key wrapped by a key-encryption key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    pub owner: KeyOwner,
+    /// Id of the KEK that wrapped it (from the key file).
+    pub kek_id: String,
+    pub wrapped: Vec<u8>,
+}
+
+/// One stored version of a resource. `ciphertext` is empty for a delete marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub rtype: ResourceType,
+    pub id: ResourceId,
+    pub version: VersionId,
+    pub last_updated: Timestamp,
+    pub deleted: bool,
+    /// Whose data key sealed `ciphertext`.
+    pub key_owner: KeyOwner,
+    pub ciphertext: Vec<u8>,
+}
+
+/// A keyed blind-index entry for the current version of a resource.
+/// `param` is a search parameter name such as `identifier` or `date-day`;
+/// `token` is an HMAC output, never a value in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexRow {
+    pub param: String,
+    pub token: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// No version of this id may exist (server-assigned create).
+    MustNotExist,
+    /// The current version must be exactly this (If-Match, or update of a read version).
+    CurrentVersion(VersionId),
+    /// The current version must be this one, or the resource must not exist when `None`
+    /// (PUT with no If-Match: the app read the current version first).
+    CurrentIs(Option<VersionId>),
+}
+
+/// One write in an atomic batch: a new version (or delete marker) and the
+/// index rows that replace the resource's previous index rows.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    pub precondition: Precondition,
+    pub version: StoredVersion,
+    /// Replaces all index rows of (rtype, id). Empty for a delete.
+    pub index: Vec<IndexRow>,
+}
+
+/// A search over blind indexes. Every clause must match (AND); within a
+/// clause any token may match (OR).
+#[derive(Debug, Clone, Default)]
+pub struct IndexQuery {
+    pub clauses: Vec<IndexClause>,
+    /// Restrict to these ids (from `_id` or a previous stage).
+    pub ids: Option<Vec<ResourceId>>,
+    /// `_lastUpdated` bounds, inclusive, in clear (write times are not PHI; see ARCHITECTURE.md).
+    pub last_updated_from: Option<Timestamp>,
+    pub last_updated_to: Option<Timestamp>,
+    /// At most this many ids are returned; callers ask for one more than the
+    /// window to detect "too many".
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexClause {
+    pub param: String,
+    pub tokens: Vec<Vec<u8>>,
+}
+
+/// What an erase removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EraseReport {
+    pub versions_deleted: u64,
+    pub index_rows_deleted: u64,
+    pub key_destroyed: bool,
+}
+
+/// Counts for `vigil keys rotate` and for progress bars.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub keys: u64,
+    pub current_resources: u64,
+    pub versions: u64,
+    pub index_rows: u64,
+}
+
+/// A backup record: the backup format is the same for both backends, so a
+/// SQLite backup can be restored into PostgreSQL and back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupRecord {
+    Setting {
+        name: String,
+        value: Vec<u8>,
+    },
+    Key(WrappedKey),
+    Version(StoredVersion),
+    Index {
+        rtype: ResourceType,
+        id: ResourceId,
+        row: IndexRow,
+    },
+}
+
+/// The storage a Vigil node uses.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and the CapabilityStatement (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Creates or upgrades the schema.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Verifies the durability settings Vigil relies on. Returns
+    /// [`StoreError::Durability`] naming the setting when one is wrong.
+    async fn check_durability(&self) -> Result<()>;
+
+    // ---- small settings (bootstrap token hash, node id) ----
+    async fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets a value only if absent; returns the value now stored.
+    async fn put_setting_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+    async fn put_setting(&self, name: &str, value: &[u8]) -> Result<()>;
+
+    // ---- data keys ----
+    async fn get_key(&self, owner: &KeyOwner) -> Result<Option<WrappedKey>>;
+    /// Stores `key` unless one exists for its owner; returns the key now stored
+    /// (so two racing creators agree on one key).
+    async fn put_key_if_absent(&self, key: &WrappedKey) -> Result<WrappedKey>;
+    /// Keys wrapped by any KEK other than `kek_id`, at most `limit`.
+    async fn keys_not_wrapped_by(&self, kek_id: &str, limit: usize) -> Result<Vec<WrappedKey>>;
+    /// Replaces a wrapped key if it is still wrapped as `old` says (compare-and-swap).
+    async fn replace_key(&self, old: &WrappedKey, new: &WrappedKey) -> Result<bool>;
+
+    // ---- resources ----
+    /// Applies every op or none. Checks every precondition inside the transaction.
+    async fn commit(&self, ops: Vec<WriteOp>) -> Result<()>;
+    /// The current version (possibly a delete marker), if the id was ever written.
+    async fn current(&self, rtype: ResourceType, id: &ResourceId) -> Result<Option<StoredVersion>>;
+    async fn version(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        version: VersionId,
+    ) -> Result<Option<StoredVersion>>;
+    /// All versions, newest first.
+    async fn history(&self, rtype: ResourceType, id: &ResourceId) -> Result<Vec<StoredVersion>>;
+    /// Which of these ids exist now (current version not deleted).
+    async fn existing(&self, rtype: ResourceType, ids: &[ResourceId]) -> Result<Vec<ResourceId>>;
+    /// Ids of current, non-deleted resources matching the query, ordered by id.
+    async fn find(&self, rtype: ResourceType, query: &IndexQuery) -> Result<Vec<ResourceId>>;
+    /// Current, non-deleted resources of a type with id greater than `after`, ordered by id.
+    async fn scan(
+        &self,
+        rtype: ResourceType,
+        after: Option<&ResourceId>,
+        limit: usize,
+    ) -> Result<Vec<StoredVersion>>;
+    /// Current versions of these ids (deleted ones left out), in no particular order.
+    async fn current_many(
+        &self,
+        rtype: ResourceType,
+        ids: &[ResourceId],
+    ) -> Result<Vec<StoredVersion>>;
+
+    // ---- erase, maintenance, backup ----
+    /// Crypto-shreds a patient: destroys their data key and deletes every
+    /// version and index row sealed under it, then scrubs freed pages
+    /// (SQLite `secure_delete` + WAL checkpoint; PostgreSQL `VACUUM`).
+    async fn erase_patient(&self, owner: &KeyOwner) -> Result<EraseReport>;
+    async fn stats(&self) -> Result<Stats>;
+    /// Every record, read in one consistent snapshot, in dependency order
+    /// (settings, keys, versions, index rows). Sent in chunks to `sink`.
+    async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
+    /// Loads records into an empty store, in one transaction.
+    /// Fails with [`StoreError::Backup`] if the store already holds resources.
+    async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
+}
