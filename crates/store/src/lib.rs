@@ -182,6 +182,15 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `key` unless one exists for its owner; returns the key now stored
     /// (so two racing creators agree on one key).
     async fn put_key_if_absent(&self, key: &WrappedKey) -> Result<WrappedKey>;
+    /// Stores many keys at once (each only if absent), returning the keys now
+    /// stored in the same order. Adapters override this to use one transaction.
+    async fn put_keys_if_absent(&self, keys: &[WrappedKey]) -> Result<Vec<WrappedKey>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.put_key_if_absent(k).await?);
+        }
+        Ok(out)
+    }
     /// Keys wrapped by any KEK other than `kek_id`, at most `limit`.
     async fn keys_not_wrapped_by(&self, kek_id: &str, limit: usize) -> Result<Vec<WrappedKey>>;
     /// Replaces a wrapped key if it is still wrapped as `old` says (compare-and-swap).
