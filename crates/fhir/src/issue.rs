@@ -50,6 +50,10 @@ pub enum IssueCode {
     Duplicate,
     BusinessRule,
     Incomplete,
+    /// The resource was deleted (410).
+    Deleted,
+    /// A transient failure (database unavailable); the request may be retried.
+    Transient,
     /// Added: used for the "all OK" issue of an otherwise empty OperationOutcome.
     Informational,
 }
@@ -74,6 +78,8 @@ impl IssueCode {
             IssueCode::Duplicate => "duplicate",
             IssueCode::BusinessRule => "business-rule",
             IssueCode::Incomplete => "incomplete",
+            IssueCode::Deleted => "deleted",
+            IssueCode::Transient => "transient",
             IssueCode::Informational => "informational",
         }
     }

@@ -15,7 +15,8 @@ mod validate;
 mod walk;
 
 pub use datetime::{
-    DateRange, FhirDateTime, Form as DateForm, Precision, format_instant, parse as parse_date,
+    DateRange, FhirDateTime, Form as DateForm, Precision, day_key, day_numbers, format_instant,
+    parse as parse_date,
 };
 pub use issue::{Issue, IssueCode, Severity, operation_outcome};
 pub use reference::{
