@@ -1,0 +1,115 @@
+use fhir::{Issue, IssueCode, Severity};
+use store::StoreError;
+
+/// What went wrong with a request, in terms the web layer turns into a status
+/// code and an `OperationOutcome`. Messages never contain PHI.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed or uses something unsupported.
+    #[error("bad request")]
+    BadRequest(Vec<Issue>),
+    /// 401: no or wrong credentials.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// 405: the interaction is not supported on this URL.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 406: the client accepts no format we serve.
+    #[error("not acceptable")]
+    NotAcceptable,
+    /// 415: the body is not FHIR JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 404.
+    #[error("not found")]
+    NotFound(String),
+    /// 410: deleted (or erased).
+    #[error("gone")]
+    Gone(String),
+    /// 409: a version conflict or an id already taken.
+    #[error("conflict")]
+    Conflict(String),
+    /// 412: If-Match did not hold.
+    #[error("precondition failed")]
+    PreconditionFailed(String),
+    /// 413: a body or bundle over its limit.
+    #[error("too large")]
+    TooLarge(String),
+    /// 422: valid FHIR that breaks a rule of this server (e.g. a dangling reference).
+    #[error("unprocessable")]
+    Unprocessable(Vec<Issue>),
+    /// 500: stored bytes failed their integrity check. Never garbage, never a panic.
+    #[error("stored data failed its integrity check")]
+    Integrity(String),
+    /// 500/503: the database failed; nothing was returned or written.
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+    /// 500: the key file or key service failed.
+    #[error("key failure: {0}")]
+    Keys(String),
+}
+
+impl AppError {
+    pub fn bad_request(code: IssueCode, msg: impl Into<String>) -> AppError {
+        AppError::BadRequest(vec![issue(code, msg)])
+    }
+
+    pub fn unprocessable(code: IssueCode, msg: impl Into<String>) -> AppError {
+        AppError::Unprocessable(vec![issue(code, msg)])
+    }
+
+    /// HTTP status code for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::BadRequest(_) => 400,
+            AppError::Unauthenticated => 401,
+            AppError::NotFound(_) => 404,
+            AppError::MethodNotAllowed => 405,
+            AppError::NotAcceptable => 406,
+            AppError::UnsupportedMediaType => 415,
+            AppError::Gone(_) => 410,
+            AppError::Conflict(_) => 409,
+            AppError::PreconditionFailed(_) => 412,
+            AppError::TooLarge(_) => 413,
+            AppError::Unprocessable(_) => 422,
+            AppError::Integrity(_) | AppError::Keys(_) => 500,
+            AppError::Store(StoreError::Conflict { .. }) => 409,
+            AppError::Store(_) => 503,
+        }
+    }
+
+    /// The issues to report to the client. Internal details (database messages)
+    /// are not included; the caller logs them.
+    pub fn issues(&self) -> Vec<Issue> {
+        match self {
+            AppError::BadRequest(i) | AppError::Unprocessable(i) => i.clone(),
+            AppError::Unauthenticated => vec![issue(IssueCode::Login, "a valid bearer token is required")],
+            AppError::NotFound(m) => vec![issue(IssueCode::NotFound, m.clone())],
+            AppError::MethodNotAllowed => vec![issue(IssueCode::NotSupported, "this interaction is not supported on this URL")],
+            AppError::NotAcceptable => vec![issue(IssueCode::NotSupported, "only application/fhir+json is served")],
+            AppError::UnsupportedMediaType => {
+                vec![issue(IssueCode::NotSupported, "the body must be application/fhir+json")]
+            }
+            AppError::Gone(m) => vec![issue(IssueCode::Deleted, m.clone())],
+            AppError::Conflict(m) => vec![issue(IssueCode::Conflict, m.clone())],
+            AppError::PreconditionFailed(m) => vec![issue(IssueCode::Conflict, m.clone())],
+            AppError::TooLarge(m) => vec![issue(IssueCode::TooLong, m.clone())],
+            AppError::Integrity(_) => vec![issue(
+                IssueCode::Exception,
+                "stored data failed its integrity check; nothing was returned and the event was logged",
+            )],
+            AppError::Store(StoreError::Conflict { reason, .. }) => {
+                vec![issue(IssueCode::Conflict, format!("write conflict: {reason}"))]
+            }
+            AppError::Store(_) => vec![issue(
+                IssueCode::Transient,
+                "the database is unavailable; nothing was read or written",
+            )],
+            AppError::Keys(_) => vec![issue(IssueCode::Exception, "a key could not be used; nothing was returned")],
+        }
+    }
+}
+
+pub(crate) fn issue(code: IssueCode, msg: impl Into<String>) -> Issue {
+    Issue { severity: Severity::Error, code, diagnostics: msg.into(), expression: Vec::new() }
+}

@@ -1,0 +1,247 @@
+//! Data keys in use: unwrapping, creation, a bounded in-memory cache, key-file
+//! reloads and KEK rotation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use crypto::{CryptoError, Dek, KeyFile, KeyFileSource, KeyRing};
+use model::KeyOwner;
+use store::{Store, WrappedKey};
+
+use crate::AppError;
+
+/// At most this many unwrapped data keys stay in memory.
+const CACHE_LIMIT: usize = 200_000;
+
+pub struct Keys {
+    ring: RwLock<Arc<KeyRing>>,
+    source: KeyFileSource,
+    mtime: Mutex<Option<SystemTime>>,
+    cache: Mutex<HashMap<KeyOwner, Dek>>,
+    store: Arc<dyn Store>,
+}
+
+/// The outcome of a KEK rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateReport {
+    pub new_kek_id: String,
+    pub rewrapped: u64,
+    pub retired: usize,
+}
+
+fn key_err(e: impl std::fmt::Display) -> AppError {
+    AppError::Keys(e.to_string())
+}
+
+fn file_mtime(source: &KeyFileSource) -> Option<SystemTime> {
+    match source {
+        KeyFileSource::Path(p) => std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+        KeyFileSource::Inline(_) => None,
+    }
+}
+
+impl Keys {
+    pub fn new(key_file: &KeyFile, source: KeyFileSource, store: Arc<dyn Store>) -> Result<Keys, AppError> {
+        let ring = KeyRing::from_key_file(key_file).map_err(key_err)?;
+        Ok(Keys {
+            ring: RwLock::new(Arc::new(ring)),
+            mtime: Mutex::new(file_mtime(&source)),
+            source,
+            cache: Mutex::new(HashMap::new()),
+            store,
+        })
+    }
+
+    pub fn ring(&self) -> Arc<KeyRing> {
+        match self.ring.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Re-reads the key file if it changed on disk (after `vigil keys rotate`).
+    fn reload_if_changed(&self) -> Result<bool, AppError> {
+        let now = file_mtime(&self.source);
+        {
+            let mut seen = self.mtime.lock().map_err(|_| key_err("key lock poisoned"))?;
+            if now.is_none() || *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let (kf, _) = KeyFile::load(&self.source, false).map_err(key_err)?;
+        let ring = KeyRing::from_key_file(&kf).map_err(key_err)?;
+        let mut w = self.ring.write().map_err(|_| key_err("key lock poisoned"))?;
+        *w = Arc::new(ring);
+        tracing::info!(kek = %w.current_kek_id(), "key file reloaded");
+        Ok(true)
+    }
+
+    fn cached(&self, owner: &KeyOwner) -> Option<Dek> {
+        self.cache.lock().ok().and_then(|c| c.get(owner).cloned())
+    }
+
+    fn remember(&self, owner: &KeyOwner, dek: &Dek) {
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= CACHE_LIMIT {
+                c.clear();
+            }
+            c.insert(owner.clone(), dek.clone());
+        }
+    }
+
+    /// Forgets a cached key (after an erase).
+    pub fn forget(&self, owner: &KeyOwner) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(owner);
+        }
+    }
+
+    fn unwrap(&self, key: &WrappedKey) -> Result<Dek, AppError> {
+        match self.ring().unwrap_dek(&key.owner, &key.kek_id, &key.wrapped) {
+            Ok(d) => Ok(d),
+            Err(CryptoError::UnknownKek(_)) => {
+                // A rotation may have happened since we loaded the key file.
+                self.reload_if_changed()?;
+                self.ring()
+                    .unwrap_dek(&key.owner, &key.kek_id, &key.wrapped)
+                    .map_err(|e| AppError::Keys(e.to_string()))
+            }
+            Err(CryptoError::Integrity | CryptoError::Format) => {
+                Err(AppError::Integrity(format!("wrapped data key of {}", owner_kind(&key.owner))))
+            }
+        }
+    }
+
+    /// The data key for reading `owner`'s data. `Ok(None)` means the key does
+    /// not exist: the patient was erased (or never had data).
+    pub async fn for_read(&self, owner: &KeyOwner) -> Result<Option<Dek>, AppError> {
+        if let Some(d) = self.cached(owner) {
+            return Ok(Some(d));
+        }
+        let Some(key) = self.store.get_key(owner).await? else {
+            return Ok(None);
+        };
+        let dek = self.unwrap(&key)?;
+        self.remember(owner, &dek);
+        Ok(Some(dek))
+    }
+
+    /// The data key for writing `owner`'s data, created on first use.
+    pub async fn for_write(&self, owner: &KeyOwner) -> Result<Dek, AppError> {
+        if let Some(d) = self.for_read(owner).await? {
+            return Ok(d);
+        }
+        // New keys are wrapped by the newest KEK: pick up a rotation first.
+        self.reload_if_changed()?;
+        let fresh = self.ring().new_dek(owner).map_err(key_err)?;
+        let candidate = WrappedKey { owner: owner.clone(), kek_id: fresh.kek_id, wrapped: fresh.wrapped };
+        let stored = self.store.put_key_if_absent(&candidate).await?;
+        let dek = if stored == candidate { fresh.dek } else { self.unwrap(&stored)? };
+        self.remember(owner, &dek);
+        Ok(dek)
+    }
+}
+
+impl Keys {
+    /// Makes sure every owner has a data key, creating the missing ones in one
+    /// batch (bulk loads would otherwise pay one durable commit per patient).
+    pub async fn ensure_many(&self, owners: &[KeyOwner]) -> Result<(), AppError> {
+        let mut missing = Vec::new();
+        for owner in owners {
+            if self.cached(owner).is_some() {
+                continue;
+            }
+            match self.store.get_key(owner).await? {
+                Some(k) => {
+                    let dek = self.unwrap(&k)?;
+                    self.remember(owner, &dek);
+                }
+                None => missing.push(owner.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.reload_if_changed()?;
+        let ring = self.ring();
+        let mut fresh = Vec::with_capacity(missing.len());
+        let mut candidates = Vec::with_capacity(missing.len());
+        for owner in &missing {
+            let n = ring.new_dek(owner).map_err(key_err)?;
+            candidates.push(WrappedKey { owner: owner.clone(), kek_id: n.kek_id, wrapped: n.wrapped });
+            fresh.push(n.dek);
+        }
+        let stored = self.store.put_keys_if_absent(&candidates).await?;
+        for ((cand, dek), got) in candidates.iter().zip(fresh).zip(stored) {
+            let dek = if &got == cand { dek } else { self.unwrap(&got)? };
+            self.remember(&cand.owner, &dek);
+        }
+        Ok(())
+    }
+}
+
+fn owner_kind(owner: &KeyOwner) -> &'static str {
+    match owner {
+        KeyOwner::Organisation => "the organisation",
+        KeyOwner::Patient(_) => "a patient",
+    }
+}
+
+/// Rotates the KEK: writes a new KEK into the key file (it becomes current),
+/// then re-wraps every data key under it. Safe while a server runs: servers
+/// reload the key file when they meet a key id they do not know, and before
+/// creating a new data key. With `retire_old`, older KEKs are removed from the
+/// file once no data key uses them.
+pub async fn rotate(
+    store: &dyn Store,
+    path: &std::path::Path,
+    retire_old: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<RotateReport, AppError> {
+    let source = KeyFileSource::Path(path.to_path_buf());
+    let (mut kf, _) = KeyFile::load(&source, false).map_err(key_err)?;
+    let new_id = kf.rotate_kek();
+    kf.save(path).map_err(key_err)?;
+    let ring = KeyRing::from_key_file(&kf).map_err(key_err)?;
+    let total = store.stats().await?.keys;
+    let mut done = 0u64;
+    // Loop until no key is left under an older KEK; a running server may add
+    // keys under the old KEK until it notices the new file.
+    let mut stalled = 0;
+    loop {
+        let batch = store.keys_not_wrapped_by(&new_id, 500).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let before = done;
+        for old in batch {
+            let (kek_id, wrapped) = ring.rewrap(&old.owner, &old.kek_id, &old.wrapped).map_err(|e| match e {
+                CryptoError::Integrity | CryptoError::Format => AppError::Integrity("wrapped data key".into()),
+                other => key_err(other),
+            })?;
+            let new = WrappedKey { owner: old.owner.clone(), kek_id, wrapped };
+            if store.replace_key(&old, &new).await? {
+                done += 1;
+                progress(done, total);
+            }
+        }
+        if done == before {
+            stalled += 1;
+            if stalled > 10 {
+                return Err(AppError::Keys("rotation makes no progress: keys keep changing".into()));
+            }
+        }
+    }
+    let mut retired = 0;
+    if retire_old {
+        if store.keys_not_wrapped_by(&new_id, 1).await?.is_empty() {
+            retired = kf.retire_old_keks();
+            kf.save(path).map_err(key_err)?;
+        } else {
+            return Err(AppError::Keys("some data keys are still wrapped by an older key; run again".into()));
+        }
+    }
+    Ok(RotateReport { new_kek_id: new_id, rewrapped: done, retired })
+}

@@ -1,0 +1,254 @@
+//! The façade every operation on patient data goes through:
+//! authenticate → (decide, audit: later capabilities) → encrypt/decrypt → store.
+//!
+//! Architecture Invariant: no other crate reads or writes resources in the
+//! store. Whatever the web layer, the CLI, the demo seeder or the benchmark
+//! does with records, it does through [`Vigil`], so every later protection
+//! (policy, audit) sits on this one choke point.
+//!
+//! Architecture Invariant: plaintext exists only in memory. Everything handed to
+//! the store is ciphertext, a wrapped key or a keyed token.
+
+mod bundle;
+pub mod json;
+pub mod demo;
+mod error;
+pub mod keys;
+mod memindex;
+mod records;
+mod search;
+
+use std::sync::Arc;
+
+use crypto::{KeyFile, KeyFileSource};
+use model::{Clock, ResourceId, ResourceType, Timestamp, VersionId};
+use serde_json::Value;
+use store::Store;
+
+pub use error::AppError;
+pub use keys::RotateReport;
+pub use bundle::parse_query_string;
+pub use search::SearchPage;
+
+/// Limits on what a request may ask for. All configurable.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most entries in a Bundle transaction or batch.
+    pub max_bundle_entries: usize,
+    /// Longest accepted string element, in bytes.
+    pub max_string_len: usize,
+    /// Most matches a search may consider (and page through).
+    pub search_window: usize,
+    /// Largest `_count`.
+    pub max_count: usize,
+    /// `_count` when none is given.
+    pub default_count: usize,
+    /// Most resources added by `_include` / `_revinclude` to one page.
+    pub max_included: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_bundle_entries: 1000,
+            max_string_len: 1024 * 1024,
+            search_window: 10_000,
+            max_count: 1000,
+            default_count: 20,
+            max_included: 1000,
+        }
+    }
+}
+
+/// Behaviour of the record store.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// References to served types must resolve on write (422 otherwise).
+    pub referential_integrity: bool,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { referential_integrity: true, limits: Limits::default() }
+    }
+}
+
+/// Who is asking. The identity capability adds real accounts; until then the
+/// only principal is the bootstrap administrator (or an operator at the CLI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The holder of the bootstrap admin bearer token.
+    BootstrapAdmin,
+    /// An operator running a CLI verb on the server's machine with the key file.
+    Operator,
+}
+
+/// One version of a resource as returned to callers.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub rtype: ResourceType,
+    pub id: ResourceId,
+    pub version: VersionId,
+    pub last_updated: Timestamp,
+    /// `None` for a delete marker in history.
+    pub resource: Option<Value>,
+}
+
+/// The result of a create or update.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub created: bool,
+    pub current: Versioned,
+}
+
+const BOOTSTRAP_SETTING: &str = "bootstrap_token_sha256";
+
+pub struct Vigil {
+    store: Arc<dyn Store>,
+    keys: keys::Keys,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    mem: memindex::MemIndex,
+    /// SHA-256 of the bootstrap token (from the environment or the database).
+    bootstrap_hash: std::sync::RwLock<Option<Vec<u8>>>,
+}
+
+impl Vigil {
+    /// Opens Vigil over a migrated store and builds the in-memory name index
+    /// from decrypted data.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        key_file: &KeyFile,
+        key_source: KeyFileSource,
+        clock: Arc<dyn Clock>,
+        config: Config,
+    ) -> Result<Vigil, AppError> {
+        let keys = keys::Keys::new(key_file, key_source, Arc::clone(&store))?;
+        let v = Vigil {
+            store,
+            keys,
+            clock,
+            config,
+            mem: memindex::MemIndex::default(),
+            bootstrap_hash: std::sync::RwLock::new(None),
+        };
+        v.rebuild_memory_index(&|_, _| {}).await?;
+        Ok(v)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Sets up the bootstrap admin token. With `from_env`, that token is used
+    /// (and nothing is stored). Otherwise a token is created on first start and
+    /// returned once for printing; only its hash is stored.
+    pub async fn init_bootstrap_token(&self, from_env: Option<&str>) -> Result<Option<String>, AppError> {
+        if let Some(t) = from_env {
+            if t.len() < 16 {
+                return Err(AppError::Keys("VIGIL_BOOTSTRAP_TOKEN must be at least 16 characters".into()));
+            }
+            self.set_bootstrap_hash(crypto::token_hash(t).to_vec());
+            return Ok(None);
+        }
+        if let Some(h) = self.store.get_setting(BOOTSTRAP_SETTING).await? {
+            self.set_bootstrap_hash(h);
+            return Ok(None);
+        }
+        let token = crypto::random_token();
+        let stored = self.store.put_setting_if_absent(BOOTSTRAP_SETTING, &crypto::token_hash(&token)).await?;
+        let fresh = crypto::token_matches(&token, &stored);
+        self.set_bootstrap_hash(stored);
+        Ok(fresh.then_some(token))
+    }
+
+    fn set_bootstrap_hash(&self, h: Vec<u8>) {
+        if let Ok(mut g) = self.bootstrap_hash.write() {
+            *g = Some(h);
+        }
+    }
+
+    /// Checks a bearer token. Constant-time; fails closed.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, AppError> {
+        let Some(token) = bearer else { return Err(AppError::Unauthenticated) };
+        let Ok(g) = self.bootstrap_hash.read() else { return Err(AppError::Unauthenticated) };
+        match g.as_deref() {
+            Some(h) if crypto::token_matches(token, h) => Ok(Principal::BootstrapAdmin),
+            _ => Err(AppError::Unauthenticated),
+        }
+    }
+
+    /// Re-reads every resource with memory-indexed parameters and rebuilds the
+    /// name index. `progress(done, total)` reports progress.
+    pub async fn rebuild_memory_index(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<(), AppError> {
+        let mut done = 0u64;
+        for rtype in ResourceType::ALL {
+            let has_memory = fhir::search::params_for(rtype)
+                .iter()
+                .any(|p| matches!(p.strategy, fhir::search::Strategy::Memory));
+            if !has_memory {
+                continue;
+            }
+            let mut after: Option<ResourceId> = None;
+            loop {
+                let batch = self.store.scan(rtype, after.as_ref(), 1000).await?;
+                let Some(last) = batch.last() else { break };
+                after = Some(last.id.clone());
+                for sv in &batch {
+                    let v = self.open_version(sv).await?;
+                    if let Some(res) = &v.resource {
+                        self.mem.set(rtype, &sv.id, memory_terms(rtype, res));
+                    }
+                    done += 1;
+                }
+                progress(done, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Crypto-shreds a patient: destroys their data key and deletes everything
+    /// sealed under it. Returns what was removed.
+    pub async fn erase_patient(&self, _who: &Principal, id: &ResourceId) -> Result<store::EraseReport, AppError> {
+        let owner = model::KeyOwner::Patient(model::PatientId(id.clone()));
+        let report = self.store.erase_patient(&owner).await?;
+        self.keys.forget(&owner);
+        // Drop the erased resources (the Patient, their RelatedPersons) from the
+        // in-memory name index: whatever no longer exists goes.
+        for rtype in ResourceType::ALL {
+            let known = self.mem.ids(rtype);
+            for chunk in known.chunks(500) {
+                let alive = self.store.existing(rtype, chunk).await?;
+                let alive: std::collections::HashSet<_> = alive.into_iter().collect();
+                for gone in chunk.iter().filter(|i| !alive.contains(*i)) {
+                    self.mem.set(rtype, gone, Vec::new());
+                }
+            }
+        }
+        tracing::info!(patient = %id, versions = report.versions_deleted, "patient erased");
+        Ok(report)
+    }
+}
+
+/// The terms of memory-indexed parameters (names) of a resource.
+fn memory_terms(rtype: ResourceType, resource: &Value) -> Vec<(&'static str, String)> {
+    fhir::search::index_terms(rtype, resource)
+        .into_iter()
+        .filter(|t| matches!(t.strategy, fhir::search::Strategy::Memory))
+        .map(|t| (t.param, t.value))
+        .collect()
+}

@@ -1,0 +1,349 @@
+//! Create, read, update, delete and history of single resources.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fhir::{IssueCode, RefTarget};
+use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId};
+use serde_json::{Map, Value};
+use store::{IndexRow, Precondition, StoreError, StoredVersion, WriteOp};
+
+use crate::error::issue;
+use crate::{AppError, Principal, Versioned, Vigil, Written};
+
+/// A resource about to be written, checked and stamped.
+pub(crate) struct Prepared {
+    pub op: WriteOp,
+    pub versioned: Versioned,
+    pub memory_terms: Vec<(&'static str, String)>,
+    pub created: bool,
+}
+
+impl Vigil {
+    /// Checks a resource body against R4 and against the URL's type.
+    pub(crate) fn check_body(&self, rtype: ResourceType, body: &Value) -> Result<(), AppError> {
+        let Some(obj) = body.as_object() else {
+            return Err(AppError::bad_request(IssueCode::Structure, "the body must be a JSON object (a FHIR resource)"));
+        };
+        match obj.get("resourceType").and_then(Value::as_str) {
+            None => {
+                return Err(AppError::bad_request(IssueCode::Required, "resourceType is missing"));
+            }
+            Some(t) if t != rtype.as_str() => {
+                return Err(AppError::BadRequest(vec![fhir::Issue {
+                    expression: vec!["resourceType".into()],
+                    ..issue(IssueCode::Invalid, format!("resourceType does not match the URL: expected {rtype}"))
+                }]));
+            }
+            Some(_) => {}
+        }
+        let limits = fhir::Limits { max_string_len: self.config.limits.max_string_len, ..fhir::Limits::default() };
+        fhir::validate(body, &limits).map_err(AppError::BadRequest)
+    }
+
+    /// Checks that references to served types resolve, counting ids that the
+    /// same transaction creates as present.
+    pub(crate) async fn check_references(
+        &self,
+        resource: &Value,
+        pending: &BTreeSet<(ResourceType, ResourceId)>,
+    ) -> Result<(), AppError> {
+        if !self.config.referential_integrity {
+            return Ok(());
+        }
+        let mut wanted: BTreeMap<ResourceType, Vec<(ResourceId, String)>> = BTreeMap::new();
+        let mut issues = Vec::new();
+        for r in fhir::references(resource) {
+            if let RefTarget::Local { rtype, id, .. } = &r.target {
+                let Some(t) = ResourceType::parse(rtype) else { continue };
+                match ResourceId::new(id.clone()) {
+                    Ok(id) if pending.contains(&(t, id.clone())) => {}
+                    Ok(id) => wanted.entry(t).or_default().push((id, r.path.clone())),
+                    Err(_) => issues.push(fhir::Issue {
+                        expression: vec![r.path.clone()],
+                        ..issue(IssueCode::Invalid, "reference id is not a valid FHIR id")
+                    }),
+                }
+            }
+        }
+        for (t, refs) in wanted {
+            let ids: Vec<ResourceId> = refs.iter().map(|(i, _)| i.clone()).collect();
+            let existing: BTreeSet<ResourceId> = self.store.existing(t, &ids).await?.into_iter().collect();
+            for (id, path) in refs {
+                if !existing.contains(&id) {
+                    issues.push(fhir::Issue {
+                        expression: vec![path],
+                        ..issue(IssueCode::NotFound, format!("reference to {t}/{id} does not resolve on this server"))
+                    });
+                }
+            }
+        }
+        if issues.is_empty() { Ok(()) } else { Err(AppError::Unprocessable(issues)) }
+    }
+
+    /// Stamps `meta`, seals and indexes a resource version.
+    pub(crate) async fn prepare(
+        &self,
+        rtype: ResourceType,
+        id: ResourceId,
+        version: VersionId,
+        precondition: Precondition,
+        mut body: Value,
+        now: Timestamp,
+    ) -> Result<Prepared, AppError> {
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| AppError::bad_request(IssueCode::Structure, "the body must be a JSON object"))?;
+        obj.insert("id".into(), Value::String(id.to_string()));
+        let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("versionId".into(), Value::String(version.to_string()));
+            m.insert("lastUpdated".into(), Value::String(now.to_fhir_instant()));
+        }
+        let owner = key_owner(rtype, &id, &body);
+        let dek = self.keys.for_write(&owner).await?;
+        let plaintext = serde_json::to_vec(&body)
+            .map_err(|_| AppError::bad_request(IssueCode::Structure, "the resource cannot be serialised"))?;
+        let ciphertext = dek.seal(&crypto::resource_aad(rtype, &id, version), &plaintext);
+        let ring = self.keys.ring();
+        let mut index = BTreeSet::new();
+        let mut memory_terms = Vec::new();
+        for term in fhir::search::index_terms(rtype, &body) {
+            match term.strategy {
+                fhir::search::Strategy::Blind | fhir::search::Strategy::DayBucket => {
+                    index.insert(IndexRow {
+                        param: term.param.to_owned(),
+                        token: ring.blind_token(rtype, term.param, &term.value),
+                    });
+                }
+                fhir::search::Strategy::Memory => memory_terms.push((term.param, term.value)),
+                fhir::search::Strategy::FilterOnly => {}
+            }
+        }
+        let stored = StoredVersion {
+            rtype,
+            id: id.clone(),
+            version,
+            last_updated: now,
+            deleted: false,
+            key_owner: owner,
+            ciphertext,
+        };
+        Ok(Prepared {
+            op: WriteOp { precondition, version: stored, index: index.into_iter().collect() },
+            versioned: Versioned { rtype, id, version, last_updated: now, resource: Some(body) },
+            memory_terms,
+            created: version == VersionId(1),
+        })
+    }
+
+    /// Applies prepared writes atomically, then updates the in-memory index.
+    pub(crate) async fn commit_prepared(&self, prepared: Vec<Prepared>) -> Result<Vec<Prepared>, AppError> {
+        let ops = prepared.iter().map(|p| p.op.clone()).collect();
+        self.store.commit(ops).await.map_err(|e| match e {
+            StoreError::Conflict { rtype, id, reason } => {
+                AppError::Conflict(format!("{rtype}/{id} was changed concurrently ({reason}); retry"))
+            }
+            other => AppError::Store(other),
+        })?;
+        for p in &prepared {
+            let rtype = p.versioned.rtype;
+            if has_memory_params(rtype) {
+                self.mem.set(rtype, &p.versioned.id, p.memory_terms.clone());
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// `POST /Type`: create with a server-assigned id.
+    pub async fn create(&self, _who: &Principal, rtype: ResourceType, body: Value) -> Result<Written, AppError> {
+        self.check_body(rtype, &body)?;
+        self.check_references(&body, &BTreeSet::new()).await?;
+        let id = new_id();
+        let p = self.prepare(rtype, id, VersionId(1), Precondition::MustNotExist, body, self.now()).await?;
+        let mut done = self.commit_prepared(vec![p]).await?;
+        let p = done.pop().ok_or_else(|| AppError::Keys("empty commit".into()))?;
+        Ok(Written { created: true, current: p.versioned })
+    }
+
+    /// `PUT /Type/id`: update, or create with the given id. `if_match` is the
+    /// version from an `If-Match` header.
+    pub async fn update(
+        &self,
+        _who: &Principal,
+        rtype: ResourceType,
+        id: &ResourceId,
+        body: Value,
+        if_match: Option<VersionId>,
+    ) -> Result<Written, AppError> {
+        self.check_body(rtype, &body)?;
+        match body.get("id").and_then(Value::as_str) {
+            Some(b) if b == id.as_str() => {}
+            Some(_) => {
+                return Err(AppError::bad_request(IssueCode::Invalid, "the id in the body does not match the URL"));
+            }
+            None => {
+                return Err(AppError::bad_request(IssueCode::Required, "the body of an update must carry the id"));
+            }
+        }
+        self.check_references(&body, &BTreeSet::new()).await?;
+        let (version, precondition, created) = self.next_version(rtype, id, if_match).await?;
+        let p = self.prepare(rtype, id.clone(), version, precondition, body, self.now()).await?;
+        let mut done = self.commit_prepared(vec![p]).await?;
+        let p = done.pop().ok_or_else(|| AppError::Keys("empty commit".into()))?;
+        Ok(Written { created, current: p.versioned })
+    }
+
+    /// The version a write to `id` gets, its precondition and whether it creates.
+    pub(crate) async fn next_version(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        if_match: Option<VersionId>,
+    ) -> Result<(VersionId, Precondition, bool), AppError> {
+        let current = self.store.current(rtype, id).await?;
+        match (current, if_match) {
+            (Some(c), Some(m)) if c.version == m && !c.deleted => {
+                Ok((VersionId(c.version.0 + 1), Precondition::CurrentVersion(c.version), false))
+            }
+            (Some(c), Some(_)) if !c.deleted => Err(AppError::PreconditionFailed(format!(
+                "If-Match does not match the current version ({})",
+                c.version
+            ))),
+            (_, Some(_)) => Err(AppError::PreconditionFailed("If-Match given but the resource does not exist".into())),
+            (Some(c), None) => Ok((
+                VersionId(c.version.0 + 1),
+                Precondition::CurrentIs(if c.deleted { None } else { Some(c.version) }),
+                c.deleted,
+            )),
+            (None, None) => Ok((VersionId(1), Precondition::CurrentIs(None), true)),
+        }
+    }
+
+    /// `DELETE /Type/id`: writes a delete marker; history is kept. Deleting
+    /// something absent or already deleted succeeds (idempotent, as the spec allows).
+    pub async fn delete(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId) -> Result<Option<VersionId>, AppError> {
+        let Some(op) = self.delete_op(rtype, id, self.now()).await? else { return Ok(None) };
+        let version = op.version.version;
+        self.store.commit(vec![op]).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => AppError::Conflict("the resource was changed concurrently; retry".into()),
+            other => AppError::Store(other),
+        })?;
+        if has_memory_params(rtype) {
+            self.mem.set(rtype, id, Vec::new());
+        }
+        Ok(Some(version))
+    }
+
+    pub(crate) async fn delete_op(&self, rtype: ResourceType, id: &ResourceId, now: Timestamp) -> Result<Option<WriteOp>, AppError> {
+        let Some(current) = self.store.current(rtype, id).await? else { return Ok(None) };
+        if current.deleted {
+            return Ok(None);
+        }
+        let version = VersionId(current.version.0 + 1);
+        Ok(Some(WriteOp {
+            precondition: Precondition::CurrentVersion(current.version),
+            version: StoredVersion {
+                rtype,
+                id: id.clone(),
+                version,
+                last_updated: now,
+                deleted: true,
+                key_owner: current.key_owner,
+                ciphertext: Vec::new(),
+            },
+            index: Vec::new(),
+        }))
+    }
+
+    /// Decrypts one stored version. A delete marker gives `resource: None`.
+    pub(crate) async fn open_version(&self, sv: &StoredVersion) -> Result<Versioned, AppError> {
+        let base = Versioned { rtype: sv.rtype, id: sv.id.clone(), version: sv.version, last_updated: sv.last_updated, resource: None };
+        if sv.deleted {
+            return Ok(base);
+        }
+        let Some(dek) = self.keys.for_read(&sv.key_owner).await? else {
+            return Err(AppError::Gone(format!("{}/{} was erased", sv.rtype, sv.id)));
+        };
+        let plain = dek.open(&crypto::resource_aad(sv.rtype, &sv.id, sv.version), &sv.ciphertext).map_err(|_| {
+            tracing::error!(rtype = %sv.rtype, id = %sv.id, version = sv.version.0, "ciphertext failed its integrity check");
+            AppError::Integrity(format!("{}/{}/_history/{}", sv.rtype, sv.id, sv.version))
+        })?;
+        let value: Value = serde_json::from_slice(&plain).map_err(|_| {
+            tracing::error!(rtype = %sv.rtype, id = %sv.id, "decrypted resource is not JSON");
+            AppError::Integrity(format!("{}/{}", sv.rtype, sv.id))
+        })?;
+        Ok(Versioned { resource: Some(value), ..base })
+    }
+
+    /// `GET /Type/id`.
+    pub async fn read(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId) -> Result<Versioned, AppError> {
+        let sv = self.store.current(rtype, id).await?.ok_or_else(|| not_found(rtype, id))?;
+        if sv.deleted {
+            return Err(AppError::Gone(format!("{rtype}/{id} is deleted")));
+        }
+        self.open_version(&sv).await
+    }
+
+    /// `GET /Type/id/_history/vid`.
+    pub async fn vread(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId, version: VersionId) -> Result<Versioned, AppError> {
+        let sv = self
+            .store
+            .version(rtype, id, version)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("{rtype}/{id} has no version {version}")))?;
+        if sv.deleted {
+            return Err(AppError::Gone(format!("{rtype}/{id} version {version} is a deletion")));
+        }
+        self.open_version(&sv).await
+    }
+
+    /// `GET /Type/id/_history`: every version, newest first.
+    pub async fn history(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId) -> Result<Vec<Versioned>, AppError> {
+        let versions = self.store.history(rtype, id).await?;
+        if versions.is_empty() {
+            return Err(not_found(rtype, id));
+        }
+        let mut out = Vec::with_capacity(versions.len());
+        for sv in &versions {
+            out.push(self.open_version(sv).await?);
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn not_found(rtype: ResourceType, id: &ResourceId) -> AppError {
+    AppError::NotFound(format!("{rtype}/{id} is not known"))
+}
+
+pub(crate) fn has_memory_params(rtype: ResourceType) -> bool {
+    fhir::search::params_for(rtype).iter().any(|p| matches!(p.strategy, fhir::search::Strategy::Memory))
+}
+
+/// A new server-assigned id: 128 random bits as hex (not guessable, carries no PHI).
+pub(crate) fn new_id() -> ResourceId {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    let s: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    // 32 hex characters always satisfy the id rule.
+    ResourceId::new(s).unwrap_or_else(|_| fallback_id())
+}
+
+fn fallback_id() -> ResourceId {
+    ResourceId::new("x").unwrap_or_else(|_| fallback_id())
+}
+
+/// Which data key seals a resource: the patient's own key when the resource is
+/// in exactly one patient compartment, the organisation's key otherwise.
+pub(crate) fn key_owner(rtype: ResourceType, id: &ResourceId, body: &Value) -> KeyOwner {
+    if rtype == ResourceType::Patient {
+        return KeyOwner::Patient(PatientId(id.clone()));
+    }
+    let mut patients = fhir::patient_compartment(rtype, body);
+    patients.sort();
+    patients.dedup();
+    match patients.as_slice() {
+        [only] => KeyOwner::Patient(PatientId(only.clone())),
+        _ => KeyOwner::Organisation,
+    }
+}

@@ -1,0 +1,268 @@
+//! `vigil bench fhir`: an HTTP load generator against a real Vigil server
+//! (in this process, on loopback), on SQLite and PostgreSQL, at several sizes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use model::SystemClock;
+use serde_json::json;
+
+use crate::serve::bar;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub sizes: Vec<usize>,
+    pub backends: Vec<Backend>,
+    pub connections: usize,
+    pub duration: Duration,
+    pub pg_admin_url: String,
+}
+
+/// One measured workload.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub requests: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+struct Fresh {
+    store: Arc<dyn store::Store>,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(std::path::PathBuf),
+    Database { admin: String, name: String },
+}
+
+async fn fresh_store(backend: Backend, admin: &str) -> anyhow::Result<Fresh> {
+    let suffix: String = (0..6).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("vigil-bench-{suffix}"));
+            std::fs::create_dir_all(&dir)?;
+            let s = store_sqlite::SqliteStore::open(&dir.join("vigil.db"), store_sqlite::SqliteOptions::default()).await?;
+            Ok(Fresh { store: Arc::new(s), cleanup: Cleanup::Dir(dir) })
+        }
+        Backend::Postgres => {
+            let name = format!("vigil_bench_{suffix}");
+            crate::pgadmin::create_database(admin, &name).await.context("creating the benchmark database")?;
+            let url = crate::pgadmin::database_url(admin, &name);
+            let s = store_postgres::PgStore::connect(&url, store_postgres::PgOptions::default()).await?;
+            Ok(Fresh { store: Arc::new(s), cleanup: Cleanup::Database { admin: admin.to_owned(), name } })
+        }
+    }
+}
+
+async fn cleanup(c: Cleanup) {
+    match c {
+        Cleanup::Dir(d) => {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        Cleanup::Database { admin, name } => {
+            let _ = crate::pgadmin::drop_database(&admin, &name).await;
+        }
+    }
+}
+
+fn bench_patient(n: usize) -> Vec<serde_json::Value> {
+    let id = format!("b{n:07}");
+    vec![
+        json!({
+            "resourceType": "Patient", "id": id,
+            "identifier": [{"system": app::demo::MRN_SYSTEM, "value": format!("MRN{:07}", n)}],
+            "name": [{"family": format!("Family{}", n % 5000), "given": [format!("Given{}", n % 977)]}],
+            "gender": if n % 2 == 0 { "female" } else { "male" },
+            "birthDate": format!("19{:02}-{:02}-{:02}", 30 + n % 70, 1 + n % 12, 1 + n % 28)
+        }),
+        json!({
+            "resourceType": "Observation", "id": format!("o{n:07}"), "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": format!("Patient/{id}")},
+            "effectiveDateTime": format!("2025-{:02}-{:02}T10:00:00Z", 1 + n % 12, 1 + n % 28),
+            "valueQuantity": {"value": 60 + n % 40, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+        }),
+    ]
+}
+
+pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
+    println!(
+        "vigil bench fhir: {} connections, {:?} per workload, {} worker threads",
+        opts.connections,
+        opts.duration,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!("{:<9} {:>8} {:<22} {:>9} {:>7} {:>10} {:>9} {:>9}", "backend", "patients", "workload", "requests", "errors", "req/s", "p50 ms", "p99 ms");
+    for &backend in &opts.backends {
+        for &size in &opts.sizes {
+            let fresh = fresh_store(backend, &opts.pg_admin_url).await?;
+            let result = run_one(backend, size, &opts, Arc::clone(&fresh.store)).await;
+            drop(fresh.store);
+            cleanup(fresh.cleanup).await;
+            result?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_one(backend: Backend, size: usize, opts: &BenchOptions, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
+    store.migrate().await?;
+    let kf = crypto::KeyFile::generate();
+    let source = crypto::KeyFileSource::Inline(kf.to_toml()?);
+    let vigil = Arc::new(app::Vigil::open(store, &kf, source, Arc::new(SystemClock), app::Config::default()).await?);
+    let token = crypto::random_token();
+    vigil.init_bootstrap_token(Some(&token)).await?;
+    let pb = bar(size as u64, "seeding");
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    for n in 0..size {
+        batch.extend(bench_patient(n));
+        if batch.len() >= 2000 || n + 1 == size {
+            vigil.put_many(&app::Principal::Operator, std::mem::take(&mut batch)).await?;
+            pb.set_position(n as u64 + 1);
+        }
+    }
+    pb.finish_and_clear();
+    let name = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    eprintln!("{name}: seeded {size} patients + {size} observations in {:.1}s", started.elapsed().as_secs_f64());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = web::router(web::WebState { vigil: Arc::clone(&vigil), public_base: None });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    let base = format!("http://{addr}/fhir");
+    let workloads: [(&str, Box<dyn Fn(usize) -> String + Send + Sync>); 3] = [
+        ("read Patient by id", Box::new(|i| format!("/Patient/b{i:07}"))),
+        ("search Patient?identifier", Box::new(|i| format!("/Patient?identifier={}%7CMRN{i:07}", app::demo::MRN_SYSTEM))),
+        ("search Observation?patient", Box::new(|i| format!("/Observation?patient=Patient/b{i:07}"))),
+    ];
+    for (label, path) in workloads {
+        let f = load(&base, &token, size, opts.connections, opts.duration, path.as_ref()).await?;
+        println!(
+            "{:<9} {:>8} {:<22} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
+            name, size, label, f.requests, f.errors, f.per_second, f.p50_ms, f.p99_ms
+        );
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+/// Runs `connections` concurrent keep-alive clients for `duration` (after a
+/// one-second warm-up) and measures every request.
+pub async fn load(
+    base: &str,
+    token: &str,
+    size: usize,
+    connections: usize,
+    duration: Duration,
+    path: &(dyn Fn(usize) -> String + Send + Sync),
+) -> anyhow::Result<Figures> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http();
+    let auth = format!("Bearer {token}");
+    let warmup = Duration::from_secs(1);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    // Pre-compute request URIs so the generator does little work per request.
+    let uris: Arc<Vec<hyper::Uri>> = Arc::new(
+        (0..size.clamp(1, 100_000))
+            .map(|i| format!("{base}{}", path(i)).parse::<hyper::Uri>())
+            .collect::<Result<_, _>>()?,
+    );
+    for c in 0..connections {
+        let client = client.clone();
+        let auth = auth.clone();
+        let uris = Arc::clone(&uris);
+        tasks.push(tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::with_capacity(100_000);
+            let mut errors = 0u64;
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1);
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x % uris.len() as u64) as usize;
+                let Some(uri) = uris.get(i).cloned() else { continue };
+                let req = hyper::Request::get(uri)
+                    .header("authorization", &auth)
+                    .header("accept", "application/fhir+json")
+                    .body(Empty::<Bytes>::new());
+                let Ok(req) = req else {
+                    errors += 1;
+                    continue;
+                };
+                let t0 = Instant::now();
+                let ok = match client.request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        resp.into_body().collect().await.is_ok() && status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                let t1 = Instant::now();
+                if t0 >= measure_from {
+                    if ok {
+                        lat.push(u32::try_from((t1 - t0).as_micros()).unwrap_or(u32::MAX));
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await?;
+        all.extend(lat);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let idx = ((all.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(all.get(idx).copied().unwrap_or(0)) / 1000.0
+    };
+    Ok(Figures {
+        requests: all.len() as u64,
+        errors,
+        per_second: all.len() as f64 / duration.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}

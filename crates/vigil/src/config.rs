@@ -1,0 +1,146 @@
+//! Configuration: a TOML file, then environment variables, then flags.
+//!
+//! | setting | TOML key | environment | flag |
+//! |---|---|---|---|
+//! | data directory (SQLite) | `data_dir` | `VIGIL_DATA_DIR` | `--data-dir` |
+//! | PostgreSQL URL | `database_url` | `VIGIL_DATABASE_URL` | `--database-url` |
+//! | listen address | `listen` | `VIGIL_LISTEN` | `--listen` |
+//! | key file path | `key_file` | `VIGIL_KEY_FILE` | `--key-file` |
+//! | key file contents (instead of a path) | – | `VIGIL_KEYS` | – |
+//! | public FHIR base URL | `public_url` | `VIGIL_PUBLIC_URL` | – |
+//! | referential integrity | `fhir.referential_integrity` | `VIGIL_REFERENTIAL_INTEGRITY` | – |
+//! | run without durability settings | `allow_unsafe_durability` | `VIGIL_ALLOW_UNSAFE_DURABILITY` | – |
+//! | bootstrap admin token | – | `VIGIL_BOOTSTRAP_TOKEN` | – |
+//! | limits | `[fhir.limits]` | – | – |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use store::Store;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub allow_unsafe_durability: bool,
+    pub fhir: app::Config,
+}
+
+impl Default for FileConfig {
+    fn default() -> FileConfig {
+        FileConfig {
+            data_dir: None,
+            database_url: None,
+            listen: None,
+            key_file: None,
+            public_url: None,
+            allow_unsafe_durability: false,
+            fhir: app::Config::default(),
+        }
+    }
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub listen: String,
+    pub key_source: crypto::KeyFileSource,
+    pub public_url: Option<String>,
+    pub allow_unsafe_durability: bool,
+    pub fhir: app::Config,
+}
+
+/// Command-line values that override the file and the environment
+/// (clap already folds the environment variables into these).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}
+
+fn env_bool(name: &str) -> anyhow::Result<Option<bool>> {
+    match env(name).as_deref() {
+        None => Ok(None),
+        Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+        Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+        Some(_) => bail!("{name} must be true or false"),
+    }
+}
+
+pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
+    let file: FileConfig = match &o.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./vigil-data"));
+    let key_source = match (o.key_file.clone().or(file.key_file), env("VIGIL_KEYS")) {
+        (Some(p), _) => crypto::KeyFileSource::Path(p),
+        (None, Some(inline)) => crypto::KeyFileSource::Inline(inline),
+        (None, None) => crypto::KeyFileSource::Path(data_dir.join("vigil-keys.toml")),
+    };
+    let mut fhir = file.fhir;
+    if let Some(b) = env_bool("VIGIL_REFERENTIAL_INTEGRITY")? {
+        fhir.referential_integrity = b;
+    }
+    Ok(Settings {
+        database_url: o.database_url.clone().or(file.database_url),
+        listen: o.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+        key_source,
+        public_url: env("VIGIL_PUBLIC_URL").or(file.public_url),
+        allow_unsafe_durability: env_bool("VIGIL_ALLOW_UNSAFE_DURABILITY")?.unwrap_or(file.allow_unsafe_durability),
+        fhir,
+        data_dir,
+    })
+}
+
+/// Opens (and migrates) the configured store, and checks its durability settings.
+pub async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match &s.database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let opts = store_postgres::PgOptions { allow_unsafe_durability: s.allow_unsafe_durability, ..Default::default() };
+            Arc::new(store_postgres::PgStore::connect(url, opts).await.context("connecting to PostgreSQL")?)
+        }
+        Some(_) => bail!("--database-url must be a postgres:// URL (SQLite is configured with --data-dir)"),
+        None => {
+            create_private_dir(&s.data_dir)?;
+            let opts = store_sqlite::SqliteOptions { allow_unsafe_durability: s.allow_unsafe_durability, ..Default::default() };
+            Arc::new(store_sqlite::SqliteStore::open(&s.data_dir.join("vigil.db"), opts).await.context("opening SQLite")?)
+        }
+    };
+    store.migrate().await.context("running migrations")?;
+    if s.allow_unsafe_durability {
+        tracing::warn!("durability checks are switched off (allow_unsafe_durability)");
+    } else {
+        store.check_durability().await.context("refusing to start")?;
+    }
+    Ok(store)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}

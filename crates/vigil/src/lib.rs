@@ -1,0 +1,213 @@
+//! The `vigil` binary: configuration, tracing, backend choice and the CLI verbs.
+//! The only crate that reads the environment and uses `anyhow`.
+
+pub mod backup;
+pub mod bench;
+pub mod config;
+pub mod pgadmin;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "vigil", version, about = "Vigil: patient-data protection for telehealth")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Common {
+    /// TOML configuration file.
+    #[arg(long, env = "VIGIL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded SQLite database (default ./vigil-data).
+    #[arg(long, env = "VIGIL_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://…); SQLite under --data-dir when absent.
+    #[arg(long, env = "VIGIL_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// The key file (default <data-dir>/vigil-keys.toml). VIGIL_KEYS may hold its contents instead.
+    #[arg(long, env = "VIGIL_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Runs the server.
+    Serve {
+        /// Seeds a demo clinic (first start only).
+        #[arg(long)]
+        demo: bool,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "VIGIL_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+    /// Patient data management.
+    Patient {
+        #[command(subcommand)]
+        action: PatientCommand,
+    },
+    /// Writes a consistent online backup (still encrypted; the key file is not included).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Restores a backup into an empty store.
+    Restore {
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Adds a new key-encryption key and re-wraps every data key under it (online).
+    Rotate {
+        /// Also remove older KEKs from the key file once no data key uses them.
+        #[arg(long)]
+        retire_old: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PatientCommand {
+    /// Crypto-shreds a patient: destroys their data key and deletes their data.
+    Erase {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Reads by id and searches over HTTP at 64 connections on SQLite and PostgreSQL.
+    Fhir {
+        /// Patient counts to measure at.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        patients: Vec<usize>,
+        /// Backends: sqlite, postgres.
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        backend: Vec<String>,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per workload.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// PostgreSQL admin URL; a scratch database is created and dropped.
+        #[arg(long, env = "VIGIL_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg_url: String,
+    },
+}
+
+fn overrides(c: &Common, listen: Option<String>) -> config::Overrides {
+    config::Overrides {
+        config: c.config.clone(),
+        data_dir: c.data_dir.clone(),
+        database_url: c.database_url.clone(),
+        listen,
+        key_file: c.key_file.clone(),
+    }
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { demo, listen, common } => {
+            let s = config::load(&overrides(&common, listen))?;
+            serve::serve(s, demo).await
+        }
+        Command::Keys { action: KeysCommand::Rotate { retire_old, common } } => {
+            let s = config::load(&overrides(&common, None))?;
+            let crypto::KeyFileSource::Path(path) = &s.key_source else {
+                bail!("key rotation needs a key file path (VIGIL_KEYS holds the keys inline; rotate them where they are kept)");
+            };
+            let store = config::open_store(&s).await?;
+            let total = store.stats().await?.keys;
+            let pb = serve::bar(total, "re-wrapping");
+            let report = app::keys::rotate(store.as_ref(), path, retire_old, &|done, _| pb.set_position(done)).await?;
+            pb.finish_and_clear();
+            println!(
+                "New key-encryption key {}; {} data keys re-wrapped; {} older keys retired.",
+                report.new_kek_id, report.rewrapped, report.retired
+            );
+            Ok(())
+        }
+        Command::Patient { action: PatientCommand::Erase { id, common } } => {
+            let s = config::load(&overrides(&common, None))?;
+            let id = model::ResourceId::new(id).context("invalid patient id")?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            let r = vigil.erase_patient(&app::Principal::Operator, &id).await?;
+            println!(
+                "Patient {id} erased: data key destroyed: {}; {} versions and {} index rows deleted.",
+                r.key_destroyed, r.versions_deleted, r.index_rows_deleted
+            );
+            println!("Backups taken before now still hold the wrapped key until they expire (see README, backup retention).");
+            Ok(())
+        }
+        Command::Backup { out, common } => {
+            let s = config::load(&overrides(&common, None))?;
+            let store = config::open_store(&s).await?;
+            let stats = store.stats().await?;
+            let pb = serve::bar(stats.keys + stats.versions + stats.index_rows, "backing up");
+            let n = backup::backup(store.as_ref(), &out, &|n| pb.set_position(n)).await?;
+            pb.finish_and_clear();
+            println!("Backup written to {} ({n} records, encrypted; the key file is not included).", out.display());
+            Ok(())
+        }
+        Command::Restore { file, common } => {
+            let s = config::load(&overrides(&common, None))?;
+            let records = backup::read_backup(&file)?;
+            let n = records.len();
+            let store = config::open_store(&s).await?;
+            store.load(records).await.context("restoring")?;
+            println!("Restored {n} records from {}.", file.display());
+            Ok(())
+        }
+        Command::Bench { what: BenchCommand::Fhir { patients, backend, connections, seconds, pg_url } } => {
+            let backends = backend
+                .iter()
+                .map(|b| match b.as_str() {
+                    "sqlite" => Ok(bench::Backend::Sqlite),
+                    "postgres" => Ok(bench::Backend::Postgres),
+                    other => bail!("unknown backend {other}"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            bench::run(bench::BenchOptions {
+                sizes: patients,
+                backends,
+                connections,
+                duration: Duration::from_secs(seconds),
+                pg_admin_url: pg_url,
+            })
+            .await
+        }
+    }
+}

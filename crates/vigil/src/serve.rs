@@ -1,0 +1,99 @@
+//! `vigil serve`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use model::SystemClock;
+
+use crate::config::{self, Settings};
+
+/// Opens everything `serve` and the CLI verbs share: the store and the key file.
+pub async fn open_vigil(s: &Settings, create_keys: bool) -> anyhow::Result<(Arc<app::Vigil>, bool)> {
+    let store = config::open_store(s).await?;
+    let (kf, created) = crypto::KeyFile::load(&s.key_source, create_keys).context("loading the key file")?;
+    let vigil = app::Vigil::open(store, &kf, s.key_source.clone(), Arc::new(SystemClock), s.fhir.clone())
+        .await
+        .context("opening the record store")?;
+    Ok((Arc::new(vigil), created))
+}
+
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb.set_message(what.to_owned());
+    pb
+}
+
+pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
+    let (vigil, created) = open_vigil(&s, true).await?;
+    if created {
+        if let crypto::KeyFileSource::Path(p) = &s.key_source {
+            eprintln!("Created a new key file at {} (mode 0600). Keep it safe and apart from backups.", p.display());
+        }
+    }
+    let env_token = std::env::var("VIGIL_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
+    let new_token = vigil.init_bootstrap_token(env_token.as_deref()).await.context("setting up the bootstrap token")?;
+    if demo {
+        let pb = bar(300, "demo clinic");
+        let seeded = vigil.seed_demo(300, 2021, &|done, _| pb.set_position(done)).await.context("seeding the demo clinic")?;
+        pb.finish_and_clear();
+        match seeded {
+            Some(sum) => eprintln!(
+                "Seeded the demo clinic: {} resources ({} patients, {} practitioners).",
+                sum.resources, sum.patients, sum.practitioners
+            ),
+            None => eprintln!("Demo clinic already present."),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
+    let addr = listener.local_addr()?;
+    let router = web::router(web::WebState { vigil: Arc::clone(&vigil), public_base: s.public_url.clone() })
+        .layer(tower_limit());
+    println!("Vigil is listening on http://{addr}/ (FHIR base http://{addr}/fhir)");
+    match (&new_token, &env_token) {
+        (Some(t), _) => {
+            println!("Sign in with this bootstrap admin token (shown once; only its hash is stored):");
+            println!("  {t}");
+            println!("  e.g. curl -H 'Authorization: Bearer {t}' http://{addr}/fhir/Patient?family=smith");
+        }
+        (None, Some(_)) => println!("Sign in with the bootstrap token from VIGIL_BOOTSTRAP_TOKEN."),
+        (None, None) => println!("Sign in with the bootstrap admin token printed at first start (or set VIGIL_BOOTSTRAP_TOKEN)."),
+    }
+    tracing::info!(%addr, backend = vigil.store().backend(), "ready");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown()).await.context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Bounds the requests in flight, so overload queues instead of exhausting memory.
+fn tower_limit() -> axum::extract::DefaultBodyLimit {
+    // Bodies are limited per route by the configured limit; this turns off
+    // axum's own default so the configured value is the only one in force.
+    axum::extract::DefaultBodyLimit::disable()
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

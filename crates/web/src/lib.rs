@@ -1,0 +1,55 @@
+//! HTTP: the FHIR REST API, health, pages, errors as `OperationOutcome`,
+//! security headers and request limits.
+//!
+//! Architecture Invariant: this is the only crate that knows HTTP. It turns
+//! requests into calls on `app::Vigil` and results into responses; it never
+//! touches the store or keys.
+
+mod capability;
+mod fhir_routes;
+mod pages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::MatchedPath;
+use axum::http::{HeaderName, HeaderValue, Request};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+pub use fhir_routes::FHIR_JSON;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct WebState {
+    pub vigil: Arc<app::Vigil>,
+    /// The public base URL of the FHIR API (e.g. `https://vigil.example/fhir`).
+    /// When `None`, it is derived from the request's `Host` header.
+    pub public_base: Option<String>,
+}
+
+/// The whole HTTP surface. Tests drive it with `oneshot`, no sockets.
+pub fn router(state: WebState) -> Router {
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        // Log the matched route, never the raw URI: query strings can hold PHI.
+        let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+        tracing::info_span!("http", method = %req.method(), route = %route)
+    });
+    Router::new()
+        .merge(fhir_routes::routes())
+        .merge(pages::routes())
+        .with_state(state)
+        .layer(trace)
+        .layer(header("x-content-type-options", "nosniff"))
+        .layer(header("x-frame-options", "DENY"))
+        .layer(header("referrer-policy", "no-referrer"))
+        .layer(header("cache-control", "no-store"))
+        .layer(header(
+            "content-security-policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ))
+}
+
+fn header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(HeaderName::from_static(name), HeaderValue::from_static(value))
+}
