@@ -1,0 +1,71 @@
+//! The PostgreSQL schema, as an ordered list of embedded migrations.
+//!
+//! INVARIANT: the tables and columns here match `store-sqlite`'s migrations
+//! one for one (a test compares them by introspection); only the column
+//! types differ. Text columns use the "C" collation so that ids sort by
+//! bytes, exactly as SQLite sorts them: paging by id and the backup order
+//! are then the same on both backends.
+
+/// One schema step: applied once, in order, recorded in `schema_migrations`.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: r#"
+CREATE TABLE settings (
+    name  text COLLATE "C" NOT NULL PRIMARY KEY,
+    value bytea NOT NULL
+);
+
+CREATE TABLE data_keys (
+    owner   text COLLATE "C" NOT NULL PRIMARY KEY,
+    kek_id  text COLLATE "C" NOT NULL,
+    wrapped bytea NOT NULL
+);
+CREATE INDEX data_keys_kek_id ON data_keys (kek_id);
+
+-- Every version ever written, delete markers included (empty ciphertext).
+CREATE TABLE resource_versions (
+    rtype        text COLLATE "C" NOT NULL,
+    id           text COLLATE "C" NOT NULL,
+    version      bigint NOT NULL CHECK (version >= 1),
+    last_updated bigint NOT NULL,
+    deleted      boolean NOT NULL,
+    key_owner    text COLLATE "C" NOT NULL,
+    ciphertext   bytea NOT NULL,
+    PRIMARY KEY (rtype, id, version)
+);
+CREATE INDEX resource_versions_key_owner ON resource_versions (key_owner);
+
+-- A pointer to the newest version of each id; writers lock this row
+-- (SELECT ... FOR UPDATE) to serialise writes to one resource.
+CREATE TABLE resource_current (
+    rtype        text COLLATE "C" NOT NULL,
+    id           text COLLATE "C" NOT NULL,
+    version      bigint NOT NULL,
+    last_updated bigint NOT NULL,
+    deleted      boolean NOT NULL,
+    key_owner    text COLLATE "C" NOT NULL,
+    PRIMARY KEY (rtype, id),
+    FOREIGN KEY (rtype, id, version) REFERENCES resource_versions (rtype, id, version)
+);
+CREATE INDEX resource_current_key_owner ON resource_current (key_owner);
+CREATE INDEX resource_current_last_updated ON resource_current (rtype, last_updated);
+
+-- Blind-index rows of current, non-deleted resources.
+CREATE TABLE search_index (
+    rtype text COLLATE "C" NOT NULL,
+    id    text COLLATE "C" NOT NULL,
+    param text COLLATE "C" NOT NULL,
+    token bytea NOT NULL,
+    PRIMARY KEY (rtype, param, token, id),
+    FOREIGN KEY (rtype, id) REFERENCES resource_current (rtype, id)
+);
+CREATE INDEX search_index_resource ON search_index (rtype, id);
+"#,
+}];

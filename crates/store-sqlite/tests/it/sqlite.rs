@@ -1,0 +1,233 @@
+//! What only the SQLite adapter has: pragmas, files on disk, reopening.
+
+use std::path::Path;
+
+use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId};
+use sqlx::Connection;
+use store::{Precondition, Store, StoreError, StoredVersion, WriteOp};
+use store_sqlite::{SqliteOptions, SqliteStore};
+use test_kit::fixtures::TempDir;
+use test_kit::{PgFixture, SqliteFixture, StoreFixture, story};
+
+fn unsafe_opts() -> SqliteOptions {
+    SqliteOptions {
+        allow_unsafe_durability: true,
+        ..SqliteOptions::default()
+    }
+}
+
+fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_load_round_trip_sqlite_to_sqlite() {
+    let (a, b) = (SqliteFixture::create().await, SqliteFixture::create().await);
+    story::dump_load_round_trip(&*a.store, &*b.store).await;
+    a.teardown().await;
+    b.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_load_round_trip_sqlite_to_postgres() {
+    let (a, b) = (SqliteFixture::create().await, PgFixture::create().await);
+    story::dump_load_round_trip(&*a.store, &*b.store).await;
+    a.teardown().await;
+    b.teardown().await;
+}
+
+#[tokio::test]
+async fn durability_check_refuses_a_misconfigured_database() {
+    let dir = TempDir::new();
+    let path = dir.path().join("vigil.db");
+
+    // A new file left alone is in rollback-journal mode.
+    let store = SqliteStore::open(&path, unsafe_opts()).await.unwrap();
+    match store.check_durability().await {
+        Err(StoreError::Durability(msg)) => assert!(msg.contains("journal_mode"), "{msg}"),
+        other => panic!("expected a durability error, got {other:?}"),
+    }
+    store.close().await;
+
+    // The safe open forces every setting and passes its own check.
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    store.check_durability().await.unwrap();
+    store.close().await;
+
+    // WAL persists in the file, but secure_delete is per connection and off by default.
+    let store = SqliteStore::open(&path, unsafe_opts()).await.unwrap();
+    match store.check_durability().await {
+        Err(StoreError::Durability(msg)) => assert!(msg.contains("secure_delete"), "{msg}"),
+        other => panic!("expected a durability error, got {other:?}"),
+    }
+    store.close().await;
+    dir.remove();
+}
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = TempDir::new();
+    let path = dir.path().join("nested-name.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    story::populate(&store).await;
+    let before = story::dump_all(&store).await;
+    store.close().await;
+
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(story::dump_all(&store).await, before);
+    store.close().await;
+    dir.remove();
+}
+
+#[tokio::test]
+async fn migrate_refuses_a_schema_from_a_newer_build() {
+    let dir = TempDir::new();
+    let path = dir.path().join("vigil.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.close().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)")
+        .bind(999_i64)
+        .bind("from the future")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(store.migrate().await, Err(StoreError::Corrupt(_))));
+    store.close().await;
+    dir.remove();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_scrubs_ciphertext_from_the_files() {
+    let fixture = SqliteFixture::create().await;
+    let store = &fixture.store;
+    let db_path = fixture.db_path();
+    let wal_path = db_path.with_file_name("vigil.db-wal");
+    let owner = |p: &str| KeyOwner::Patient(PatientId(ResourceId::new(p).unwrap()));
+    // Distinctive bytes, one small (inline in a page) and one spilling into overflow pages.
+    let gone_small = b"ERASE-ME-small-3f9c1a".to_vec();
+    let gone_large: Vec<u8> = b"ERASE-ME-large-77d2e0-"
+        .iter()
+        .copied()
+        .cycle()
+        .take(20_000)
+        .collect();
+    let kept = b"KEEP-ME-8b1e44".to_vec();
+    let write = |id: &str, who: &KeyOwner, ciphertext: &[u8]| WriteOp {
+        precondition: Precondition::MustNotExist,
+        version: StoredVersion {
+            rtype: ResourceType::Observation,
+            id: ResourceId::new(id).unwrap(),
+            version: VersionId(1),
+            last_updated: Timestamp(1),
+            deleted: false,
+            key_owner: who.clone(),
+            ciphertext: ciphertext.to_vec(),
+        },
+        index: vec![story::row("subject", id)],
+    };
+    store
+        .commit(vec![
+            write("a", &owner("p1"), &gone_small),
+            write("b", &owner("p1"), &gone_large),
+            write("c", &owner("p2"), &kept),
+        ])
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    assert!(file_contains(&db_path, &gone_small));
+    assert!(file_contains(&db_path, &gone_large[..64]));
+
+    let report = store.erase_patient(&owner("p1")).await.unwrap();
+    assert_eq!(report.versions_deleted, 2);
+    for path in [&db_path, &wal_path] {
+        assert!(
+            !file_contains(path, &gone_small),
+            "{} still holds erased bytes",
+            path.display()
+        );
+        assert!(
+            !file_contains(path, &gone_large[..64]),
+            "{} still holds erased bytes",
+            path.display()
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0),
+        0,
+        "the WAL is truncated"
+    );
+    assert!(file_contains(&db_path, &kept), "other patients' data stays");
+    fixture.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_proceed_while_writes_queue() {
+    let fixture = SqliteFixture::create().await;
+    let store = fixture.store.clone();
+    story::populate(&*store).await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let op = story::create(
+                    ResourceType::Organization,
+                    &format!("w{i}"),
+                    &KeyOwner::Organisation,
+                    b"x",
+                    vec![story::row("n", "w")],
+                );
+                store.commit(vec![op]).await.unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    let p = store
+                        .current(ResourceType::Patient, &ResourceId::new("p2").unwrap())
+                        .await
+                        .unwrap();
+                    assert_eq!(p.unwrap().ciphertext, b"p2-v1");
+                }
+            })
+        })
+        .collect();
+    writer.await.unwrap();
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert_eq!(
+        store
+            .scan(ResourceType::Organization, None, 1000)
+            .await
+            .unwrap()
+            .len(),
+        201
+    );
+    fixture.teardown().await;
+}

@@ -1,0 +1,99 @@
+//! Dev-only fixtures for Vigil's tests, and the store conformance story.
+//!
+//! [`story`] holds one function per storage scenario; each takes a freshly
+//! migrated store and checks the [`store::Store`] contract. Both adapters'
+//! integration tests run every scenario through [`store_story_tests!`], so the
+//! two backends cannot drift apart silently.
+//!
+//! This crate is only ever a dev-dependency; panicking on a broken fixture is
+//! the right failure mode here.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "dev-only test support: a panic is a test failure with a message"
+)]
+
+pub mod fixtures;
+pub mod story;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use fixtures::{PgFixture, SqliteFixture, StoreFixture};
+use store::Store;
+
+/// Runs `scenario` against a fresh store from fixture `F`, then tears the
+/// fixture down even when the scenario panicked, and re-raises the panic.
+pub async fn run<F, S, Fut>(scenario: S)
+where
+    F: StoreFixture,
+    S: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let fixture = F::create().await;
+    let outcome = tokio::spawn(scenario(fixture.store())).await;
+    fixture.teardown().await;
+    if let Err(e) = outcome {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("scenario task did not finish: {e}");
+    }
+}
+
+/// Generates one `#[tokio::test]` per conformance scenario for a fixture type.
+/// Use it once in each adapter's `tests/it/main.rs`:
+/// `test_kit::store_story_tests!(test_kit::SqliteFixture);`
+#[macro_export]
+macro_rules! store_story_tests {
+    ($fixture:ty) => {
+        // Scenarios taking `&dyn Store`.
+        $crate::store_story_tests!(@each $fixture, dyn; [
+            create_read_version_history,
+            migrate_is_idempotent,
+            preconditions_conflict_and_leave_data_unchanged,
+            multi_op_commit_is_atomic,
+            delete_then_recreate,
+            find_combines_clauses_tokens_ids_and_bounds,
+            find_handles_long_token_and_id_lists,
+            find_follows_index_replacement,
+            ids_sort_bytewise,
+            scan_pages_through_current_resources,
+            existing_and_current_many,
+            keys_rotation_compare_and_swap,
+            erase_patient_removes_only_that_owner,
+            erase_refuses_the_organisation_key,
+            stats_count_everything,
+            dump_load_round_trip_same_backend,
+            load_refuses_non_empty_store,
+            load_is_all_or_nothing,
+        ]);
+        // Scenarios that spawn tasks and so take `&Arc<dyn Store>`.
+        $crate::store_story_tests!(@each $fixture, arc; [
+            keys_put_if_absent_race,
+            settings_round_trip,
+            concurrent_updates_have_one_winner,
+            concurrent_creates_have_one_winner,
+        ]);
+    };
+    (@each $fixture:ty, $kind:ident; [$($name:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::run::<$fixture, _, _>(|store| async move {
+                    $crate::store_story_tests!(@call $kind, $name, store);
+                })
+                .await;
+            }
+        )*
+    };
+    (@call dyn, $name:ident, $store:ident) => {
+        $crate::story::$name(&*$store).await
+    };
+    (@call arc, $name:ident, $store:ident) => {
+        $crate::story::$name(&$store).await
+    };
+}

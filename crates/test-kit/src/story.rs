@@ -1,0 +1,1484 @@
+//! The store conformance story: one function per scenario, each given a
+//! fresh, migrated, empty store. Run against every backend by
+//! [`crate::store_story_tests!`].
+
+use std::sync::Arc;
+
+use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId};
+use store::{
+    BackupRecord, ConflictReason, EraseReport, IndexClause, IndexQuery, IndexRow, Precondition,
+    Stats, Store, StoreError, StoredVersion, WrappedKey, WriteOp,
+};
+
+use ResourceType::{Observation, Organization, Patient};
+
+// ---- builders ----
+
+pub fn rid(s: &str) -> ResourceId {
+    ResourceId::new(s).expect("valid test id")
+}
+
+pub fn patient(id: &str) -> KeyOwner {
+    KeyOwner::Patient(PatientId(rid(id)))
+}
+
+pub fn token(s: &str) -> Vec<u8> {
+    // Stands in for an HMAC output: arbitrary bytes, including 0x00.
+    let mut t = vec![0_u8, 0xff];
+    t.extend_from_slice(s.as_bytes());
+    t
+}
+
+pub fn row(param: &str, t: &str) -> IndexRow {
+    IndexRow {
+        param: param.to_owned(),
+        token: token(t),
+    }
+}
+
+pub fn version(
+    rtype: ResourceType,
+    id: &str,
+    v: u64,
+    at: i64,
+    owner: &KeyOwner,
+    ciphertext: &[u8],
+) -> StoredVersion {
+    StoredVersion {
+        rtype,
+        id: rid(id),
+        version: VersionId(v),
+        last_updated: Timestamp(at),
+        deleted: false,
+        key_owner: owner.clone(),
+        ciphertext: ciphertext.to_vec(),
+    }
+}
+
+pub fn create(
+    rtype: ResourceType,
+    id: &str,
+    owner: &KeyOwner,
+    ciphertext: &[u8],
+    index: Vec<IndexRow>,
+) -> WriteOp {
+    WriteOp {
+        precondition: Precondition::MustNotExist,
+        version: version(rtype, id, 1, 1_000, owner, ciphertext),
+        index,
+    }
+}
+
+pub fn update(
+    rtype: ResourceType,
+    id: &str,
+    from: u64,
+    owner: &KeyOwner,
+    ciphertext: &[u8],
+    index: Vec<IndexRow>,
+) -> WriteOp {
+    WriteOp {
+        precondition: Precondition::CurrentVersion(VersionId(from)),
+        version: version(
+            rtype,
+            id,
+            from + 1,
+            1_000 + i64::try_from(from).unwrap(),
+            owner,
+            ciphertext,
+        ),
+        index,
+    }
+}
+
+pub fn delete(rtype: ResourceType, id: &str, from: u64, owner: &KeyOwner) -> WriteOp {
+    let mut v = version(rtype, id, from + 1, 5_000, owner, b"");
+    v.deleted = true;
+    WriteOp {
+        precondition: Precondition::CurrentVersion(VersionId(from)),
+        version: v,
+        index: Vec::new(),
+    }
+}
+
+pub fn clause(param: &str, tokens: &[&str]) -> IndexClause {
+    IndexClause {
+        param: param.to_owned(),
+        tokens: tokens.iter().map(|t| token(t)).collect(),
+    }
+}
+
+pub fn query(clauses: Vec<IndexClause>, limit: usize) -> IndexQuery {
+    IndexQuery {
+        clauses,
+        limit,
+        ..IndexQuery::default()
+    }
+}
+
+fn ids(list: &[ResourceId]) -> Vec<&str> {
+    list.iter().map(ResourceId::as_str).collect()
+}
+
+pub async fn dump_all(store: &dyn Store) -> Vec<BackupRecord> {
+    let mut out = Vec::new();
+    store
+        .dump(&mut |r| {
+            out.push(r);
+            Ok(())
+        })
+        .await
+        .expect("dump");
+    out
+}
+
+#[track_caller]
+pub fn assert_conflict(
+    result: store::Result<()>,
+    rtype: ResourceType,
+    id: &str,
+    reason: ConflictReason,
+) {
+    match result {
+        Err(StoreError::Conflict {
+            rtype: r,
+            id: i,
+            reason: got,
+        }) => {
+            assert_eq!(
+                (r, i.as_str(), got),
+                (rtype, id, reason),
+                "conflict details"
+            );
+        }
+        other => panic!("expected a {reason} conflict on {rtype}/{id}, got {other:?}"),
+    }
+}
+
+/// A small but varied data set: history, a delete marker, several owners,
+/// index rows, keys and settings.
+pub async fn populate(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    let (p1, p2) = (patient("p1"), patient("p2"));
+    store.put_setting("node-id", b"node-1").await.unwrap();
+    store
+        .put_setting("bootstrap", &[0, 1, 2, 255])
+        .await
+        .unwrap();
+    for (owner, kek) in [(&org, "kek-1"), (&p1, "kek-1"), (&p2, "kek-2")] {
+        let key = WrappedKey {
+            owner: owner.clone(),
+            kek_id: kek.to_owned(),
+            wrapped: token(&owner.storage_key()),
+        };
+        store.put_key_if_absent(&key).await.unwrap();
+    }
+    store
+        .commit(vec![
+            create(
+                Organization,
+                "org1",
+                &org,
+                b"org-1",
+                vec![row("name", "acme")],
+            ),
+            create(
+                Patient,
+                "p1",
+                &p1,
+                b"p1-v1",
+                vec![row("identifier", "mrn-1"), row("name", "smith")],
+            ),
+            create(
+                Patient,
+                "p2",
+                &p2,
+                b"p2-v1",
+                vec![row("identifier", "mrn-2"), row("name", "smith")],
+            ),
+            create(
+                Observation,
+                "o1",
+                &p1,
+                b"o1-v1",
+                vec![row("code", "bp"), row("subject", "p1")],
+            ),
+            create(
+                Observation,
+                "o2",
+                &p2,
+                b"o2-v1",
+                vec![row("code", "hr"), row("subject", "p2")],
+            ),
+        ])
+        .await
+        .unwrap();
+    store
+        .commit(vec![update(
+            Patient,
+            "p1",
+            1,
+            &p1,
+            b"p1-v2",
+            vec![row("identifier", "mrn-1b")],
+        )])
+        .await
+        .unwrap();
+    store
+        .commit(vec![delete(Observation, "o2", 1, &p2)])
+        .await
+        .unwrap();
+}
+
+// ---- scenarios ----
+
+pub async fn create_read_version_history(store: &dyn Store) {
+    assert!(!store.backend().is_empty());
+    let p1 = patient("p1");
+    assert_eq!(store.current(Patient, &rid("p1")).await.unwrap(), None);
+    assert!(store.history(Patient, &rid("p1")).await.unwrap().is_empty());
+
+    let v1 = create(
+        Patient,
+        "p1",
+        &p1,
+        b"\x00cipher-1\xff",
+        vec![row("name", "smith")],
+    );
+    store.commit(vec![v1.clone()]).await.unwrap();
+    assert_eq!(
+        store.current(Patient, &rid("p1")).await.unwrap(),
+        Some(v1.version.clone())
+    );
+    assert_eq!(
+        store
+            .version(Patient, &rid("p1"), VersionId(1))
+            .await
+            .unwrap(),
+        Some(v1.version.clone())
+    );
+    // The same id under another type is another resource.
+    assert_eq!(store.current(Observation, &rid("p1")).await.unwrap(), None);
+
+    let v2 = update(
+        Patient,
+        "p1",
+        1,
+        &p1,
+        b"cipher-2",
+        vec![row("name", "jones")],
+    );
+    store.commit(vec![v2.clone()]).await.unwrap();
+    assert_eq!(
+        store.current(Patient, &rid("p1")).await.unwrap(),
+        Some(v2.version.clone())
+    );
+    assert_eq!(
+        store
+            .version(Patient, &rid("p1"), VersionId(1))
+            .await
+            .unwrap(),
+        Some(v1.version.clone())
+    );
+    assert_eq!(
+        store
+            .version(Patient, &rid("p1"), VersionId(2))
+            .await
+            .unwrap(),
+        Some(v2.version.clone())
+    );
+    assert_eq!(
+        store
+            .version(Patient, &rid("p1"), VersionId(3))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .version(Patient, &rid("p1"), VersionId(u64::MAX))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.history(Patient, &rid("p1")).await.unwrap(),
+        vec![v2.version, v1.version]
+    );
+
+    // An empty batch is a no-op.
+    store.commit(Vec::new()).await.unwrap();
+}
+
+pub async fn migrate_is_idempotent(store: &dyn Store) {
+    populate(store).await;
+    let before = dump_all(store).await;
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(dump_all(store).await, before);
+    store.check_durability().await.unwrap();
+}
+
+pub async fn preconditions_conflict_and_leave_data_unchanged(store: &dyn Store) {
+    let p1 = patient("p1");
+    store
+        .commit(vec![create(
+            Patient,
+            "p1",
+            &p1,
+            b"v1",
+            vec![row("name", "a")],
+        )])
+        .await
+        .unwrap();
+    let baseline = dump_all(store).await;
+
+    let with = |precondition: Precondition, id: &str, v: u64| WriteOp {
+        precondition,
+        version: version(Patient, id, v, 2_000, &p1, b"new"),
+        index: vec![row("name", "b")],
+    };
+    let cases = [
+        // Create-only on an id that exists.
+        (
+            with(Precondition::MustNotExist, "p1", 1),
+            "p1",
+            ConflictReason::AlreadyExists,
+        ),
+        (
+            with(Precondition::MustNotExist, "p1", 2),
+            "p1",
+            ConflictReason::AlreadyExists,
+        ),
+        // If-Match with a stale or future version.
+        (
+            with(Precondition::CurrentVersion(VersionId(2)), "p1", 3),
+            "p1",
+            ConflictReason::VersionMismatch,
+        ),
+        (
+            with(Precondition::CurrentVersion(VersionId(0)), "p1", 2),
+            "p1",
+            ConflictReason::VersionMismatch,
+        ),
+        (
+            with(Precondition::CurrentIs(Some(VersionId(2))), "p1", 3),
+            "p1",
+            ConflictReason::VersionMismatch,
+        ),
+        // PUT that read "absent" but the resource exists now.
+        (
+            with(Precondition::CurrentIs(None), "p1", 2),
+            "p1",
+            ConflictReason::VersionMismatch,
+        ),
+        // The right precondition but a version that leaves a gap or repeats.
+        (
+            with(Precondition::CurrentVersion(VersionId(1)), "p1", 3),
+            "p1",
+            ConflictReason::VersionMismatch,
+        ),
+        (
+            with(Precondition::CurrentVersion(VersionId(1)), "p1", 1),
+            "p1",
+            ConflictReason::VersionMismatch,
+        ),
+        (
+            with(Precondition::CurrentIs(Some(VersionId(1))), "p1", 7),
+            "p1",
+            ConflictReason::VersionMismatch,
+        ),
+        // Preconditions on an id that does not exist.
+        (
+            with(Precondition::CurrentVersion(VersionId(1)), "nope", 2),
+            "nope",
+            ConflictReason::VersionMismatch,
+        ),
+        (
+            with(Precondition::CurrentIs(Some(VersionId(1))), "nope", 2),
+            "nope",
+            ConflictReason::VersionMismatch,
+        ),
+        (
+            with(Precondition::MustNotExist, "nope", 2),
+            "nope",
+            ConflictReason::VersionMismatch,
+        ),
+        (
+            with(Precondition::CurrentIs(None), "nope", 0),
+            "nope",
+            ConflictReason::VersionMismatch,
+        ),
+    ];
+    for (op, id, reason) in cases {
+        assert_conflict(store.commit(vec![op]).await, Patient, id, reason);
+        assert_eq!(
+            dump_all(store).await,
+            baseline,
+            "a failed commit must leave data unchanged"
+        );
+    }
+    // The equivalent correct writes succeed.
+    store
+        .commit(vec![with(
+            Precondition::CurrentIs(Some(VersionId(1))),
+            "p1",
+            2,
+        )])
+        .await
+        .unwrap();
+    store
+        .commit(vec![with(Precondition::CurrentIs(None), "new", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .current(Patient, &rid("p1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        VersionId(2)
+    );
+}
+
+pub async fn multi_op_commit_is_atomic(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    store
+        .commit(vec![create(
+            Organization,
+            "c",
+            &org,
+            b"c1",
+            vec![row("name", "c")],
+        )])
+        .await
+        .unwrap();
+    let baseline = dump_all(store).await;
+    let stats = store.stats().await.unwrap();
+
+    let batch = vec![
+        create(Organization, "a", &org, b"a1", vec![row("name", "a")]),
+        create(Organization, "b", &org, b"b1", vec![row("name", "b")]),
+        update(Organization, "c", 1, &org, b"c2", vec![row("name", "c2")]),
+        // The last op conflicts: nothing above may be written.
+        update(Organization, "c", 5, &org, b"c6", Vec::new()),
+    ];
+    assert_conflict(
+        store.commit(batch).await,
+        Organization,
+        "c",
+        ConflictReason::VersionMismatch,
+    );
+    assert_eq!(dump_all(store).await, baseline);
+    assert_eq!(store.stats().await.unwrap(), stats);
+    assert_eq!(store.current(Organization, &rid("a")).await.unwrap(), None);
+
+    // A batch may write one id twice: later ops see earlier ones.
+    store
+        .commit(vec![
+            create(Organization, "a", &org, b"a1", vec![row("name", "a")]),
+            update(Organization, "a", 1, &org, b"a2", vec![row("name", "a2")]),
+            create(Organization, "b", &org, b"b1", vec![row("name", "b")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .current(Organization, &rid("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .ciphertext,
+        b"a2"
+    );
+    assert_eq!(
+        store.history(Organization, &rid("a")).await.unwrap().len(),
+        2
+    );
+    let found = store
+        .find(
+            Organization,
+            &query(vec![clause("name", &["a", "a2", "b"])], 10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), ["a", "b"]);
+}
+
+pub async fn delete_then_recreate(store: &dyn Store) {
+    let p1 = patient("p1");
+    store
+        .commit(vec![create(
+            Patient,
+            "p1",
+            &p1,
+            b"v1",
+            vec![row("name", "smith")],
+        )])
+        .await
+        .unwrap();
+    store
+        .commit(vec![delete(Patient, "p1", 1, &p1)])
+        .await
+        .unwrap();
+
+    let marker = store
+        .current(Patient, &rid("p1"))
+        .await
+        .unwrap()
+        .expect("the delete marker is current");
+    assert!(marker.deleted);
+    assert_eq!(marker.version, VersionId(2));
+    assert!(marker.ciphertext.is_empty());
+    assert!(
+        store
+            .existing(Patient, &[rid("p1")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .current_many(Patient, &[rid("p1")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .find(Patient, &query(vec![clause("name", &["smith"])], 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.scan(Patient, None, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.stats().await.unwrap().index_rows,
+        0,
+        "a delete removes the index rows"
+    );
+    assert_eq!(store.stats().await.unwrap().current_resources, 0);
+
+    // Deleted ids are not reused by a server-assigned create.
+    assert_conflict(
+        store
+            .commit(vec![create(Patient, "p1", &p1, b"again", Vec::new())])
+            .await,
+        Patient,
+        "p1",
+        ConflictReason::AlreadyExists,
+    );
+    // If-Match on a deleted resource fails: there is no current version to match.
+    let if_match = WriteOp {
+        precondition: Precondition::CurrentVersion(VersionId(2)),
+        version: version(Patient, "p1", 3, 6_000, &p1, b"v3"),
+        index: Vec::new(),
+    };
+    assert_conflict(
+        store.commit(vec![if_match]).await,
+        Patient,
+        "p1",
+        ConflictReason::VersionMismatch,
+    );
+
+    // PUT recreates it, continuing the version count.
+    let recreate = |v: u64| WriteOp {
+        precondition: Precondition::CurrentIs(None),
+        version: version(Patient, "p1", v, 6_000, &p1, b"v3"),
+        index: vec![row("name", "jones")],
+    };
+    assert_conflict(
+        store.commit(vec![recreate(1)]).await,
+        Patient,
+        "p1",
+        ConflictReason::VersionMismatch,
+    );
+    assert_conflict(
+        store.commit(vec![recreate(2)]).await,
+        Patient,
+        "p1",
+        ConflictReason::VersionMismatch,
+    );
+    store.commit(vec![recreate(3)]).await.unwrap();
+    let history = store.history(Patient, &rid("p1")).await.unwrap();
+    let shape: Vec<(u64, bool)> = history.iter().map(|v| (v.version.0, v.deleted)).collect();
+    assert_eq!(shape, [(3, false), (2, true), (1, false)]);
+    assert_eq!(
+        ids(&store.existing(Patient, &[rid("p1")]).await.unwrap()),
+        ["p1"]
+    );
+    assert_eq!(
+        ids(&store
+            .find(Patient, &query(vec![clause("name", &["jones"])], 10))
+            .await
+            .unwrap()),
+        ["p1"]
+    );
+    assert!(
+        store
+            .find(Patient, &query(vec![clause("name", &["smith"])], 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Observations o1..o6 with codes, subjects and write times 100..600.
+async fn observations(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    let data = [
+        ("o1", "bp", "p1", 100),
+        ("o2", "bp", "p2", 200),
+        ("o3", "hr", "p1", 300),
+        ("o4", "hr", "p2", 400),
+        ("o5", "temp", "p1", 500),
+        ("o6", "bp", "p1", 600),
+    ];
+    let ops = data
+        .iter()
+        .map(|(id, code, subject, at)| WriteOp {
+            precondition: Precondition::MustNotExist,
+            version: version(Observation, id, 1, *at, &org, id.as_bytes()),
+            index: vec![
+                row("code", code),
+                row("subject", subject),
+                row("category", "vital-signs"),
+            ],
+        })
+        .collect();
+    store.commit(ops).await.unwrap();
+    // The same tokens on another type never match an Observation search.
+    store
+        .commit(vec![create(
+            Patient,
+            "o7",
+            &org,
+            b"x",
+            vec![row("code", "bp"), row("subject", "p1")],
+        )])
+        .await
+        .unwrap();
+}
+
+pub async fn find_combines_clauses_tokens_ids_and_bounds(store: &dyn Store) {
+    observations(store).await;
+    let find =
+        |q: IndexQuery| async move { ids(&store.find(Observation, &q).await.unwrap()).join(",") };
+
+    assert_eq!(
+        find(query(vec![clause("code", &["bp"])], 10)).await,
+        "o1,o2,o6"
+    );
+    // OR within a clause.
+    assert_eq!(
+        find(query(vec![clause("code", &["bp", "temp"])], 10)).await,
+        "o1,o2,o5,o6"
+    );
+    // AND across clauses.
+    assert_eq!(
+        find(query(
+            vec![clause("code", &["bp"]), clause("subject", &["p1"])],
+            10
+        ))
+        .await,
+        "o1,o6"
+    );
+    assert_eq!(
+        find(query(
+            vec![
+                clause("code", &["bp", "hr"]),
+                clause("subject", &["p2"]),
+                clause("category", &["vital-signs"])
+            ],
+            10
+        ))
+        .await,
+        "o2,o4"
+    );
+    // A token never indexed, a param never indexed, and a clause with no tokens match nothing.
+    assert_eq!(find(query(vec![clause("code", &["nope"])], 10)).await, "");
+    assert_eq!(find(query(vec![clause("nope", &["bp"])], 10)).await, "");
+    assert_eq!(
+        find(query(
+            vec![clause("code", &["bp"]), clause("subject", &[])],
+            10
+        ))
+        .await,
+        ""
+    );
+    // Tokens are scoped to their param.
+    assert_eq!(find(query(vec![clause("subject", &["bp"])], 10)).await, "");
+    // No clause: every current resource of the type.
+    assert_eq!(find(query(Vec::new(), 10)).await, "o1,o2,o3,o4,o5,o6");
+    // Limit.
+    assert_eq!(
+        find(query(vec![clause("code", &["bp", "hr"])], 2)).await,
+        "o1,o2"
+    );
+    assert_eq!(find(query(vec![clause("code", &["bp"])], 0)).await, "");
+    // Id restriction.
+    let mut q = query(vec![clause("code", &["bp"])], 10);
+    q.ids = Some(vec![rid("o2"), rid("o3"), rid("o6"), rid("unknown")]);
+    assert_eq!(find(q.clone()).await, "o2,o6");
+    q.ids = Some(Vec::new());
+    assert_eq!(find(q).await, "");
+    let mut q = query(Vec::new(), 10);
+    q.ids = Some(vec![rid("o5"), rid("o1")]);
+    assert_eq!(find(q).await, "o1,o5");
+    // _lastUpdated bounds, inclusive.
+    let mut q = query(vec![clause("category", &["vital-signs"])], 10);
+    q.last_updated_from = Some(Timestamp(200));
+    assert_eq!(find(q.clone()).await, "o2,o3,o4,o5,o6");
+    q.last_updated_to = Some(Timestamp(400));
+    assert_eq!(find(q.clone()).await, "o2,o3,o4");
+    q.last_updated_from = None;
+    assert_eq!(find(q.clone()).await, "o1,o2,o3,o4");
+    q.clauses = vec![clause("code", &["hr"])];
+    q.last_updated_from = Some(Timestamp(301));
+    assert_eq!(find(q).await, "o4");
+    // Everything at once.
+    let q = IndexQuery {
+        clauses: vec![
+            clause("code", &["bp", "hr"]),
+            clause("subject", &["p1", "p2"]),
+        ],
+        ids: Some(vec![rid("o1"), rid("o2"), rid("o3"), rid("o6")]),
+        last_updated_from: Some(Timestamp(150)),
+        last_updated_to: Some(Timestamp(600)),
+        limit: 2,
+    };
+    assert_eq!(find(q).await, "o2,o3");
+}
+
+pub async fn find_handles_long_token_and_id_lists(store: &dyn Store) {
+    observations(store).await;
+    // Well past SQLite's default variable limit if each token were a parameter.
+    let mut tokens: Vec<String> = (0..40_000).map(|i| format!("filler-{i}")).collect();
+    tokens.push("hr".to_owned());
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let mut q = query(
+        vec![clause("code", &refs), clause("subject", &refs[39_000..])],
+        10,
+    );
+    assert!(store.find(Observation, &q).await.unwrap().is_empty());
+    q.clauses = vec![clause("code", &refs), clause("category", &["vital-signs"])];
+    let mut many_ids: Vec<ResourceId> = (0..40_000).map(|i| rid(&format!("x{i}"))).collect();
+    many_ids.push(rid("o4"));
+    q.ids = Some(many_ids.clone());
+    assert_eq!(ids(&store.find(Observation, &q).await.unwrap()), ["o4"]);
+    assert_eq!(
+        ids(&store.existing(Observation, &many_ids).await.unwrap()),
+        ["o4"]
+    );
+    assert_eq!(
+        store
+            .current_many(Observation, &many_ids)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn find_follows_index_replacement(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    store
+        .commit(vec![create(
+            Organization,
+            "a",
+            &org,
+            b"1",
+            vec![row("name", "old"), row("type", "x")],
+        )])
+        .await
+        .unwrap();
+    store
+        .commit(vec![update(
+            Organization,
+            "a",
+            1,
+            &org,
+            b"2",
+            vec![row("name", "new")],
+        )])
+        .await
+        .unwrap();
+    let find = |c: IndexClause| async move {
+        ids(&store.find(Organization, &query(vec![c], 10)).await.unwrap()).join(",")
+    };
+    assert_eq!(find(clause("name", &["old"])).await, "");
+    assert_eq!(find(clause("type", &["x"])).await, "");
+    assert_eq!(find(clause("name", &["new"])).await, "a");
+    // Duplicate index rows in one write are stored once.
+    store
+        .commit(vec![update(
+            Organization,
+            "a",
+            2,
+            &org,
+            b"3",
+            vec![row("name", "dup"), row("name", "dup")],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(find(clause("name", &["dup"])).await, "a");
+    assert_eq!(store.stats().await.unwrap().index_rows, 1);
+}
+
+pub async fn ids_sort_bytewise(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    let names = ["b", "B", "a.1", "a-1", "a", "A", "a1", "Z9", "0", "-", "."];
+    let ops = names
+        .iter()
+        .map(|n| create(Organization, n, &org, b"x", vec![row("t", "all")]))
+        .collect();
+    store.commit(ops).await.unwrap();
+    let mut expected: Vec<&str> = names.to_vec();
+    expected.sort_unstable(); // byte order, as both backends must sort
+    let found = store
+        .find(Organization, &query(vec![clause("t", &["all"])], 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), expected);
+    let scanned: Vec<String> = store
+        .scan(Organization, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.id.to_string())
+        .collect();
+    assert_eq!(scanned, expected);
+    // Paging after an id uses the same order.
+    let after = store
+        .scan(Organization, Some(&rid("a-1")), 100)
+        .await
+        .unwrap();
+    let pos = expected.iter().position(|e| *e == "a-1").unwrap();
+    assert_eq!(
+        after.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        expected[pos + 1..]
+    );
+}
+
+pub async fn scan_pages_through_current_resources(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    let ops = (0..25)
+        .map(|i| {
+            create(
+                Patient,
+                &format!("p{i:02}"),
+                &org,
+                format!("c{i}").as_bytes(),
+                Vec::new(),
+            )
+        })
+        .collect();
+    store.commit(ops).await.unwrap();
+    store
+        .commit(vec![delete(Patient, "p07", 1, &org)])
+        .await
+        .unwrap();
+    store
+        .commit(vec![update(Patient, "p03", 1, &org, b"c3-v2", Vec::new())])
+        .await
+        .unwrap();
+    store
+        .commit(vec![create(
+            Organization,
+            "p99",
+            &org,
+            b"other type",
+            Vec::new(),
+        )])
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<ResourceId> = None;
+    let mut pages = Vec::new();
+    loop {
+        let page = store.scan(Patient, after.as_ref(), 10).await.unwrap();
+        pages.push(page.len());
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(page);
+    }
+    assert_eq!(pages, [10, 10, 4, 0]);
+    let seen_ids: Vec<String> = seen.iter().map(|v| v.id.to_string()).collect();
+    let expected: Vec<String> = (0..25)
+        .filter(|i| *i != 7)
+        .map(|i| format!("p{i:02}"))
+        .collect();
+    assert_eq!(seen_ids, expected);
+    let p03 = seen.iter().find(|v| v.id.as_str() == "p03").unwrap();
+    assert_eq!(
+        (p03.version, p03.ciphertext.as_slice()),
+        (VersionId(2), b"c3-v2".as_slice())
+    );
+    assert!(seen.iter().all(|v| !v.deleted && v.rtype == Patient));
+    assert!(store.scan(Patient, None, 0).await.unwrap().is_empty());
+}
+
+pub async fn existing_and_current_many(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    store
+        .commit(vec![
+            create(Patient, "a", &org, b"a1", Vec::new()),
+            create(Patient, "b", &org, b"b1", Vec::new()),
+            create(Patient, "c", &org, b"c1", Vec::new()),
+        ])
+        .await
+        .unwrap();
+    store
+        .commit(vec![
+            update(Patient, "a", 1, &org, b"a2", Vec::new()),
+            delete(Patient, "c", 1, &org),
+        ])
+        .await
+        .unwrap();
+    let asked = [rid("c"), rid("a"), rid("zzz"), rid("b"), rid("a")];
+    let mut existing = store.existing(Patient, &asked).await.unwrap();
+    existing.sort();
+    existing.dedup();
+    assert_eq!(ids(&existing), ["a", "b"]);
+    assert!(
+        store
+            .existing(Organization, &asked)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.existing(Patient, &[]).await.unwrap().is_empty());
+
+    let mut many = store.current_many(Patient, &asked).await.unwrap();
+    many.sort_by(|x, y| x.id.cmp(&y.id));
+    many.dedup_by(|x, y| x.id == y.id);
+    let got: Vec<(&str, u64, &[u8])> = many
+        .iter()
+        .map(|v| (v.id.as_str(), v.version.0, v.ciphertext.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        [("a", 2, b"a2".as_slice()), ("b", 1, b"b1".as_slice())]
+    );
+    assert!(store.current_many(Patient, &[]).await.unwrap().is_empty());
+}
+
+pub async fn keys_put_if_absent_race(store: &Arc<dyn Store>) {
+    for round in 0..10 {
+        let owner = patient(&format!("p{round}"));
+        let mut tasks = Vec::new();
+        for contender in 0..4 {
+            let store = store.clone();
+            let key = WrappedKey {
+                owner: owner.clone(),
+                kek_id: "kek-1".to_owned(),
+                wrapped: format!("key-{round}-{contender}").into_bytes(),
+            };
+            tasks.push(tokio::spawn(async move {
+                store.put_key_if_absent(&key).await.unwrap()
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            winners.push(t.await.unwrap());
+        }
+        let stored = store
+            .get_key(&owner)
+            .await
+            .unwrap()
+            .expect("a key is stored");
+        assert!(
+            winners.iter().all(|w| *w == stored),
+            "every contender sees the one stored key"
+        );
+        assert_eq!(stored.owner, owner);
+    }
+    assert_eq!(store.stats().await.unwrap().keys, 10);
+    assert_eq!(store.get_key(&patient("nobody")).await.unwrap(), None);
+}
+
+pub async fn keys_rotation_compare_and_swap(store: &dyn Store) {
+    let key = |owner: &KeyOwner, kek: &str, w: &str| WrappedKey {
+        owner: owner.clone(),
+        kek_id: kek.to_owned(),
+        wrapped: w.as_bytes().to_vec(),
+    };
+    let (org, p1, p2, p3) = (
+        KeyOwner::Organisation,
+        patient("p1"),
+        patient("p2"),
+        patient("p3"),
+    );
+    for k in [
+        key(&org, "k1", "org@k1"),
+        key(&p1, "k1", "p1@k1"),
+        key(&p2, "k1", "p2@k1"),
+        key(&p3, "k2", "p3@k2"),
+    ] {
+        assert_eq!(store.put_key_if_absent(&k).await.unwrap(), k);
+    }
+    // A second put for an owner keeps the first key.
+    assert_eq!(
+        store
+            .put_key_if_absent(&key(&p1, "k2", "other"))
+            .await
+            .unwrap(),
+        key(&p1, "k1", "p1@k1")
+    );
+
+    let owners = |keys: Vec<WrappedKey>| {
+        keys.into_iter()
+            .map(|k| k.owner.storage_key())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        owners(store.keys_not_wrapped_by("k2", 10).await.unwrap()),
+        ["org", "patient/p1", "patient/p2"]
+    );
+    assert_eq!(store.keys_not_wrapped_by("k2", 2).await.unwrap().len(), 2);
+    assert_eq!(
+        owners(store.keys_not_wrapped_by("k1", 10).await.unwrap()),
+        ["patient/p3"]
+    );
+    assert!(store.keys_not_wrapped_by("k2", 0).await.unwrap().is_empty());
+
+    let (old, new) = (key(&p1, "k1", "p1@k1"), key(&p1, "k2", "p1@k2"));
+    assert!(store.replace_key(&old, &new).await.unwrap());
+    // The same swap again is stale: the stored key no longer matches `old`.
+    assert!(
+        !store
+            .replace_key(&old, &key(&p1, "k2", "p1@k2-again"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_key(&key(&p2, "k1", "wrong bytes"), &key(&p2, "k2", "x"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_key(
+                &key(&patient("none"), "k1", "x"),
+                &key(&patient("none"), "k2", "y")
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_key(&p1).await.unwrap(), Some(new));
+    assert_eq!(
+        store.get_key(&p2).await.unwrap(),
+        Some(key(&p2, "k1", "p2@k1"))
+    );
+    assert_eq!(
+        owners(store.keys_not_wrapped_by("k2", 10).await.unwrap()),
+        ["org", "patient/p2"]
+    );
+    // A swap may not move a key to another owner.
+    assert!(
+        store
+            .replace_key(&key(&p2, "k1", "p2@k1"), &key(&p3, "k2", "x"))
+            .await
+            .is_err()
+    );
+}
+
+pub async fn erase_patient_removes_only_that_owner(store: &dyn Store) {
+    populate(store).await;
+    let (p1, p2, org) = (patient("p1"), patient("p2"), KeyOwner::Organisation);
+    let before = store.stats().await.unwrap();
+    let p2_history = store.history(Patient, &rid("p2")).await.unwrap();
+
+    let report = store.erase_patient(&p1).await.unwrap();
+    // Patient/p1 v1+v2 and Observation/o1; index rows of Patient/p1 (1) and Observation/o1 (2).
+    assert_eq!(
+        report,
+        EraseReport {
+            versions_deleted: 3,
+            index_rows_deleted: 3,
+            key_destroyed: true
+        }
+    );
+
+    assert_eq!(store.get_key(&p1).await.unwrap(), None);
+    assert_eq!(store.current(Patient, &rid("p1")).await.unwrap(), None);
+    assert!(store.history(Patient, &rid("p1")).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .version(Observation, &rid("o1"), VersionId(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .find(Observation, &query(vec![clause("subject", &["p1"])], 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .find(Patient, &query(vec![clause("identifier", &["mrn-1b"])], 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after = store.stats().await.unwrap();
+    assert_eq!(
+        after,
+        Stats {
+            keys: before.keys - 1,
+            current_resources: before.current_resources - 2,
+            versions: before.versions - 3,
+            index_rows: before.index_rows - 3,
+        }
+    );
+    // Nobody else's data moved.
+    assert!(store.get_key(&p2).await.unwrap().is_some());
+    assert!(store.get_key(&org).await.unwrap().is_some());
+    assert_eq!(
+        store.history(Patient, &rid("p2")).await.unwrap(),
+        p2_history
+    );
+    assert_eq!(
+        ids(&store
+            .find(Patient, &query(vec![clause("name", &["smith"])], 10))
+            .await
+            .unwrap()),
+        ["p2"]
+    );
+    assert_eq!(
+        store
+            .current(Organization, &rid("org1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .ciphertext,
+        b"org-1"
+    );
+    assert_eq!(
+        store.history(Observation, &rid("o2")).await.unwrap().len(),
+        2
+    );
+
+    // Erasing again finds nothing left.
+    assert_eq!(
+        store.erase_patient(&p1).await.unwrap(),
+        EraseReport::default()
+    );
+    // The erased id may be written again from scratch (the key is gone, so the app re-keys).
+    store
+        .commit(vec![create(Patient, "p1", &p1, b"fresh", Vec::new())])
+        .await
+        .unwrap();
+}
+
+pub async fn erase_refuses_the_organisation_key(store: &dyn Store) {
+    populate(store).await;
+    let before = dump_all(store).await;
+    assert!(store.erase_patient(&KeyOwner::Organisation).await.is_err());
+    assert_eq!(dump_all(store).await, before);
+}
+
+pub async fn settings_round_trip(store: &Arc<dyn Store>) {
+    assert_eq!(store.get_setting("node-id").await.unwrap(), None);
+    assert_eq!(
+        store
+            .put_setting_if_absent("node-id", b"one")
+            .await
+            .unwrap(),
+        b"one"
+    );
+    assert_eq!(
+        store
+            .put_setting_if_absent("node-id", b"two")
+            .await
+            .unwrap(),
+        b"one"
+    );
+    assert_eq!(
+        store.get_setting("node-id").await.unwrap(),
+        Some(b"one".to_vec())
+    );
+    store.put_setting("node-id", b"three").await.unwrap();
+    assert_eq!(
+        store.get_setting("node-id").await.unwrap(),
+        Some(b"three".to_vec())
+    );
+    store.put_setting("empty", b"").await.unwrap();
+    assert_eq!(store.get_setting("empty").await.unwrap(), Some(Vec::new()));
+
+    // Racing first writers agree on one value.
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put_setting_if_absent("race", format!("v{i}").as_bytes())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    let stored = store.get_setting("race").await.unwrap().unwrap();
+    assert!(seen.iter().all(|s| *s == stored));
+}
+
+pub async fn stats_count_everything(store: &dyn Store) {
+    assert_eq!(store.stats().await.unwrap(), Stats::default());
+    populate(store).await;
+    // 3 keys; current: org1, p1, p2, o1 (o2 deleted); versions: 5 + p1 v2 + o2 delete;
+    // index: org1 1, p1 1 (replaced), p2 2, o1 2.
+    assert_eq!(
+        store.stats().await.unwrap(),
+        Stats {
+            keys: 3,
+            current_resources: 4,
+            versions: 7,
+            index_rows: 6
+        }
+    );
+}
+
+/// Dumps `from`, loads it into the empty `to`, and checks both dumps agree.
+/// Works across backends: the backup format is the same.
+pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
+    populate(from).await;
+    let records = dump_all(from).await;
+    // Dependency order: settings, keys, versions, index rows.
+    let rank = |r: &BackupRecord| match r {
+        BackupRecord::Setting { .. } => 0,
+        BackupRecord::Key(_) => 1,
+        BackupRecord::Version(_) => 2,
+        BackupRecord::Index { .. } => 3,
+    };
+    assert!(records.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
+    assert_eq!(
+        records.iter().filter(|r| rank(r) == 2).count(),
+        7,
+        "history and delete markers are dumped"
+    );
+
+    to.load(records.clone()).await.unwrap();
+    assert_eq!(dump_all(to).await, records);
+    assert_eq!(to.stats().await.unwrap(), from.stats().await.unwrap());
+    assert_eq!(
+        to.current(Patient, &rid("p1")).await.unwrap(),
+        from.current(Patient, &rid("p1")).await.unwrap()
+    );
+    assert!(
+        to.current(Observation, &rid("o2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
+    assert_eq!(
+        ids(&to
+            .find(Patient, &query(vec![clause("name", &["smith"])], 10))
+            .await
+            .unwrap()),
+        ["p2"]
+    );
+    assert_eq!(
+        ids(&to
+            .find(Patient, &query(vec![clause("identifier", &["mrn-1b"])], 10))
+            .await
+            .unwrap()),
+        ["p1"]
+    );
+    // The loaded store takes writes where the source left off.
+    to.commit(vec![update(
+        Patient,
+        "p1",
+        2,
+        &patient("p1"),
+        b"p1-v3",
+        Vec::new(),
+    )])
+    .await
+    .unwrap();
+    // And refuses a second load.
+    assert!(matches!(to.load(records).await, Err(StoreError::Backup(_))));
+}
+
+pub async fn dump_load_round_trip_same_backend(store: &dyn Store) {
+    // Load into the same store after a dump is refused; the cross-store round
+    // trip lives in each adapter's tests, with a second fresh store.
+    populate(store).await;
+    let records = dump_all(store).await;
+    assert!(matches!(
+        store.load(records).await,
+        Err(StoreError::Backup(_))
+    ));
+    // Two dumps of an unchanged store are equal.
+    assert_eq!(dump_all(store).await, dump_all(store).await);
+}
+
+pub async fn load_refuses_non_empty_store(store: &dyn Store) {
+    let mut nothing = 0;
+    store
+        .dump(&mut |_| {
+            nothing += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(nothing, 0, "a fresh store dumps nothing");
+    // Loading an empty backup into an empty store is fine.
+    store.load(Vec::new()).await.unwrap();
+
+    store.put_setting("node-id", b"n").await.unwrap();
+    let one = vec![BackupRecord::Setting {
+        name: "other".to_owned(),
+        value: b"x".to_vec(),
+    }];
+    assert!(matches!(
+        store.load(one.clone()).await,
+        Err(StoreError::Backup(_))
+    ));
+    assert_eq!(store.get_setting("other").await.unwrap(), None);
+
+    let org = KeyOwner::Organisation;
+    store
+        .commit(vec![create(Organization, "a", &org, b"a", Vec::new())])
+        .await
+        .unwrap();
+    assert!(matches!(store.load(one).await, Err(StoreError::Backup(_))));
+}
+
+pub async fn load_is_all_or_nothing(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    let records = vec![
+        BackupRecord::Setting {
+            name: "node-id".to_owned(),
+            value: b"n".to_vec(),
+        },
+        BackupRecord::Version(version(Organization, "a", 1, 10, &org, b"a")),
+        // An index row for a resource the backup does not hold.
+        BackupRecord::Index {
+            rtype: Organization,
+            id: rid("ghost"),
+            row: row("name", "x"),
+        },
+    ];
+    assert!(store.load(records).await.is_err());
+    assert_eq!(dump_all(store).await, Vec::new());
+    assert_eq!(store.stats().await.unwrap(), Stats::default());
+}
+
+pub async fn concurrent_updates_have_one_winner(store: &Arc<dyn Store>) {
+    let org = KeyOwner::Organisation;
+    store
+        .commit(vec![create(Organization, "hot", &org, b"v1", Vec::new())])
+        .await
+        .unwrap();
+    for from in 1..=5_u64 {
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                let org = org.clone();
+                tokio::spawn(async move {
+                    let body = format!("v{}-{i}", from + 1);
+                    let op = update(
+                        Organization,
+                        "hot",
+                        from,
+                        &org,
+                        body.as_bytes(),
+                        vec![row("w", &body)],
+                    );
+                    (body, store.commit(vec![op]).await)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (body, result) = t.await.unwrap();
+            match result {
+                Ok(()) => winners.push(body),
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        StoreError::Conflict {
+                            reason: ConflictReason::VersionMismatch,
+                            ..
+                        }
+                    ),
+                    "a loser gets a version conflict, got {e:?}"
+                ),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one writer wins version {}",
+            from + 1
+        );
+        let current = store
+            .current(Organization, &rid("hot"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(current.version, VersionId(from + 1));
+        assert_eq!(current.ciphertext, winners[0].as_bytes());
+        assert_eq!(store.stats().await.unwrap().index_rows, 1);
+    }
+    let history: Vec<u64> = store
+        .history(Organization, &rid("hot"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version.0)
+        .collect();
+    assert_eq!(history, [6, 5, 4, 3, 2, 1]);
+}
+
+pub async fn concurrent_creates_have_one_winner(store: &Arc<dyn Store>) {
+    let org = KeyOwner::Organisation;
+    for round in 0..5 {
+        let id = format!("new-{round}");
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                let org = org.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    // Half create-only, half PUT-to-absent: both must collide.
+                    let mut op = create(
+                        Organization,
+                        &id,
+                        &org,
+                        format!("{i}").as_bytes(),
+                        vec![row("n", &id)],
+                    );
+                    if i % 2 == 1 {
+                        op.precondition = Precondition::CurrentIs(None);
+                    }
+                    store.commit(vec![op]).await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => panic!("a loser gets a conflict, got {e:?}"),
+            }
+        }
+        assert_eq!(ok, 1, "exactly one creator wins {id}");
+        assert_eq!(
+            store.history(Organization, &rid(&id)).await.unwrap().len(),
+            1
+        );
+    }
+}
