@@ -275,8 +275,17 @@ fn parse_has(rtype: ResourceType, key: &str, raw: &str) -> Result<Clause, Issue>
     let source = ResourceType::parse(src)
         .ok_or_else(|| not_supported("unsupported _has source type", key))?;
     let ref_param = param(source, rp)
-        .filter(|d| d.kind == ParamKind::Reference && d.targets.contains(&rtype))
-        .ok_or_else(|| not_supported("unsupported _has reference parameter", key))?;
+        .filter(|d| {
+            d.kind == ParamKind::Reference
+                && matches!(d.name, "subject" | "patient")
+                && d.targets.contains(&rtype)
+        })
+        .ok_or_else(|| {
+            not_supported(
+                "_has is only supported through 'subject' and 'patient'",
+                key,
+            )
+        })?;
     let inner = parse_param(source, inner_key, raw)?;
     Ok(Clause::Has {
         source,
