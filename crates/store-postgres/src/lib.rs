@@ -180,6 +180,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
+/// Deadlock (40P01) or serialization failure (40001): two batches locked the
+/// same resources in different orders and PostgreSQL aborted this one.
+fn is_lock_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "40P01" || c == "40001")
+}
+
 // ---- the write path ----
 
 /// The newest version of an id as seen inside the write transaction.
@@ -190,7 +198,12 @@ struct Head {
     live: Option<i64>,
 }
 
-async fn head(tx: &mut Transaction<'static, Postgres>, rtype: &str, id: &str) -> Result<Head> {
+async fn head(
+    tx: &mut Transaction<'static, Postgres>,
+    rtype: &str,
+    id: &str,
+    lock_conflict: impl FnOnce() -> StoreError,
+) -> Result<Head> {
     // The row lock makes a concurrent writer of the same id wait here, then
     // read the version this transaction wrote.
     let row = sqlx::query(
@@ -200,7 +213,13 @@ async fn head(tx: &mut Transaction<'static, Postgres>, rtype: &str, id: &str) ->
     .bind(id)
     .fetch_optional(&mut **tx)
     .await
-    .map_err(db)?;
+    .map_err(|e| {
+        if is_lock_conflict(&e) {
+            lock_conflict()
+        } else {
+            db(e)
+        }
+    })?;
     if let Some(row) = row {
         let version: i64 = row.try_get(0).map_err(db)?;
         let deleted: bool = row.try_get(1).map_err(db)?;
@@ -268,7 +287,7 @@ async fn apply(tx: &mut Transaction<'static, Postgres>, op: &WriteOp) -> Result<
         id: v.id.clone(),
         reason,
     };
-    let head = head(tx, rtype, id).await?;
+    let head = head(tx, rtype, id, || conflict(ConflictReason::VersionMismatch)).await?;
     check(op, &head).map_err(conflict)?;
     let version = to_i64(v.version.0, "version")?;
     let owner = v.key_owner.storage_key();
@@ -285,7 +304,15 @@ async fn apply(tx: &mut Transaction<'static, Postgres>, op: &WriteOp) -> Result<
     .bind(&v.ciphertext)
     .execute(&mut **tx)
     .await
-    .map_err(|e| if is_unique_violation(&e) { conflict(race_reason(op)) } else { db(e) })?;
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            conflict(race_reason(op))
+        } else if is_lock_conflict(&e) {
+            conflict(ConflictReason::VersionMismatch)
+        } else {
+            db(e)
+        }
+    })?;
     sqlx::query("DELETE FROM search_index WHERE rtype = $1 AND id = $2")
         .bind(rtype)
         .bind(id)

@@ -704,11 +704,19 @@ impl Store for SqliteStore {
                 next()
             ));
         }
+        // Without statistics SQLite would drive a bounded query from the
+        // last_updated index and test every resource in the time range; when
+        // ids or tokens narrow the result, the unary `+` keeps it on those.
+        let updated = if query.ids.is_some() || !query.clauses.is_empty() {
+            "+c.last_updated"
+        } else {
+            "c.last_updated"
+        };
         if query.last_updated_from.is_some() {
-            sql.push_str(&format!(" AND c.last_updated >= ?{}", next()));
+            sql.push_str(&format!(" AND {updated} >= ?{}", next()));
         }
         if query.last_updated_to.is_some() {
-            sql.push_str(&format!(" AND c.last_updated <= ?{}", next()));
+            sql.push_str(&format!(" AND {updated} <= ?{}", next()));
         }
         if !query.clauses.is_empty() {
             let parts: Vec<String> = query

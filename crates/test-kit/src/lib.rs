@@ -77,6 +77,7 @@ macro_rules! store_story_tests {
             settings_round_trip,
             concurrent_updates_have_one_winner,
             concurrent_creates_have_one_winner,
+            crossed_batches_have_one_winner,
         ]);
     };
     (@each $fixture:ty, $kind:ident; [$($name:ident),* $(,)?]) => {

@@ -1482,3 +1482,52 @@ pub async fn concurrent_creates_have_one_winner(store: &Arc<dyn Store>) {
         );
     }
 }
+
+/// Two batches that write the same two resources in opposite orders: one
+/// wins, the other gets a conflict (never a half-applied batch, never an
+/// opaque database error, even when PostgreSQL detects a deadlock).
+pub async fn crossed_batches_have_one_winner(store: &Arc<dyn Store>) {
+    let org = KeyOwner::Organisation;
+    store
+        .commit(vec![
+            create(Organization, "a", &org, b"a1", Vec::new()),
+            create(Organization, "b", &org, b"b1", Vec::new()),
+        ])
+        .await
+        .unwrap();
+    for from in 1..=4_u64 {
+        let batch = |first: &str, second: &str| {
+            vec![
+                update(Organization, first, from, &org, b"x", Vec::new()),
+                update(Organization, second, from, &org, b"x", Vec::new()),
+            ]
+        };
+        let (s1, s2) = (store.clone(), store.clone());
+        let (b1, b2) = (batch("a", "b"), batch("b", "a"));
+        let t1 = tokio::spawn(async move { s1.commit(b1).await });
+        let t2 = tokio::spawn(async move { s2.commit(b2).await });
+        let results = [t1.await.unwrap(), t2.await.unwrap()];
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "exactly one crossed batch wins: {results:?}");
+        for r in results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, StoreError::Conflict { .. }),
+                    "loser gets a conflict, got {e:?}"
+                );
+            }
+        }
+        for id in ["a", "b"] {
+            let current = store
+                .current(Organization, &rid(id))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                current.version,
+                VersionId(from + 1),
+                "{id} moved with its batch"
+            );
+        }
+    }
+}

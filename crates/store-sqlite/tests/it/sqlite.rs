@@ -231,3 +231,49 @@ async fn reads_proceed_while_writes_queue() {
     );
     fixture.teardown().await;
 }
+
+/// A rough read-by-id throughput figure for the ≥5,000 requests/s target
+/// (the store's share of it). Run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark, run by hand"]
+async fn read_by_id_throughput() {
+    let fixture = SqliteFixture::create().await;
+    let store = fixture.store.clone();
+    let org = KeyOwner::Organisation;
+    let ops: Vec<WriteOp> = (0..1000)
+        .map(|i| {
+            story::create(
+                ResourceType::Patient,
+                &format!("p{i}"),
+                &org,
+                &[7_u8; 2048],
+                Vec::new(),
+            )
+        })
+        .collect();
+    store.commit(ops).await.unwrap();
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..2_000 {
+                    let id = ResourceId::new(format!("p{}", (i * 16 + t) % 1000)).unwrap();
+                    assert!(
+                        store
+                            .current(ResourceType::Patient, &id)
+                            .await
+                            .unwrap()
+                            .is_some()
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let per_sec = 32_000.0 / started.elapsed().as_secs_f64();
+    println!("sqlite current(): {per_sec:.0} reads/s");
+    fixture.teardown().await;
+}
