@@ -41,7 +41,7 @@ impl Server {
             .arg("--listen")
             .arg(&listen)
             .env("VIGIL_BOOTSTRAP_TOKEN", &token)
-            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(File::create(&log)?)
             .stderr(File::create(dir.join("server.stderr.log"))?);
@@ -154,9 +154,14 @@ impl Server {
             .iter()
             .filter_map(|p| fs::read_to_string(p).ok())
             .flat_map(|t| {
-                t.lines()
-                    .filter(|l| l.contains("panicked at"))
-                    .map(str::to_owned)
+                let lines: Vec<&str> = t.lines().collect();
+                // The panic's location line, then its message on the next line.
+                lines
+                    .windows(2)
+                    .filter_map(|w| match w {
+                        [at, msg] if at.contains("panicked at") => Some(format!("{at} {msg}")),
+                        _ => None,
+                    })
                     .collect::<Vec<_>>()
             })
             .collect()
