@@ -571,6 +571,40 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    async fn put_keys_if_absent(&self, keys: &[WrappedKey]) -> Result<Vec<WrappedKey>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Insert in owner order so that two racing batches lock rows in the
+        // same order and cannot deadlock; answer in the caller's order.
+        let mut order: Vec<&WrappedKey> = keys.iter().collect();
+        order.sort_by(|x, y| x.owner.cmp(&y.owner));
+        let mut tx = self.begin_write().await?;
+        for key in order {
+            sqlx::query(
+                "INSERT INTO data_keys (owner, kek_id, wrapped) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (owner) DO NOTHING",
+            )
+            .bind(key.owner.storage_key())
+            .bind(&key.kek_id)
+            .bind(&key.wrapped)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let mut stored = Vec::with_capacity(keys.len());
+        for key in keys {
+            let row = sqlx::query("SELECT owner, kek_id, wrapped FROM data_keys WHERE owner = ?1")
+                .bind(key.owner.storage_key())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+            stored.push(key_from_row(&row)?);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(stored)
+    }
+
     async fn keys_not_wrapped_by(&self, kek_id: &str, limit: usize) -> Result<Vec<WrappedKey>> {
         let rows = sqlx::query("SELECT owner, kek_id, wrapped FROM data_keys WHERE kek_id <> ?1 ORDER BY owner LIMIT ?2")
             .bind(kek_id)

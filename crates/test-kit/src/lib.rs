@@ -74,6 +74,7 @@ macro_rules! store_story_tests {
         // Scenarios that spawn tasks and so take `&Arc<dyn Store>`.
         $crate::store_story_tests!(@each $fixture, arc; [
             keys_put_if_absent_race,
+            keys_put_many_if_absent,
             settings_round_trip,
             concurrent_updates_have_one_winner,
             concurrent_creates_have_one_winner,

@@ -1531,3 +1531,39 @@ pub async fn crossed_batches_have_one_winner(store: &Arc<dyn Store>) {
         }
     }
 }
+
+pub async fn keys_put_many_if_absent(store: &Arc<dyn Store>) {
+    let key = |p: &str, w: &str| WrappedKey {
+        owner: patient(p),
+        kek_id: "k1".to_owned(),
+        wrapped: w.as_bytes().to_vec(),
+    };
+    assert!(store.put_keys_if_absent(&[]).await.unwrap().is_empty());
+    store.put_key_if_absent(&key("b", "b-first")).await.unwrap();
+    // Answers come back in the caller's order; existing keys win.
+    let got = store
+        .put_keys_if_absent(&[key("c", "c1"), key("b", "b2"), key("a", "a1")])
+        .await
+        .unwrap();
+    assert_eq!(got, [key("c", "c1"), key("b", "b-first"), key("a", "a1")]);
+
+    // Racing batches over overlapping owners, in opposite orders, agree.
+    let batch: Vec<WrappedKey> = (0..20)
+        .map(|i| key(&format!("r{i:02}"), &format!("x{i}")))
+        .collect();
+    let reversed: Vec<WrappedKey> = batch
+        .iter()
+        .rev()
+        .map(|k| WrappedKey {
+            wrapped: b"other".to_vec(),
+            ..k.clone()
+        })
+        .collect();
+    let (s1, s2) = (store.clone(), store.clone());
+    let t1 = tokio::spawn(async move { s1.put_keys_if_absent(&batch).await.unwrap() });
+    let t2 = tokio::spawn(async move { s2.put_keys_if_absent(&reversed).await.unwrap() });
+    let (mut r1, r2) = (t1.await.unwrap(), t2.await.unwrap());
+    r1.reverse();
+    assert_eq!(r1, r2, "both batches see the same stored keys");
+    assert_eq!(store.stats().await.unwrap().keys, 23);
+}
