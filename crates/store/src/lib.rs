@@ -82,6 +82,12 @@ pub struct IndexRow {
     pub token: Vec<u8>,
 }
 
+/// Besides the precondition, every write must carry the next version number
+/// (the newest stored version + 1, or 1), else [`ConflictReason::VersionMismatch`].
+/// A delete marker is not a current version: `CurrentVersion(_)` and
+/// `CurrentIs(Some(_))` fail on a deleted id, `CurrentIs(None)` accepts it
+/// (recreate by PUT, version numbers continue) and fails with
+/// [`ConflictReason::VersionMismatch`] on an id that exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
     /// No version of this id may exist (server-assigned create).
@@ -231,12 +237,14 @@ pub trait Store: Send + Sync + 'static {
     /// Crypto-shreds a patient: destroys their data key and deletes every
     /// version and index row sealed under it, then scrubs freed pages
     /// (SQLite `secure_delete` + WAL checkpoint; PostgreSQL `VACUUM`).
+    /// Refuses [`KeyOwner::Organisation`] with an error.
     async fn erase_patient(&self, owner: &KeyOwner) -> Result<EraseReport>;
     async fn stats(&self) -> Result<Stats>;
     /// Every record, read in one consistent snapshot, in dependency order
     /// (settings, keys, versions, index rows). Sent in chunks to `sink`.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
     /// Loads records into an empty store, in one transaction.
-    /// Fails with [`StoreError::Backup`] if the store already holds resources.
+    /// Fails with [`StoreError::Backup`] if the store already holds resources,
+    /// keys or settings.
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
 }
