@@ -13,10 +13,23 @@ use crate::{AppError, Principal, Versioned, Vigil};
 
 /// What one entry asks for.
 enum Action {
-    Create { rtype: ResourceType, resource: Value },
-    Update { rtype: ResourceType, id: ResourceId, resource: Value, if_match: Option<VersionId> },
-    Delete { rtype: ResourceType, id: ResourceId },
-    Read { url: String },
+    Create {
+        rtype: ResourceType,
+        resource: Value,
+    },
+    Update {
+        rtype: ResourceType,
+        id: ResourceId,
+        resource: Value,
+        if_match: Option<VersionId>,
+    },
+    Delete {
+        rtype: ResourceType,
+        id: ResourceId,
+    },
+    Read {
+        url: String,
+    },
 }
 
 struct Entry {
@@ -35,7 +48,11 @@ fn at(index: usize, err: AppError) -> AppError {
                 if i.expression.is_empty() {
                     i.expression.push(prefix.clone());
                 } else {
-                    i.expression = i.expression.iter().map(|e| format!("{prefix}.resource.{e}")).collect();
+                    i.expression = i
+                        .expression
+                        .iter()
+                        .map(|e| format!("{prefix}.resource.{e}"))
+                        .collect();
                 }
                 i
             })
@@ -46,14 +63,19 @@ fn at(index: usize, err: AppError) -> AppError {
         AppError::Unprocessable(i) => AppError::Unprocessable(rewrite(i)),
         AppError::NotFound(m) => AppError::NotFound(format!("entry {index}: {m}")),
         AppError::Conflict(m) => AppError::Conflict(format!("entry {index}: {m}")),
-        AppError::PreconditionFailed(m) => AppError::PreconditionFailed(format!("entry {index}: {m}")),
+        AppError::PreconditionFailed(m) => {
+            AppError::PreconditionFailed(format!("entry {index}: {m}"))
+        }
         AppError::Gone(m) => AppError::Gone(format!("entry {index}: {m}")),
         other => other,
     }
 }
 
 fn bad(index: usize, msg: &str) -> AppError {
-    at(index, AppError::bad_request(IssueCode::Invalid, msg.to_owned()))
+    at(
+        index,
+        AppError::bad_request(IssueCode::Invalid, msg.to_owned()),
+    )
 }
 
 fn parse_if_match(s: &str) -> Option<VersionId> {
@@ -64,30 +86,63 @@ fn parse_if_match(s: &str) -> Option<VersionId> {
 }
 
 fn parse_entry(index: usize, e: &Value) -> Result<Entry, AppError> {
-    let request = e.get("request").ok_or_else(|| bad(index, "entry.request is required in a transaction or batch"))?;
-    let method = request.get("method").and_then(Value::as_str).ok_or_else(|| bad(index, "entry.request.method is required"))?;
-    let url = request.get("url").and_then(Value::as_str).ok_or_else(|| bad(index, "entry.request.url is required"))?;
+    let request = e
+        .get("request")
+        .ok_or_else(|| bad(index, "entry.request is required in a transaction or batch"))?;
+    let method = request
+        .get("method")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(index, "entry.request.method is required"))?;
+    let url = request
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(index, "entry.request.url is required"))?;
     for unsupported in ["ifNoneMatch", "ifModifiedSince", "ifNoneExist"] {
         if request.get(unsupported).is_some() {
             return Err(at(
                 index,
-                AppError::bad_request(IssueCode::NotSupported, format!("entry.request.{unsupported} (conditional operations) is not supported")),
+                AppError::bad_request(
+                    IssueCode::NotSupported,
+                    format!(
+                        "entry.request.{unsupported} (conditional operations) is not supported"
+                    ),
+                ),
             ));
         }
     }
     let if_match = match request.get("ifMatch").and_then(Value::as_str) {
-        Some(s) => Some(parse_if_match(s).ok_or_else(|| bad(index, "entry.request.ifMatch must be a version ETag"))?),
+        Some(s) => Some(
+            parse_if_match(s)
+                .ok_or_else(|| bad(index, "entry.request.ifMatch must be a version ETag"))?,
+        ),
         None => None,
     };
     let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
     let resource = e.get("resource").cloned();
     let path = url.trim_start_matches('/');
     if path.contains('?') && method != "GET" {
-        return Err(at(index, AppError::bad_request(IssueCode::NotSupported, "conditional update and delete are not supported")));
+        return Err(at(
+            index,
+            AppError::bad_request(
+                IssueCode::NotSupported,
+                "conditional update and delete are not supported",
+            ),
+        ));
     }
     let parts: Vec<&str> = path.split('/').collect();
-    let rtype_of = |s: &str| ResourceType::parse(s).ok_or_else(|| at(index, AppError::bad_request(IssueCode::NotSupported, "entry.request.url names a resource type this server does not serve")));
-    let id_of = |s: &str| ResourceId::new(s).map_err(|_| bad(index, "entry.request.url has an invalid id"));
+    let rtype_of = |s: &str| {
+        ResourceType::parse(s).ok_or_else(|| {
+            at(
+                index,
+                AppError::bad_request(
+                    IssueCode::NotSupported,
+                    "entry.request.url names a resource type this server does not serve",
+                ),
+            )
+        })
+    };
+    let id_of =
+        |s: &str| ResourceId::new(s).map_err(|_| bad(index, "entry.request.url has an invalid id"));
     let action = match (method, parts.as_slice()) {
         ("POST", [t]) => Action::Create {
             rtype: rtype_of(t)?,
@@ -99,14 +154,31 @@ fn parse_entry(index: usize, e: &Value) -> Result<Entry, AppError> {
             resource: resource.ok_or_else(|| bad(index, "entry.resource is required for PUT"))?,
             if_match,
         },
-        ("DELETE", [t, id]) => Action::Delete { rtype: rtype_of(t)?, id: id_of(id)? },
-        ("GET", _) => Action::Read { url: path.to_owned() },
+        ("DELETE", [t, id]) => Action::Delete {
+            rtype: rtype_of(t)?,
+            id: id_of(id)?,
+        },
+        ("GET", _) => Action::Read {
+            url: path.to_owned(),
+        },
         ("PATCH", _) => {
-            return Err(at(index, AppError::bad_request(IssueCode::NotSupported, "PATCH is not supported")));
+            return Err(at(
+                index,
+                AppError::bad_request(IssueCode::NotSupported, "PATCH is not supported"),
+            ));
         }
-        _ => return Err(bad(index, "entry.request method and url do not form a supported interaction")),
+        _ => {
+            return Err(bad(
+                index,
+                "entry.request method and url do not form a supported interaction",
+            ));
+        }
     };
-    Ok(Entry { index, full_url, action })
+    Ok(Entry {
+        index,
+        full_url,
+        action,
+    })
 }
 
 fn response_for(v: &Versioned, status: &str) -> Value {
@@ -130,20 +202,43 @@ fn outcome_entry(err: &AppError) -> Value {
 
 impl Vigil {
     /// Processes a `transaction` or `batch` Bundle and returns the response Bundle.
-    pub async fn bundle(&self, who: &Principal, bundle: Value, base: &str) -> Result<Value, AppError> {
+    pub async fn bundle(
+        &self,
+        who: &Principal,
+        bundle: Value,
+        base: &str,
+    ) -> Result<Value, AppError> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-            return Err(AppError::bad_request(IssueCode::Invalid, "POST to the base URL takes a Bundle"));
+            return Err(AppError::bad_request(
+                IssueCode::Invalid,
+                "POST to the base URL takes a Bundle",
+            ));
         }
-        let limits = fhir::Limits { max_string_len: self.config.limits.max_string_len, ..fhir::Limits::default() };
+        let limits = fhir::Limits {
+            max_string_len: self.config.limits.max_string_len,
+            ..fhir::Limits::default()
+        };
         // The Bundle itself must be valid R4 (its entries' resources are checked one by one).
-        let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let kind = bundle
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if kind != "transaction" && kind != "batch" {
-            return Err(AppError::bad_request(IssueCode::NotSupported, "only transaction and batch Bundles can be posted"));
+            return Err(AppError::bad_request(
+                IssueCode::NotSupported,
+                "only transaction and batch Bundles can be posted",
+            ));
         }
         let entries = match bundle.get("entry") {
             None => Vec::new(),
             Some(Value::Array(a)) => a.clone(),
-            Some(_) => return Err(AppError::bad_request(IssueCode::Structure, "Bundle.entry must be an array")),
+            Some(_) => {
+                return Err(AppError::bad_request(
+                    IssueCode::Structure,
+                    "Bundle.entry must be an array",
+                ));
+            }
         };
         if entries.len() > self.config.limits.max_bundle_entries {
             return Err(AppError::TooLarge(format!(
@@ -163,7 +258,12 @@ impl Vigil {
         }
     }
 
-    async fn transaction(&self, who: &Principal, raw: &[Value], base: &str) -> Result<Value, AppError> {
+    async fn transaction(
+        &self,
+        who: &Principal,
+        raw: &[Value],
+        base: &str,
+    ) -> Result<Value, AppError> {
         let mut entries = Vec::with_capacity(raw.len());
         for (i, e) in raw.iter().enumerate() {
             entries.push(parse_entry(i, e)?);
@@ -184,7 +284,10 @@ impl Vigil {
                 }
                 Action::Update { rtype, id, .. } => {
                     if !pending.insert((*rtype, id.clone())) {
-                        return Err(bad(e.index, "the same resource appears twice in the transaction"));
+                        return Err(bad(
+                            e.index,
+                            "the same resource appears twice in the transaction",
+                        ));
                     }
                     if let Some(f) = &e.full_url {
                         rewrite.insert(f.clone(), format!("{rtype}/{id}"));
@@ -192,7 +295,10 @@ impl Vigil {
                 }
                 Action::Delete { rtype, id } => {
                     if pending.contains(&(*rtype, id.clone())) {
-                        return Err(bad(e.index, "the same resource is written and deleted in one transaction"));
+                        return Err(bad(
+                            e.index,
+                            "the same resource is written and deleted in one transaction",
+                        ));
                     }
                 }
                 Action::Read { .. } => {}
@@ -204,7 +310,11 @@ impl Vigil {
         // FHIR's processing order: DELETE, POST, PUT, then GET.
         for e in entries.iter_mut() {
             if let Action::Delete { rtype, id } = &e.action {
-                if let Some(op) = self.delete_op(*rtype, id, now).await.map_err(|err| at(e.index, err))? {
+                if let Some(op) = self
+                    .delete_op(*rtype, id, now)
+                    .await
+                    .map_err(|err| at(e.index, err))?
+                {
                     deletes.push((e.index, op));
                 }
             }
@@ -215,24 +325,54 @@ impl Vigil {
                 match &mut e.action {
                     Action::Create { rtype, resource } if pass == 0 => {
                         fhir::rewrite_references(resource, &mut |r| rewrite.get(r).cloned());
-                        self.check_body(*rtype, resource).map_err(|err| at(index, err))?;
-                        self.check_references(resource, &pending).await.map_err(|err| at(index, err))?;
-                        let id = ids.get(&index).cloned().ok_or_else(|| bad(index, "internal id assignment"))?;
+                        self.check_body(*rtype, resource)
+                            .map_err(|err| at(index, err))?;
+                        self.check_references(resource, &pending)
+                            .await
+                            .map_err(|err| at(index, err))?;
+                        let id = ids
+                            .get(&index)
+                            .cloned()
+                            .ok_or_else(|| bad(index, "internal id assignment"))?;
                         let p = self
-                            .prepare(*rtype, id, VersionId(1), Precondition::MustNotExist, resource.clone(), now)
+                            .prepare(
+                                *rtype,
+                                id,
+                                VersionId(1),
+                                Precondition::MustNotExist,
+                                resource.clone(),
+                                now,
+                            )
                             .await
                             .map_err(|err| at(index, err))?;
                         prepared.push((index, p));
                     }
-                    Action::Update { rtype, id, resource, if_match } if pass == 1 => {
+                    Action::Update {
+                        rtype,
+                        id,
+                        resource,
+                        if_match,
+                    } if pass == 1 => {
                         fhir::rewrite_references(resource, &mut |r| rewrite.get(r).cloned());
-                        self.check_body(*rtype, resource).map_err(|err| at(index, err))?;
+                        self.check_body(*rtype, resource)
+                            .map_err(|err| at(index, err))?;
                         if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
-                            return Err(bad(index, "the resource id does not match entry.request.url"));
+                            return Err(bad(
+                                index,
+                                "the resource id does not match entry.request.url",
+                            ));
                         }
-                        self.check_references(resource, &pending).await.map_err(|err| at(index, err))?;
-                        let (version, pre, _) = self.next_version(*rtype, id, *if_match).await.map_err(|err| at(index, err))?;
-                        let p = self.prepare(*rtype, id.clone(), version, pre, resource.clone(), now).await.map_err(|err| at(index, err))?;
+                        self.check_references(resource, &pending)
+                            .await
+                            .map_err(|err| at(index, err))?;
+                        let (version, pre, _) = self
+                            .next_version(*rtype, id, *if_match)
+                            .await
+                            .map_err(|err| at(index, err))?;
+                        let p = self
+                            .prepare(*rtype, id.clone(), version, pre, resource.clone(), now)
+                            .await
+                            .map_err(|err| at(index, err))?;
                         prepared.push((index, p));
                     }
                     _ => {}
@@ -242,9 +382,9 @@ impl Vigil {
         let mut ops: Vec<store::WriteOp> = deletes.iter().map(|(_, op)| op.clone()).collect();
         ops.extend(prepared.iter().map(|(_, p)| p.op.clone()));
         self.store.commit(ops).await.map_err(|e| match e {
-            StoreError::Conflict { rtype, id, reason } => {
-                AppError::Conflict(format!("{rtype}/{id} was changed concurrently ({reason}); the transaction was not applied"))
-            }
+            StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
+                "{rtype}/{id} was changed concurrently ({reason}); the transaction was not applied"
+            )),
             other => AppError::Store(other),
         })?;
         for (_, op) in &deletes {
@@ -255,7 +395,8 @@ impl Vigil {
         let mut responses: BTreeMap<usize, Value> = BTreeMap::new();
         for (index, p) in prepared {
             if has_memory_params(p.versioned.rtype) {
-                self.mem.set(p.versioned.rtype, &p.versioned.id, p.memory_terms.clone());
+                self.mem
+                    .set(p.versioned.rtype, &p.versioned.id, p.memory_terms.clone());
             }
             let status = if p.created { "201 Created" } else { "200 OK" };
             responses.insert(index, response_for(&p.versioned, status));
@@ -266,11 +407,19 @@ impl Vigil {
         for e in &entries {
             match &e.action {
                 Action::Read { url } => {
-                    let v = self.get_url(who, url, base).await.map_err(|err| at(e.index, err))?;
-                    responses.insert(e.index, json!({"resource": v, "response": {"status": "200 OK"}}));
+                    let v = self
+                        .get_url(who, url, base)
+                        .await
+                        .map_err(|err| at(e.index, err))?;
+                    responses.insert(
+                        e.index,
+                        json!({"resource": v, "response": {"status": "200 OK"}}),
+                    );
                 }
                 Action::Delete { .. } => {
-                    responses.entry(e.index).or_insert_with(|| json!({"response": {"status": "204 No Content"}}));
+                    responses
+                        .entry(e.index)
+                        .or_insert_with(|| json!({"response": {"status": "204 No Content"}}));
                 }
                 _ => {}
             }
@@ -289,16 +438,28 @@ impl Vigil {
             let result = match parse_entry(i, e) {
                 Err(err) => Err(err),
                 Ok(entry) => match entry.action {
-                    Action::Create { rtype, resource } => {
-                        self.create(who, rtype, resource).await.map(|w| response_for(&w.current, "201 Created"))
-                    }
-                    Action::Update { rtype, id, resource, if_match } => self
+                    Action::Create { rtype, resource } => self
+                        .create(who, rtype, resource)
+                        .await
+                        .map(|w| response_for(&w.current, "201 Created")),
+                    Action::Update {
+                        rtype,
+                        id,
+                        resource,
+                        if_match,
+                    } => self
                         .update(who, rtype, &id, resource, if_match)
                         .await
-                        .map(|w| response_for(&w.current, if w.created { "201 Created" } else { "200 OK" })),
-                    Action::Delete { rtype, id } => {
-                        self.delete(who, rtype, &id).await.map(|_| json!({"response": {"status": "204 No Content"}}))
-                    }
+                        .map(|w| {
+                            response_for(
+                                &w.current,
+                                if w.created { "201 Created" } else { "200 OK" },
+                            )
+                        }),
+                    Action::Delete { rtype, id } => self
+                        .delete(who, rtype, &id)
+                        .await
+                        .map(|_| json!({"response": {"status": "204 No Content"}})),
                     Action::Read { url } => self
                         .get_url(who, &url, base)
                         .await
@@ -322,23 +483,49 @@ impl Vigil {
     async fn get_url(&self, who: &Principal, url: &str, base: &str) -> Result<Value, AppError> {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let unsupported = || AppError::BadRequest(vec![issue(IssueCode::NotSupported, "this GET is not supported inside a Bundle")]);
-        let rtype = parts.first().and_then(|t| ResourceType::parse(t)).ok_or_else(unsupported)?;
-        let id = |s: &str| ResourceId::new(s).map_err(|_| AppError::bad_request(IssueCode::Invalid, "invalid id"));
+        let unsupported = || {
+            AppError::BadRequest(vec![issue(
+                IssueCode::NotSupported,
+                "this GET is not supported inside a Bundle",
+            )])
+        };
+        let rtype = parts
+            .first()
+            .and_then(|t| ResourceType::parse(t))
+            .ok_or_else(unsupported)?;
+        let id = |s: &str| {
+            ResourceId::new(s).map_err(|_| AppError::bad_request(IssueCode::Invalid, "invalid id"))
+        };
         match parts.as_slice() {
             [_] => {
                 let pairs = parse_query_string(query);
                 let page = self.search(who, rtype, &pairs).await?;
-                Ok(crate::json::searchset(base, &page, &pairs, &self.now().to_fhir_instant()))
+                Ok(crate::json::searchset(
+                    base,
+                    &page,
+                    &pairs,
+                    &self.now().to_fhir_instant(),
+                ))
             }
-            [_, i] => self.read(who, rtype, &id(i)?).await.map(|v| v.resource.unwrap_or(Value::Null)),
+            [_, i] => self
+                .read(who, rtype, &id(i)?)
+                .await
+                .map(|v| v.resource.unwrap_or(Value::Null)),
             [_, i, "_history"] => {
                 let versions = self.history(who, rtype, &id(i)?).await?;
-                Ok(crate::json::history(base, &versions, &self.now().to_fhir_instant()))
+                Ok(crate::json::history(
+                    base,
+                    &versions,
+                    &self.now().to_fhir_instant(),
+                ))
             }
             [_, i, "_history", v] => {
-                let v = v.parse::<u64>().map_err(|_| AppError::bad_request(IssueCode::Invalid, "invalid version"))?;
-                self.vread(who, rtype, &id(i)?, VersionId(v)).await.map(|v| v.resource.unwrap_or(Value::Null))
+                let v = v
+                    .parse::<u64>()
+                    .map_err(|_| AppError::bad_request(IssueCode::Invalid, "invalid version"))?;
+                self.vread(who, rtype, &id(i)?, VersionId(v))
+                    .await
+                    .map(|v| v.resource.unwrap_or(Value::Null))
             }
             _ => Err(unsupported()),
         }
@@ -362,7 +549,10 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(x) = hex {
                 out.push(x);
                 i += 3;

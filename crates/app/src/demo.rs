@@ -16,21 +16,101 @@ pub const MRN_SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.9999.1";
 pub const ORG_ID: &str = "org-riverside";
 
 const FAMILY: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez", "Hernandez",
-    "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez",
-    "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen",
-    "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall",
-    "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Müller", "Dubois", "Kowalski", "Okafor", "Haddad",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Green",
+    "Adams",
+    "Nelson",
+    "Baker",
+    "Hall",
+    "Rivera",
+    "Campbell",
+    "Mitchell",
+    "Carter",
+    "Roberts",
+    "Müller",
+    "Dubois",
+    "Kowalski",
+    "Okafor",
+    "Haddad",
 ];
 const GIVEN_F: &[&str] = &[
-    "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen", "Lisa",
-    "Nancy", "Betty", "Sandra", "Margaret", "Ashley", "Emily", "Amara", "Chloé", "Fatima", "Ingrid", "Yuki",
+    "Mary",
+    "Patricia",
+    "Jennifer",
+    "Linda",
+    "Elizabeth",
+    "Barbara",
+    "Susan",
+    "Jessica",
+    "Sarah",
+    "Karen",
+    "Lisa",
+    "Nancy",
+    "Betty",
+    "Sandra",
+    "Margaret",
+    "Ashley",
+    "Emily",
+    "Amara",
+    "Chloé",
+    "Fatima",
+    "Ingrid",
+    "Yuki",
 ];
 const GIVEN_M: &[&str] = &[
-    "James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas", "Charles", "Daniel",
-    "Matthew", "Anthony", "Mark", "Steven", "Paul", "Andrew", "Kwame", "José", "Lars", "Omar", "Hiroshi",
+    "James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas",
+    "Charles", "Daniel", "Matthew", "Anthony", "Mark", "Steven", "Paul", "Andrew", "Kwame", "José",
+    "Lars", "Omar", "Hiroshi",
 ];
-const STREETS: &[&str] = &["Oak Street", "Maple Avenue", "River Road", "Elm Street", "Hill Lane", "Station Road", "Mill Way", "Park Drive"];
+const STREETS: &[&str] = &[
+    "Oak Street",
+    "Maple Avenue",
+    "River Road",
+    "Elm Street",
+    "Hill Lane",
+    "Station Road",
+    "Mill Way",
+    "Park Drive",
+];
 const DEPARTMENTS: &[(&str, &str)] = &[
     ("dept-general", "General Practice"),
     ("dept-cardiology", "Cardiology"),
@@ -42,12 +122,24 @@ const STAFF: &[(&str, &str, &str, &str, &str)] = &[
     ("pr-adams", "Helen", "Adams", "doctor", "dept-general"),
     ("pr-baker", "Samuel", "Baker", "doctor", "dept-general"),
     ("pr-chen", "Li", "Chen", "doctor", "dept-cardiology"),
-    ("pr-diallo", "Aminata", "Diallo", "doctor", "dept-cardiology"),
+    (
+        "pr-diallo",
+        "Aminata",
+        "Diallo",
+        "doctor",
+        "dept-cardiology",
+    ),
     ("pr-evans", "Rhys", "Evans", "doctor", "dept-mental-health"),
     ("pr-fischer", "Anna", "Fischer", "doctor", "dept-pediatrics"),
     ("pr-garcia", "Lucia", "Garcia", "nurse", "dept-general"),
     ("pr-hughes", "Owen", "Hughes", "nurse", "dept-cardiology"),
-    ("pr-ivanova", "Daria", "Ivanova", "nurse", "dept-mental-health"),
+    (
+        "pr-ivanova",
+        "Daria",
+        "Ivanova",
+        "nurse",
+        "dept-mental-health",
+    ),
     ("pr-jensen", "Mads", "Jensen", "nurse", "dept-pediatrics"),
     ("pr-kaur", "Priya", "Kaur", "nurse", "dept-general"),
     ("pr-lopez", "Mateo", "Lopez", "doctor", "dept-general"),
@@ -77,7 +169,11 @@ pub struct DemoSummary {
 }
 
 fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> Option<&'a T> {
-    if items.is_empty() { None } else { items.get(rng.gen_range(0..items.len())) }
+    if items.is_empty() {
+        None
+    } else {
+        items.get(rng.gen_range(0..items.len()))
+    }
 }
 
 fn pick_str(rng: &mut StdRng, items: &[&'static str]) -> &'static str {
@@ -85,7 +181,11 @@ fn pick_str(rng: &mut StdRng, items: &[&'static str]) -> &'static str {
 }
 
 fn day(ts: i64) -> String {
-    Timestamp(ts).to_fhir_instant().get(..10).unwrap_or("2020-01-01").to_owned()
+    Timestamp(ts)
+        .to_fhir_instant()
+        .get(..10)
+        .unwrap_or("2020-01-01")
+        .to_owned()
 }
 
 fn instant(ts: i64) -> String {
@@ -131,12 +231,25 @@ pub fn organisation() -> Vec<Value> {
 /// One patient and their record.
 pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Value> {
     let female = rng.gen_bool(0.5);
-    let given = if female { pick_str(rng, GIVEN_F) } else { pick_str(rng, GIVEN_M) };
-    let middle = if female { pick_str(rng, GIVEN_F) } else { pick_str(rng, GIVEN_M) };
+    let given = if female {
+        pick_str(rng, GIVEN_F)
+    } else {
+        pick_str(rng, GIVEN_M)
+    };
+    let middle = if female {
+        pick_str(rng, GIVEN_F)
+    } else {
+        pick_str(rng, GIVEN_M)
+    };
     let family = pick_str(rng, FAMILY);
     let birth = now - rng.gen_range(1..95i64) * 365 * DAY_US - rng.gen_range(0..365i64) * DAY_US;
     let gp = pick(rng, STAFF).map(|s| s.0).unwrap_or("pr-adams");
-    let nurse = STAFF.iter().filter(|s| s.3 == "nurse").nth(n % 5).map(|s| s.0).unwrap_or("pr-garcia");
+    let nurse = STAFF
+        .iter()
+        .filter(|s| s.3 == "nurse")
+        .nth(n % 5)
+        .map(|s| s.0)
+        .unwrap_or("pr-garcia");
     let pref = format!("Patient/{id}");
     let mut out = vec![json!({
         "resourceType": "Patient", "id": id, "active": true,
@@ -161,7 +274,8 @@ pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Val
     }));
     let visits = rng.gen_range(1..=3);
     for v in 0..visits {
-        let start = now - rng.gen_range(1..720i64) * DAY_US - rng.gen_range(8..17i64) * 3_600_000_000;
+        let start =
+            now - rng.gen_range(1..720i64) * DAY_US - rng.gen_range(8..17i64) * 3_600_000_000;
         let enc = format!("enc-{id}-{v}");
         out.push(json!({
             "resourceType": "Encounter", "id": enc, "status": "finished",
@@ -173,7 +287,12 @@ pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Val
         }));
         let vitals: [(&str, &str, f64, &str); 3] = [
             ("8867-4", "Heart rate", rng.gen_range(55.0..100.0), "/min"),
-            ("8480-6", "Systolic blood pressure", rng.gen_range(100.0..160.0), "mm[Hg]"),
+            (
+                "8480-6",
+                "Systolic blood pressure",
+                rng.gen_range(100.0..160.0),
+                "mm[Hg]",
+            ),
             ("29463-7", "Body weight", rng.gen_range(20.0..120.0), "kg"),
         ];
         for (k, (code, display, value, unit)) in vitals.iter().enumerate() {
@@ -202,7 +321,9 @@ pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Val
         }));
     }
     for c in 0..rng.gen_range(0..=2) {
-        let Some((code, display, label)) = pick(rng, CONDITIONS) else { continue };
+        let Some((code, display, label)) = pick(rng, CONDITIONS) else {
+            continue;
+        };
         let mut cond = json!({
             "resourceType": "Condition", "id": format!("cond-{id}-{c}"),
             "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
@@ -215,7 +336,9 @@ pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Val
             obj.insert("meta".into(), json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": l}]}));
         }
         out.push(cond);
-        if let Some((rx, name)) = MEDS.get(CONDITIONS.iter().position(|x| x.0 == *code).unwrap_or(0) % MEDS.len()) {
+        if let Some((rx, name)) =
+            MEDS.get(CONDITIONS.iter().position(|x| x.0 == *code).unwrap_or(0) % MEDS.len())
+        {
             out.push(json!({
                 "resourceType": "MedicationRequest", "id": format!("rx-{id}-{c}"), "status": "active", "intent": "order",
                 "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": rx, "display": name}]},
@@ -242,7 +365,11 @@ pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Val
 impl Vigil {
     /// Writes resources with their own ids (update-as-create) in one atomic
     /// commit, checking each against R4 and references among them.
-    pub async fn put_many(&self, who: &Principal, resources: Vec<Value>) -> Result<usize, AppError> {
+    pub async fn put_many(
+        &self,
+        who: &Principal,
+        resources: Vec<Value>,
+    ) -> Result<usize, AppError> {
         let _ = who;
         let now = self.now();
         let mut pending = std::collections::BTreeSet::new();
@@ -252,17 +379,23 @@ impl Vigil {
                 .get("resourceType")
                 .and_then(Value::as_str)
                 .and_then(ResourceType::parse)
-                .ok_or_else(|| AppError::bad_request(fhir::IssueCode::NotSupported, "resource type not served"))?;
+                .ok_or_else(|| {
+                    AppError::bad_request(fhir::IssueCode::NotSupported, "resource type not served")
+                })?;
             let id = r
                 .get("id")
                 .and_then(Value::as_str)
                 .and_then(|s| ResourceId::new(s).ok())
-                .ok_or_else(|| AppError::bad_request(fhir::IssueCode::Required, "resource needs a valid id"))?;
+                .ok_or_else(|| {
+                    AppError::bad_request(fhir::IssueCode::Required, "resource needs a valid id")
+                })?;
             pending.insert((rtype, id.clone()));
             parsed.push((rtype, id, r));
         }
-        let mut owners: Vec<model::KeyOwner> =
-            parsed.iter().map(|(t, id, r)| crate::records::key_owner(*t, id, r)).collect();
+        let mut owners: Vec<model::KeyOwner> = parsed
+            .iter()
+            .map(|(t, id, r)| crate::records::key_owner(*t, id, r))
+            .collect();
         owners.sort();
         owners.dedup();
         self.keys.ensure_many(&owners).await?;
@@ -303,6 +436,10 @@ impl Vigil {
             progress(n as u64 + 1, patients as u64);
         }
         self.store.put_setting("demo_seeded", b"1").await?;
-        Ok(Some(DemoSummary { resources: total, patients, practitioners: STAFF.len() }))
+        Ok(Some(DemoSummary {
+            resources: total,
+            patients,
+            practitioners: STAFF.len(),
+        }))
     }
 }

@@ -83,12 +83,23 @@ impl AppError {
     pub fn issues(&self) -> Vec<Issue> {
         match self {
             AppError::BadRequest(i) | AppError::Unprocessable(i) => i.clone(),
-            AppError::Unauthenticated => vec![issue(IssueCode::Login, "a valid bearer token is required")],
+            AppError::Unauthenticated => {
+                vec![issue(IssueCode::Login, "a valid bearer token is required")]
+            }
             AppError::NotFound(m) => vec![issue(IssueCode::NotFound, m.clone())],
-            AppError::MethodNotAllowed => vec![issue(IssueCode::NotSupported, "this interaction is not supported on this URL")],
-            AppError::NotAcceptable => vec![issue(IssueCode::NotSupported, "only application/fhir+json is served")],
+            AppError::MethodNotAllowed => vec![issue(
+                IssueCode::NotSupported,
+                "this interaction is not supported on this URL",
+            )],
+            AppError::NotAcceptable => vec![issue(
+                IssueCode::NotSupported,
+                "only application/fhir+json is served",
+            )],
             AppError::UnsupportedMediaType => {
-                vec![issue(IssueCode::NotSupported, "the body must be application/fhir+json")]
+                vec![issue(
+                    IssueCode::NotSupported,
+                    "the body must be application/fhir+json",
+                )]
             }
             AppError::Gone(m) => vec![issue(IssueCode::Deleted, m.clone())],
             AppError::Conflict(m) => vec![issue(IssueCode::Conflict, m.clone())],
@@ -99,17 +110,28 @@ impl AppError {
                 "stored data failed its integrity check; nothing was returned and the event was logged",
             )],
             AppError::Store(StoreError::Conflict { reason, .. }) => {
-                vec![issue(IssueCode::Conflict, format!("write conflict: {reason}"))]
+                vec![issue(
+                    IssueCode::Conflict,
+                    format!("write conflict: {reason}"),
+                )]
             }
             AppError::Store(_) => vec![issue(
                 IssueCode::Transient,
                 "the database is unavailable; nothing was read or written",
             )],
-            AppError::Keys(_) => vec![issue(IssueCode::Exception, "a key could not be used; nothing was returned")],
+            AppError::Keys(_) => vec![issue(
+                IssueCode::Exception,
+                "a key could not be used; nothing was returned",
+            )],
         }
     }
 }
 
 pub(crate) fn issue(code: IssueCode, msg: impl Into<String>) -> Issue {
-    Issue { severity: Severity::Error, code, diagnostics: msg.into(), expression: Vec::new() }
+    Issue {
+        severity: Severity::Error,
+        code,
+        diagnostics: msg.into(),
+        expression: Vec::new(),
+    }
 }

@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 use crate::{SearchPage, Versioned};
 
 /// The URL of a search page: the base, the type and the query with paging set.
-fn page_url(base: &str, rtype: ResourceType, params: &[(String, String)], offset: usize, count: usize) -> String {
+fn page_url(
+    base: &str,
+    rtype: ResourceType,
+    params: &[(String, String)],
+    offset: usize,
+    count: usize,
+) -> String {
     let mut q: Vec<String> = params
         .iter()
         .filter(|(k, _)| k != "_offset" && k != "_count")
@@ -21,7 +27,8 @@ fn page_url(base: &str, rtype: ResourceType, params: &[(String, String)], offset
 pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'|' | b',') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'|' | b',')
+        {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -39,15 +46,21 @@ pub fn searchset(base: &str, page: &SearchPage, params: &[(String, String)], now
     let mut entries = Vec::new();
     for v in &page.matches {
         if let Some(r) = &v.resource {
-            entries.push(json!({"fullUrl": full_url(base, v), "resource": r, "search": {"mode": "match"}}));
+            entries.push(
+                json!({"fullUrl": full_url(base, v), "resource": r, "search": {"mode": "match"}}),
+            );
         }
     }
     for v in &page.included {
         if let Some(r) = &v.resource {
-            entries.push(json!({"fullUrl": full_url(base, v), "resource": r, "search": {"mode": "include"}}));
+            entries.push(
+                json!({"fullUrl": full_url(base, v), "resource": r, "search": {"mode": "include"}}),
+            );
         }
     }
-    let mut links = vec![json!({"relation": "self", "url": page_url(base, page.rtype, params, page.offset, page.count)})];
+    let mut links = vec![
+        json!({"relation": "self", "url": page_url(base, page.rtype, params, page.offset, page.count)}),
+    ];
     if let Some(next) = page.next_offset {
         links.push(json!({"relation": "next", "url": page_url(base, page.rtype, params, next, page.count)}));
     }

@@ -42,7 +42,11 @@ fn file_mtime(source: &KeyFileSource) -> Option<SystemTime> {
 }
 
 impl Keys {
-    pub fn new(key_file: &KeyFile, source: KeyFileSource, store: Arc<dyn Store>) -> Result<Keys, AppError> {
+    pub fn new(
+        key_file: &KeyFile,
+        source: KeyFileSource,
+        store: Arc<dyn Store>,
+    ) -> Result<Keys, AppError> {
         let ring = KeyRing::from_key_file(key_file).map_err(key_err)?;
         Ok(Keys {
             ring: RwLock::new(Arc::new(ring)),
@@ -64,7 +68,10 @@ impl Keys {
     fn reload_if_changed(&self) -> Result<bool, AppError> {
         let now = file_mtime(&self.source);
         {
-            let mut seen = self.mtime.lock().map_err(|_| key_err("key lock poisoned"))?;
+            let mut seen = self
+                .mtime
+                .lock()
+                .map_err(|_| key_err("key lock poisoned"))?;
             if now.is_none() || *seen == now {
                 return Ok(false);
             }
@@ -72,7 +79,10 @@ impl Keys {
         }
         let (kf, _) = KeyFile::load(&self.source, false).map_err(key_err)?;
         let ring = KeyRing::from_key_file(&kf).map_err(key_err)?;
-        let mut w = self.ring.write().map_err(|_| key_err("key lock poisoned"))?;
+        let mut w = self
+            .ring
+            .write()
+            .map_err(|_| key_err("key lock poisoned"))?;
         *w = Arc::new(ring);
         tracing::info!(kek = %w.current_kek_id(), "key file reloaded");
         Ok(true)
@@ -99,7 +109,10 @@ impl Keys {
     }
 
     fn unwrap(&self, key: &WrappedKey) -> Result<Dek, AppError> {
-        match self.ring().unwrap_dek(&key.owner, &key.kek_id, &key.wrapped) {
+        match self
+            .ring()
+            .unwrap_dek(&key.owner, &key.kek_id, &key.wrapped)
+        {
             Ok(d) => Ok(d),
             Err(CryptoError::UnknownKek(_)) => {
                 // A rotation may have happened since we loaded the key file.
@@ -108,9 +121,10 @@ impl Keys {
                     .unwrap_dek(&key.owner, &key.kek_id, &key.wrapped)
                     .map_err(|e| AppError::Keys(e.to_string()))
             }
-            Err(CryptoError::Integrity | CryptoError::Format) => {
-                Err(AppError::Integrity(format!("wrapped data key of {}", owner_kind(&key.owner))))
-            }
+            Err(CryptoError::Integrity | CryptoError::Format) => Err(AppError::Integrity(format!(
+                "wrapped data key of {}",
+                owner_kind(&key.owner)
+            ))),
         }
     }
 
@@ -136,9 +150,17 @@ impl Keys {
         // New keys are wrapped by the newest KEK: pick up a rotation first.
         self.reload_if_changed()?;
         let fresh = self.ring().new_dek(owner).map_err(key_err)?;
-        let candidate = WrappedKey { owner: owner.clone(), kek_id: fresh.kek_id, wrapped: fresh.wrapped };
+        let candidate = WrappedKey {
+            owner: owner.clone(),
+            kek_id: fresh.kek_id,
+            wrapped: fresh.wrapped,
+        };
         let stored = self.store.put_key_if_absent(&candidate).await?;
-        let dek = if stored == candidate { fresh.dek } else { self.unwrap(&stored)? };
+        let dek = if stored == candidate {
+            fresh.dek
+        } else {
+            self.unwrap(&stored)?
+        };
         self.remember(owner, &dek);
         Ok(dek)
     }
@@ -170,12 +192,20 @@ impl Keys {
         let mut candidates = Vec::with_capacity(missing.len());
         for owner in &missing {
             let n = ring.new_dek(owner).map_err(key_err)?;
-            candidates.push(WrappedKey { owner: owner.clone(), kek_id: n.kek_id, wrapped: n.wrapped });
+            candidates.push(WrappedKey {
+                owner: owner.clone(),
+                kek_id: n.kek_id,
+                wrapped: n.wrapped,
+            });
             fresh.push(n.dek);
         }
         let stored = self.store.put_keys_if_absent(&candidates).await?;
         for ((cand, dek), got) in candidates.iter().zip(fresh).zip(stored) {
-            let dek = if &got == cand { dek } else { self.unwrap(&got)? };
+            let dek = if &got == cand {
+                dek
+            } else {
+                self.unwrap(&got)?
+            };
             self.remember(&cand.owner, &dek);
         }
         Ok(())
@@ -217,11 +247,19 @@ pub async fn rotate(
         }
         let before = done;
         for old in batch {
-            let (kek_id, wrapped) = ring.rewrap(&old.owner, &old.kek_id, &old.wrapped).map_err(|e| match e {
-                CryptoError::Integrity | CryptoError::Format => AppError::Integrity("wrapped data key".into()),
-                other => key_err(other),
-            })?;
-            let new = WrappedKey { owner: old.owner.clone(), kek_id, wrapped };
+            let (kek_id, wrapped) =
+                ring.rewrap(&old.owner, &old.kek_id, &old.wrapped)
+                    .map_err(|e| match e {
+                        CryptoError::Integrity | CryptoError::Format => {
+                            AppError::Integrity("wrapped data key".into())
+                        }
+                        other => key_err(other),
+                    })?;
+            let new = WrappedKey {
+                owner: old.owner.clone(),
+                kek_id,
+                wrapped,
+            };
             if store.replace_key(&old, &new).await? {
                 done += 1;
                 progress(done, total);
@@ -230,7 +268,9 @@ pub async fn rotate(
         if done == before {
             stalled += 1;
             if stalled > 10 {
-                return Err(AppError::Keys("rotation makes no progress: keys keep changing".into()));
+                return Err(AppError::Keys(
+                    "rotation makes no progress: keys keep changing".into(),
+                ));
             }
         }
     }
@@ -240,8 +280,14 @@ pub async fn rotate(
             retired = kf.retire_old_keks();
             kf.save(path).map_err(key_err)?;
         } else {
-            return Err(AppError::Keys("some data keys are still wrapped by an older key; run again".into()));
+            return Err(AppError::Keys(
+                "some data keys are still wrapped by an older key; run again".into(),
+            ));
         }
     }
-    Ok(RotateReport { new_kek_id: new_id, rewrapped: done, retired })
+    Ok(RotateReport {
+        new_kek_id: new_id,
+        rewrapped: done,
+        retired,
+    })
 }

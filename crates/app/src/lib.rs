@@ -10,9 +10,9 @@
 //! the store is ciphertext, a wrapped key or a keyed token.
 
 mod bundle;
-pub mod json;
 pub mod demo;
 mod error;
+pub mod json;
 pub mod keys;
 mod memindex;
 mod records;
@@ -25,9 +25,9 @@ use model::{Clock, ResourceId, ResourceType, Timestamp, VersionId};
 use serde_json::Value;
 use store::Store;
 
+pub use bundle::parse_query_string;
 pub use error::AppError;
 pub use keys::RotateReport;
-pub use bundle::parse_query_string;
 pub use search::SearchPage;
 
 /// Limits on what a request may ask for. All configurable.
@@ -75,7 +75,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { referential_integrity: true, limits: Limits::default() }
+        Config {
+            referential_integrity: true,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -157,10 +160,15 @@ impl Vigil {
     /// Sets up the bootstrap admin token. With `from_env`, that token is used
     /// (and nothing is stored). Otherwise a token is created on first start and
     /// returned once for printing; only its hash is stored.
-    pub async fn init_bootstrap_token(&self, from_env: Option<&str>) -> Result<Option<String>, AppError> {
+    pub async fn init_bootstrap_token(
+        &self,
+        from_env: Option<&str>,
+    ) -> Result<Option<String>, AppError> {
         if let Some(t) = from_env {
             if t.len() < 16 {
-                return Err(AppError::Keys("VIGIL_BOOTSTRAP_TOKEN must be at least 16 characters".into()));
+                return Err(AppError::Keys(
+                    "VIGIL_BOOTSTRAP_TOKEN must be at least 16 characters".into(),
+                ));
             }
             self.set_bootstrap_hash(crypto::token_hash(t).to_vec());
             return Ok(None);
@@ -170,7 +178,10 @@ impl Vigil {
             return Ok(None);
         }
         let token = crypto::random_token();
-        let stored = self.store.put_setting_if_absent(BOOTSTRAP_SETTING, &crypto::token_hash(&token)).await?;
+        let stored = self
+            .store
+            .put_setting_if_absent(BOOTSTRAP_SETTING, &crypto::token_hash(&token))
+            .await?;
         let fresh = crypto::token_matches(&token, &stored);
         self.set_bootstrap_hash(stored);
         Ok(fresh.then_some(token))
@@ -184,8 +195,12 @@ impl Vigil {
 
     /// Checks a bearer token. Constant-time; fails closed.
     pub fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, AppError> {
-        let Some(token) = bearer else { return Err(AppError::Unauthenticated) };
-        let Ok(g) = self.bootstrap_hash.read() else { return Err(AppError::Unauthenticated) };
+        let Some(token) = bearer else {
+            return Err(AppError::Unauthenticated);
+        };
+        let Ok(g) = self.bootstrap_hash.read() else {
+            return Err(AppError::Unauthenticated);
+        };
         match g.as_deref() {
             Some(h) if crypto::token_matches(token, h) => Ok(Principal::BootstrapAdmin),
             _ => Err(AppError::Unauthenticated),
@@ -194,7 +209,10 @@ impl Vigil {
 
     /// Re-reads every resource with memory-indexed parameters and rebuilds the
     /// name index. `progress(done, total)` reports progress.
-    pub async fn rebuild_memory_index(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<(), AppError> {
+    pub async fn rebuild_memory_index(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<(), AppError> {
         let mut done = 0u64;
         for rtype in ResourceType::ALL {
             let has_memory = fhir::search::params_for(rtype)
@@ -223,7 +241,11 @@ impl Vigil {
 
     /// Crypto-shreds a patient: destroys their data key and deletes everything
     /// sealed under it. Returns what was removed.
-    pub async fn erase_patient(&self, _who: &Principal, id: &ResourceId) -> Result<store::EraseReport, AppError> {
+    pub async fn erase_patient(
+        &self,
+        _who: &Principal,
+        id: &ResourceId,
+    ) -> Result<store::EraseReport, AppError> {
         let owner = model::KeyOwner::Patient(model::PatientId(id.clone()));
         let report = self.store.erase_patient(&owner).await?;
         self.keys.forget(&owner);

@@ -25,7 +25,9 @@ pub struct MemIndex {
 impl MemIndex {
     /// Replaces the terms of one resource (empty `terms` removes it).
     pub fn set(&self, rtype: ResourceType, id: &ResourceId, terms: Vec<(&'static str, String)>) {
-        let Ok(mut g) = self.inner.write() else { return };
+        let Ok(mut g) = self.inner.write() else {
+            return;
+        };
         let inner = &mut *g;
         if let Some(old) = inner.by_resource.remove(&(rtype, id.clone())) {
             for (param, term) in old {
@@ -43,7 +45,13 @@ impl MemIndex {
             return;
         }
         for (param, term) in &terms {
-            inner.terms.entry((rtype, param)).or_default().entry(term.clone()).or_default().insert(id.clone());
+            inner
+                .terms
+                .entry((rtype, param))
+                .or_default()
+                .entry(term.clone())
+                .or_default()
+                .insert(id.clone());
         }
         inner.by_resource.insert((rtype, id.clone()), terms);
     }
@@ -60,7 +68,12 @@ impl MemIndex {
     ) -> Option<BTreeSet<ResourceId>> {
         let g = self.inner.read().ok()?;
         let mut out = BTreeSet::new();
-        let Some(map) = g.terms.iter().find(|((t, p), _)| *t == rtype && *p == param).map(|(_, m)| m) else {
+        let Some(map) = g
+            .terms
+            .iter()
+            .find(|((t, p), _)| *t == rtype && *p == param)
+            .map(|(_, m)| m)
+        else {
             return Some(out);
         };
         for v in values {
@@ -88,16 +101,14 @@ impl MemIndex {
     pub fn ids(&self, rtype: ResourceType) -> Vec<ResourceId> {
         self.inner
             .read()
-            .map(|g| g.by_resource.keys().filter(|(t, _)| *t == rtype).map(|(_, i)| i.clone()).collect())
+            .map(|g| {
+                g.by_resource
+                    .keys()
+                    .filter(|(t, _)| *t == rtype)
+                    .map(|(_, i)| i.clone())
+                    .collect()
+            })
             .unwrap_or_default()
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner.read().map(|g| g.by_resource.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -113,18 +124,38 @@ mod tests {
     fn prefix_and_exact_lookups_follow_updates() {
         let m = MemIndex::default();
         let t = ResourceType::Patient;
-        m.set(t, &id("a"), vec![("name", "smith".into()), ("name", "john".into())]);
+        m.set(
+            t,
+            &id("a"),
+            vec![("name", "smith".into()), ("name", "john".into())],
+        );
         m.set(t, &id("b"), vec![("name", "smithson".into())]);
         let got = m.lookup(t, "name", &["smi".into()], true, 10).unwrap();
         assert_eq!(got.len(), 2);
         let got = m.lookup(t, "name", &["smith".into()], false, 10).unwrap();
         assert_eq!(got.into_iter().collect::<Vec<_>>(), vec![id("a")]);
         m.set(t, &id("a"), vec![("name", "jones".into())]);
-        assert_eq!(m.lookup(t, "name", &["smith".into()], false, 10).unwrap().len(), 0);
-        assert_eq!(m.lookup(t, "name", &["j".into()], true, 10).unwrap().len(), 1);
+        assert_eq!(
+            m.lookup(t, "name", &["smith".into()], false, 10)
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            m.lookup(t, "name", &["j".into()], true, 10).unwrap().len(),
+            1
+        );
         m.set(t, &id("a"), vec![]);
-        assert_eq!(m.lookup(t, "name", &["j".into()], true, 10).unwrap().len(), 0);
+        assert_eq!(
+            m.lookup(t, "name", &["j".into()], true, 10).unwrap().len(),
+            0
+        );
         assert!(m.lookup(t, "name", &["s".into()], true, 0).is_none());
-        assert_eq!(m.lookup(ResourceType::Practitioner, "name", &["s".into()], true, 10).unwrap().len(), 0);
+        assert_eq!(
+            m.lookup(ResourceType::Practitioner, "name", &["s".into()], true, 10)
+                .unwrap()
+                .len(),
+            0
+        );
     }
 }

@@ -22,21 +22,33 @@ impl Vigil {
     /// Checks a resource body against R4 and against the URL's type.
     pub(crate) fn check_body(&self, rtype: ResourceType, body: &Value) -> Result<(), AppError> {
         let Some(obj) = body.as_object() else {
-            return Err(AppError::bad_request(IssueCode::Structure, "the body must be a JSON object (a FHIR resource)"));
+            return Err(AppError::bad_request(
+                IssueCode::Structure,
+                "the body must be a JSON object (a FHIR resource)",
+            ));
         };
         match obj.get("resourceType").and_then(Value::as_str) {
             None => {
-                return Err(AppError::bad_request(IssueCode::Required, "resourceType is missing"));
+                return Err(AppError::bad_request(
+                    IssueCode::Required,
+                    "resourceType is missing",
+                ));
             }
             Some(t) if t != rtype.as_str() => {
                 return Err(AppError::BadRequest(vec![fhir::Issue {
                     expression: vec!["resourceType".into()],
-                    ..issue(IssueCode::Invalid, format!("resourceType does not match the URL: expected {rtype}"))
+                    ..issue(
+                        IssueCode::Invalid,
+                        format!("resourceType does not match the URL: expected {rtype}"),
+                    )
                 }]));
             }
             Some(_) => {}
         }
-        let limits = fhir::Limits { max_string_len: self.config.limits.max_string_len, ..fhir::Limits::default() };
+        let limits = fhir::Limits {
+            max_string_len: self.config.limits.max_string_len,
+            ..fhir::Limits::default()
+        };
         fhir::validate(body, &limits).map_err(AppError::BadRequest)
     }
 
@@ -54,7 +66,9 @@ impl Vigil {
         let mut issues = Vec::new();
         for r in fhir::references(resource) {
             if let RefTarget::Local { rtype, id, .. } = &r.target {
-                let Some(t) = ResourceType::parse(rtype) else { continue };
+                let Some(t) = ResourceType::parse(rtype) else {
+                    continue;
+                };
                 match ResourceId::new(id.clone()) {
                     Ok(id) if pending.contains(&(t, id.clone())) => {}
                     Ok(id) => wanted.entry(t).or_default().push((id, r.path.clone())),
@@ -67,17 +81,25 @@ impl Vigil {
         }
         for (t, refs) in wanted {
             let ids: Vec<ResourceId> = refs.iter().map(|(i, _)| i.clone()).collect();
-            let existing: BTreeSet<ResourceId> = self.store.existing(t, &ids).await?.into_iter().collect();
+            let existing: BTreeSet<ResourceId> =
+                self.store.existing(t, &ids).await?.into_iter().collect();
             for (id, path) in refs {
                 if !existing.contains(&id) {
                     issues.push(fhir::Issue {
                         expression: vec![path],
-                        ..issue(IssueCode::NotFound, format!("reference to {t}/{id} does not resolve on this server"))
+                        ..issue(
+                            IssueCode::NotFound,
+                            format!("reference to {t}/{id} does not resolve on this server"),
+                        )
                     });
                 }
             }
         }
-        if issues.is_empty() { Ok(()) } else { Err(AppError::Unprocessable(issues)) }
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Unprocessable(issues))
+        }
     }
 
     /// Stamps `meta`, seals and indexes a resource version.
@@ -90,19 +112,22 @@ impl Vigil {
         mut body: Value,
         now: Timestamp,
     ) -> Result<Prepared, AppError> {
-        let obj = body
-            .as_object_mut()
-            .ok_or_else(|| AppError::bad_request(IssueCode::Structure, "the body must be a JSON object"))?;
+        let obj = body.as_object_mut().ok_or_else(|| {
+            AppError::bad_request(IssueCode::Structure, "the body must be a JSON object")
+        })?;
         obj.insert("id".into(), Value::String(id.to_string()));
-        let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+        let meta = obj
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Some(m) = meta.as_object_mut() {
             m.insert("versionId".into(), Value::String(version.to_string()));
             m.insert("lastUpdated".into(), Value::String(now.to_fhir_instant()));
         }
         let owner = key_owner(rtype, &id, &body);
         let dek = self.keys.for_write(&owner).await?;
-        let plaintext = serde_json::to_vec(&body)
-            .map_err(|_| AppError::bad_request(IssueCode::Structure, "the resource cannot be serialised"))?;
+        let plaintext = serde_json::to_vec(&body).map_err(|_| {
+            AppError::bad_request(IssueCode::Structure, "the resource cannot be serialised")
+        })?;
         let ciphertext = dek.seal(&crypto::resource_aad(rtype, &id, version), &plaintext);
         let ring = self.keys.ring();
         let mut index = BTreeSet::new();
@@ -129,20 +154,33 @@ impl Vigil {
             ciphertext,
         };
         Ok(Prepared {
-            op: WriteOp { precondition, version: stored, index: index.into_iter().collect() },
-            versioned: Versioned { rtype, id, version, last_updated: now, resource: Some(body) },
+            op: WriteOp {
+                precondition,
+                version: stored,
+                index: index.into_iter().collect(),
+            },
+            versioned: Versioned {
+                rtype,
+                id,
+                version,
+                last_updated: now,
+                resource: Some(body),
+            },
             memory_terms,
             created: version == VersionId(1),
         })
     }
 
     /// Applies prepared writes atomically, then updates the in-memory index.
-    pub(crate) async fn commit_prepared(&self, prepared: Vec<Prepared>) -> Result<Vec<Prepared>, AppError> {
+    pub(crate) async fn commit_prepared(
+        &self,
+        prepared: Vec<Prepared>,
+    ) -> Result<Vec<Prepared>, AppError> {
         let ops = prepared.iter().map(|p| p.op.clone()).collect();
         self.store.commit(ops).await.map_err(|e| match e {
-            StoreError::Conflict { rtype, id, reason } => {
-                AppError::Conflict(format!("{rtype}/{id} was changed concurrently ({reason}); retry"))
-            }
+            StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
+                "{rtype}/{id} was changed concurrently ({reason}); retry"
+            )),
             other => AppError::Store(other),
         })?;
         for p in &prepared {
@@ -155,14 +193,33 @@ impl Vigil {
     }
 
     /// `POST /Type`: create with a server-assigned id.
-    pub async fn create(&self, _who: &Principal, rtype: ResourceType, body: Value) -> Result<Written, AppError> {
+    pub async fn create(
+        &self,
+        _who: &Principal,
+        rtype: ResourceType,
+        body: Value,
+    ) -> Result<Written, AppError> {
         self.check_body(rtype, &body)?;
         self.check_references(&body, &BTreeSet::new()).await?;
         let id = new_id();
-        let p = self.prepare(rtype, id, VersionId(1), Precondition::MustNotExist, body, self.now()).await?;
+        let p = self
+            .prepare(
+                rtype,
+                id,
+                VersionId(1),
+                Precondition::MustNotExist,
+                body,
+                self.now(),
+            )
+            .await?;
         let mut done = self.commit_prepared(vec![p]).await?;
-        let p = done.pop().ok_or_else(|| AppError::Keys("empty commit".into()))?;
-        Ok(Written { created: true, current: p.versioned })
+        let p = done
+            .pop()
+            .ok_or_else(|| AppError::Keys("empty commit".into()))?;
+        Ok(Written {
+            created: true,
+            current: p.versioned,
+        })
     }
 
     /// `PUT /Type/id`: update, or create with the given id. `if_match` is the
@@ -179,18 +236,31 @@ impl Vigil {
         match body.get("id").and_then(Value::as_str) {
             Some(b) if b == id.as_str() => {}
             Some(_) => {
-                return Err(AppError::bad_request(IssueCode::Invalid, "the id in the body does not match the URL"));
+                return Err(AppError::bad_request(
+                    IssueCode::Invalid,
+                    "the id in the body does not match the URL",
+                ));
             }
             None => {
-                return Err(AppError::bad_request(IssueCode::Required, "the body of an update must carry the id"));
+                return Err(AppError::bad_request(
+                    IssueCode::Required,
+                    "the body of an update must carry the id",
+                ));
             }
         }
         self.check_references(&body, &BTreeSet::new()).await?;
         let (version, precondition, created) = self.next_version(rtype, id, if_match).await?;
-        let p = self.prepare(rtype, id.clone(), version, precondition, body, self.now()).await?;
+        let p = self
+            .prepare(rtype, id.clone(), version, precondition, body, self.now())
+            .await?;
         let mut done = self.commit_prepared(vec![p]).await?;
-        let p = done.pop().ok_or_else(|| AppError::Keys("empty commit".into()))?;
-        Ok(Written { created, current: p.versioned })
+        let p = done
+            .pop()
+            .ok_or_else(|| AppError::Keys("empty commit".into()))?;
+        Ok(Written {
+            created,
+            current: p.versioned,
+        })
     }
 
     /// The version a write to `id` gets, its precondition and whether it creates.
@@ -202,14 +272,18 @@ impl Vigil {
     ) -> Result<(VersionId, Precondition, bool), AppError> {
         let current = self.store.current(rtype, id).await?;
         match (current, if_match) {
-            (Some(c), Some(m)) if c.version == m && !c.deleted => {
-                Ok((VersionId(c.version.0 + 1), Precondition::CurrentVersion(c.version), false))
-            }
+            (Some(c), Some(m)) if c.version == m && !c.deleted => Ok((
+                VersionId(c.version.0 + 1),
+                Precondition::CurrentVersion(c.version),
+                false,
+            )),
             (Some(c), Some(_)) if !c.deleted => Err(AppError::PreconditionFailed(format!(
                 "If-Match does not match the current version ({})",
                 c.version
             ))),
-            (_, Some(_)) => Err(AppError::PreconditionFailed("If-Match given but the resource does not exist".into())),
+            (_, Some(_)) => Err(AppError::PreconditionFailed(
+                "If-Match given but the resource does not exist".into(),
+            )),
             (Some(c), None) => Ok((
                 VersionId(c.version.0 + 1),
                 Precondition::CurrentIs(if c.deleted { None } else { Some(c.version) }),
@@ -221,11 +295,20 @@ impl Vigil {
 
     /// `DELETE /Type/id`: writes a delete marker; history is kept. Deleting
     /// something absent or already deleted succeeds (idempotent, as the spec allows).
-    pub async fn delete(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId) -> Result<Option<VersionId>, AppError> {
-        let Some(op) = self.delete_op(rtype, id, self.now()).await? else { return Ok(None) };
+    pub async fn delete(
+        &self,
+        _who: &Principal,
+        rtype: ResourceType,
+        id: &ResourceId,
+    ) -> Result<Option<VersionId>, AppError> {
+        let Some(op) = self.delete_op(rtype, id, self.now()).await? else {
+            return Ok(None);
+        };
         let version = op.version.version;
         self.store.commit(vec![op]).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => AppError::Conflict("the resource was changed concurrently; retry".into()),
+            StoreError::Conflict { .. } => {
+                AppError::Conflict("the resource was changed concurrently; retry".into())
+            }
             other => AppError::Store(other),
         })?;
         if has_memory_params(rtype) {
@@ -234,8 +317,15 @@ impl Vigil {
         Ok(Some(version))
     }
 
-    pub(crate) async fn delete_op(&self, rtype: ResourceType, id: &ResourceId, now: Timestamp) -> Result<Option<WriteOp>, AppError> {
-        let Some(current) = self.store.current(rtype, id).await? else { return Ok(None) };
+    pub(crate) async fn delete_op(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        now: Timestamp,
+    ) -> Result<Option<WriteOp>, AppError> {
+        let Some(current) = self.store.current(rtype, id).await? else {
+            return Ok(None);
+        };
         if current.deleted {
             return Ok(None);
         }
@@ -257,7 +347,13 @@ impl Vigil {
 
     /// Decrypts one stored version. A delete marker gives `resource: None`.
     pub(crate) async fn open_version(&self, sv: &StoredVersion) -> Result<Versioned, AppError> {
-        let base = Versioned { rtype: sv.rtype, id: sv.id.clone(), version: sv.version, last_updated: sv.last_updated, resource: None };
+        let base = Versioned {
+            rtype: sv.rtype,
+            id: sv.id.clone(),
+            version: sv.version,
+            last_updated: sv.last_updated,
+            resource: None,
+        };
         if sv.deleted {
             return Ok(base);
         }
@@ -272,12 +368,24 @@ impl Vigil {
             tracing::error!(rtype = %sv.rtype, id = %sv.id, "decrypted resource is not JSON");
             AppError::Integrity(format!("{}/{}", sv.rtype, sv.id))
         })?;
-        Ok(Versioned { resource: Some(value), ..base })
+        Ok(Versioned {
+            resource: Some(value),
+            ..base
+        })
     }
 
     /// `GET /Type/id`.
-    pub async fn read(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId) -> Result<Versioned, AppError> {
-        let sv = self.store.current(rtype, id).await?.ok_or_else(|| not_found(rtype, id))?;
+    pub async fn read(
+        &self,
+        _who: &Principal,
+        rtype: ResourceType,
+        id: &ResourceId,
+    ) -> Result<Versioned, AppError> {
+        let sv = self
+            .store
+            .current(rtype, id)
+            .await?
+            .ok_or_else(|| not_found(rtype, id))?;
         if sv.deleted {
             return Err(AppError::Gone(format!("{rtype}/{id} is deleted")));
         }
@@ -285,20 +393,33 @@ impl Vigil {
     }
 
     /// `GET /Type/id/_history/vid`.
-    pub async fn vread(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId, version: VersionId) -> Result<Versioned, AppError> {
+    pub async fn vread(
+        &self,
+        _who: &Principal,
+        rtype: ResourceType,
+        id: &ResourceId,
+        version: VersionId,
+    ) -> Result<Versioned, AppError> {
         let sv = self
             .store
             .version(rtype, id, version)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("{rtype}/{id} has no version {version}")))?;
         if sv.deleted {
-            return Err(AppError::Gone(format!("{rtype}/{id} version {version} is a deletion")));
+            return Err(AppError::Gone(format!(
+                "{rtype}/{id} version {version} is a deletion"
+            )));
         }
         self.open_version(&sv).await
     }
 
     /// `GET /Type/id/_history`: every version, newest first.
-    pub async fn history(&self, _who: &Principal, rtype: ResourceType, id: &ResourceId) -> Result<Vec<Versioned>, AppError> {
+    pub async fn history(
+        &self,
+        _who: &Principal,
+        rtype: ResourceType,
+        id: &ResourceId,
+    ) -> Result<Vec<Versioned>, AppError> {
         let versions = self.store.history(rtype, id).await?;
         if versions.is_empty() {
             return Err(not_found(rtype, id));
@@ -316,7 +437,9 @@ pub(crate) fn not_found(rtype: ResourceType, id: &ResourceId) -> AppError {
 }
 
 pub(crate) fn has_memory_params(rtype: ResourceType) -> bool {
-    fhir::search::params_for(rtype).iter().any(|p| matches!(p.strategy, fhir::search::Strategy::Memory))
+    fhir::search::params_for(rtype)
+        .iter()
+        .any(|p| matches!(p.strategy, fhir::search::Strategy::Memory))
 }
 
 /// A new server-assigned id: 128 random bits as hex (not guessable, carries no PHI).

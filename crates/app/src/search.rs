@@ -39,22 +39,44 @@ const FETCH_CHUNK: usize = 500;
 
 impl Vigil {
     /// `GET /Type?params`.
-    pub async fn search(&self, who: &Principal, rtype: ResourceType, pairs: &[(String, String)]) -> Result<SearchPage, AppError> {
+    pub async fn search(
+        &self,
+        who: &Principal,
+        rtype: ResourceType,
+        pairs: &[(String, String)],
+    ) -> Result<SearchPage, AppError> {
         let req = fhir::search::parse_query(rtype, pairs).map_err(AppError::BadRequest)?;
         self.run_search(who, rtype, &req).await
     }
 
-    async fn run_search(&self, _who: &Principal, rtype: ResourceType, req: &SearchRequest) -> Result<SearchPage, AppError> {
+    async fn run_search(
+        &self,
+        _who: &Principal,
+        rtype: ResourceType,
+        req: &SearchRequest,
+    ) -> Result<SearchPage, AppError> {
         let limits = &self.config.limits;
-        let count = req.count.unwrap_or(limits.default_count).min(limits.max_count);
+        let count = req
+            .count
+            .unwrap_or(limits.default_count)
+            .min(limits.max_count);
         let mut matched = self.matching(rtype, &req.clauses).await?;
         sort(&mut matched, req);
         let total = matched.len();
         let offset = req.offset.min(total);
         let end = offset.saturating_add(count).min(total);
-        let page: Vec<Versioned> = if req.summary_count { Vec::new() } else { matched.get(offset..end).unwrap_or_default().to_vec() };
-        let included = if req.summary_count { Vec::new() } else { self.includes(rtype, req, &page).await? };
-        let wants_total = req.summary_count || matches!(req.total, fhir::search::TotalMode::Accurate);
+        let page: Vec<Versioned> = if req.summary_count {
+            Vec::new()
+        } else {
+            matched.get(offset..end).unwrap_or_default().to_vec()
+        };
+        let included = if req.summary_count {
+            Vec::new()
+        } else {
+            self.includes(rtype, req, &page).await?
+        };
+        let wants_total =
+            req.summary_count || matches!(req.total, fhir::search::TotalMode::Accurate);
         Ok(SearchPage {
             rtype,
             matches: page,
@@ -68,7 +90,11 @@ impl Vigil {
     }
 
     /// Every resource of `rtype` matching all clauses, decrypted, in id order.
-    async fn matching(&self, rtype: ResourceType, clauses: &[Clause]) -> Result<Vec<Versioned>, AppError> {
+    async fn matching(
+        &self,
+        rtype: ResourceType,
+        clauses: &[Clause],
+    ) -> Result<Vec<Versioned>, AppError> {
         let ids = Box::pin(self.candidates(rtype, clauses)).await?;
         let mut out = Vec::new();
         for chunk in ids.chunks(FETCH_CHUNK) {
@@ -87,12 +113,19 @@ impl Vigil {
     }
 
     /// Candidate ids from the indexes; a superset of the matches, at most the window.
-    async fn candidates(&self, rtype: ResourceType, clauses: &[Clause]) -> Result<Vec<ResourceId>, AppError> {
+    async fn candidates(
+        &self,
+        rtype: ResourceType,
+        clauses: &[Clause],
+    ) -> Result<Vec<ResourceId>, AppError> {
         let window = self.config.limits.search_window;
         let ring = self.keys.ring();
-        let mut query = IndexQuery { limit: window.saturating_add(1), ..IndexQuery::default() };
+        let mut query = IndexQuery {
+            limit: window.saturating_add(1),
+            ..IndexQuery::default()
+        };
         let mut restrict: Option<BTreeSet<ResourceId>> = None;
-        let mut narrow = |set: BTreeSet<ResourceId>, restrict: &mut Option<BTreeSet<ResourceId>>| {
+        let narrow = |set: BTreeSet<ResourceId>, restrict: &mut Option<BTreeSet<ResourceId>>| {
             *restrict = Some(match restrict.take() {
                 None => set,
                 Some(r) => r.intersection(&set).cloned().collect(),
@@ -103,19 +136,32 @@ impl Vigil {
                 Clause::Id(ids) => narrow(ids.iter().cloned().collect(), &mut restrict),
                 Clause::LastUpdated(_) => {}
                 Clause::Chain { def, target, inner } => {
-                    let inner_ids = Box::pin(self.matching(*target, std::slice::from_ref(inner.as_ref()))).await?;
+                    let inner_ids =
+                        Box::pin(self.matching(*target, std::slice::from_ref(inner.as_ref())))
+                            .await?;
                     let tokens = inner_ids
                         .iter()
                         .map(|v| ring.blind_token(rtype, def.name, &format!("{}/{}", target, v.id)))
                         .collect();
-                    query.clauses.push(IndexClause { param: def.name.to_owned(), tokens });
+                    query.clauses.push(IndexClause {
+                        param: def.name.to_owned(),
+                        tokens,
+                    });
                 }
-                Clause::Has { source, ref_param, inner } => {
-                    let sources = Box::pin(self.matching(*source, std::slice::from_ref(inner.as_ref()))).await?;
+                Clause::Has {
+                    source,
+                    ref_param,
+                    inner,
+                } => {
+                    let sources =
+                        Box::pin(self.matching(*source, std::slice::from_ref(inner.as_ref())))
+                            .await?;
                     let mut ids = BTreeSet::new();
                     for v in &sources {
                         if let Some(res) = &v.resource {
-                            for (t, id) in fhir::search::reference_values(*source, ref_param.name, res) {
+                            for (t, id) in
+                                fhir::search::reference_values(*source, ref_param.name, res)
+                            {
                                 if t == rtype {
                                     ids.insert(id);
                                 }
@@ -125,15 +171,38 @@ impl Vigil {
                     narrow(ids, &mut restrict);
                 }
                 Clause::Param { .. } => match fhir::search::lookup(rtype, clause) {
-                    Lookup::Terms { param, strategy: Strategy::Memory, values, prefix } => {
-                        let ids = self.mem.lookup(rtype, param, &values, prefix, window).ok_or_else(too_costly)?;
+                    Lookup::Terms {
+                        param,
+                        strategy: Strategy::Memory,
+                        values,
+                        prefix,
+                    } => {
+                        let ids = self
+                            .mem
+                            .lookup(rtype, param, &values, prefix, window)
+                            .ok_or_else(too_costly)?;
                         narrow(ids, &mut restrict);
                     }
-                    Lookup::Terms { param, strategy: Strategy::Blind | Strategy::DayBucket, values, .. } => {
-                        let tokens = values.iter().map(|v| ring.blind_token(rtype, param, v)).collect();
-                        query.clauses.push(IndexClause { param: param.to_owned(), tokens });
+                    Lookup::Terms {
+                        param,
+                        strategy: Strategy::Blind | Strategy::DayBucket,
+                        values,
+                        ..
+                    } => {
+                        let tokens = values
+                            .iter()
+                            .map(|v| ring.blind_token(rtype, param, v))
+                            .collect();
+                        query.clauses.push(IndexClause {
+                            param: param.to_owned(),
+                            tokens,
+                        });
                     }
-                    Lookup::Terms { strategy: Strategy::FilterOnly, .. } | Lookup::Unindexed => {}
+                    Lookup::Terms {
+                        strategy: Strategy::FilterOnly,
+                        ..
+                    }
+                    | Lookup::Unindexed => {}
                 },
             }
         }
@@ -150,9 +219,15 @@ impl Vigil {
         Ok(ids)
     }
 
-    async fn includes(&self, rtype: ResourceType, req: &SearchRequest, page: &[Versioned]) -> Result<Vec<Versioned>, AppError> {
+    async fn includes(
+        &self,
+        rtype: ResourceType,
+        req: &SearchRequest,
+        page: &[Versioned],
+    ) -> Result<Vec<Versioned>, AppError> {
         let max = self.config.limits.max_included;
-        let mut seen: BTreeSet<(ResourceType, ResourceId)> = page.iter().map(|v| (v.rtype, v.id.clone())).collect();
+        let mut seen: BTreeSet<(ResourceType, ResourceId)> =
+            page.iter().map(|v| (v.rtype, v.id.clone())).collect();
         let mut out = Vec::new();
         for inc in &req.include {
             if inc.source != rtype {
@@ -161,7 +236,7 @@ impl Vigil {
             let mut wanted: BTreeMap<ResourceType, Vec<ResourceId>> = BTreeMap::new();
             for v in page {
                 let Some(res) = &v.resource else { continue };
-                for (t, id) in fhir::search::reference_values(rtype, inc.param, res) {
+                for (t, id) in fhir::search::reference_values(rtype, inc.param.name, res) {
                     if inc.target.is_none_or(|want| want == t) && seen.insert((t, id.clone())) {
                         wanted.entry(t).or_default().push(id);
                     }
@@ -190,8 +265,11 @@ impl Vigil {
             }
             let query = IndexQuery {
                 clauses: vec![IndexClause {
-                    param: rev.param.to_owned(),
-                    tokens: targets.iter().map(|t| ring.blind_token(rev.source, rev.param, t)).collect(),
+                    param: rev.param.name.to_owned(),
+                    tokens: targets
+                        .iter()
+                        .map(|t| ring.blind_token(rev.source, rev.param.name, t))
+                        .collect(),
                 }],
                 limit: max.saturating_add(1),
                 ..IndexQuery::default()
@@ -205,7 +283,7 @@ impl Vigil {
                     let v = self.open_version(&sv).await?;
                     let Some(res) = &v.resource else { continue };
                     // Exactness: the token matched; confirm the reference after decryption.
-                    let refers = fhir::search::reference_values(rev.source, rev.param, res)
+                    let refers = fhir::search::reference_values(rev.source, rev.param.name, res)
                         .into_iter()
                         .any(|(t, id)| page.iter().any(|p| p.rtype == t && p.id == id));
                     if refers && seen.insert((v.rtype, v.id.clone())) {
@@ -231,7 +309,7 @@ fn too_costly() -> AppError {
 fn clause_holds(rtype: ResourceType, clause: &Clause, res: &Value, v: &Versioned) -> bool {
     match clause {
         Clause::Param { .. } => fhir::search::matches(rtype, clause, res),
-        Clause::LastUpdated(bounds) => fhir::search::instant_matches(bounds, v.last_updated),
+        Clause::LastUpdated(_) => fhir::search::matches(rtype, clause, res),
         // Resolved exactly while finding candidates.
         Clause::Id(ids) => ids.contains(&v.id),
         Clause::Chain { .. } | Clause::Has { .. } => true,
@@ -266,5 +344,7 @@ fn sort_key(v: &Versioned, param: &str) -> Option<i64> {
     if param == "_lastUpdated" {
         return Some(v.last_updated.0);
     }
-    v.resource.as_ref().and_then(|r| fhir::search::sort_value(v.rtype, param, r))
+    v.resource
+        .as_ref()
+        .and_then(|r| fhir::search::sort_value(v.rtype, param, r))
 }

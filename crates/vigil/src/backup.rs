@@ -25,11 +25,34 @@ const MAGIC: &str = "VIGIL-BACKUP 1";
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase")]
 enum Line {
-    Setting { name: String, value: String },
-    Key { owner: String, kek: String, wrapped: String },
-    Version { rtype: ResourceType, id: ResourceId, v: u64, at: i64, deleted: bool, owner: String, ct: String },
-    Index { rtype: ResourceType, id: ResourceId, param: String, token: String },
-    End { records: u64, sha256: String },
+    Setting {
+        name: String,
+        value: String,
+    },
+    Key {
+        owner: String,
+        kek: String,
+        wrapped: String,
+    },
+    Version {
+        rtype: ResourceType,
+        id: ResourceId,
+        v: u64,
+        at: i64,
+        deleted: bool,
+        owner: String,
+        ct: String,
+    },
+    Index {
+        rtype: ResourceType,
+        id: ResourceId,
+        param: String,
+        token: String,
+    },
+    End {
+        records: u64,
+        sha256: String,
+    },
 }
 
 fn owner_of(s: &str) -> anyhow::Result<KeyOwner> {
@@ -38,8 +61,15 @@ fn owner_of(s: &str) -> anyhow::Result<KeyOwner> {
 
 fn to_line(r: BackupRecord) -> Line {
     match r {
-        BackupRecord::Setting { name, value } => Line::Setting { name, value: B64.encode(value) },
-        BackupRecord::Key(k) => Line::Key { owner: k.owner.storage_key(), kek: k.kek_id, wrapped: B64.encode(k.wrapped) },
+        BackupRecord::Setting { name, value } => Line::Setting {
+            name,
+            value: B64.encode(value),
+        },
+        BackupRecord::Key(k) => Line::Key {
+            owner: k.owner.storage_key(),
+            kek: k.kek_id,
+            wrapped: B64.encode(k.wrapped),
+        },
         BackupRecord::Version(v) => Line::Version {
             rtype: v.rtype,
             id: v.id,
@@ -49,16 +79,40 @@ fn to_line(r: BackupRecord) -> Line {
             owner: v.key_owner.storage_key(),
             ct: B64.encode(v.ciphertext),
         },
-        BackupRecord::Index { rtype, id, row } => Line::Index { rtype, id, param: row.param, token: B64.encode(row.token) },
+        BackupRecord::Index { rtype, id, row } => Line::Index {
+            rtype,
+            id,
+            param: row.param,
+            token: B64.encode(row.token),
+        },
     }
 }
 
 fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
     let b = |s: &str| B64.decode(s).context("invalid base64 in backup");
     Ok(Some(match l {
-        Line::Setting { name, value } => BackupRecord::Setting { name, value: b(&value)? },
-        Line::Key { owner, kek, wrapped } => BackupRecord::Key(WrappedKey { owner: owner_of(&owner)?, kek_id: kek, wrapped: b(&wrapped)? }),
-        Line::Version { rtype, id, v, at, deleted, owner, ct } => BackupRecord::Version(StoredVersion {
+        Line::Setting { name, value } => BackupRecord::Setting {
+            name,
+            value: b(&value)?,
+        },
+        Line::Key {
+            owner,
+            kek,
+            wrapped,
+        } => BackupRecord::Key(WrappedKey {
+            owner: owner_of(&owner)?,
+            kek_id: kek,
+            wrapped: b(&wrapped)?,
+        }),
+        Line::Version {
+            rtype,
+            id,
+            v,
+            at,
+            deleted,
+            owner,
+            ct,
+        } => BackupRecord::Version(StoredVersion {
             rtype,
             id,
             version: VersionId(v),
@@ -67,19 +121,38 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
             key_owner: owner_of(&owner)?,
             ciphertext: b(&ct)?,
         }),
-        Line::Index { rtype, id, param, token } => BackupRecord::Index { rtype, id, row: IndexRow { param, token: b(&token)? } },
+        Line::Index {
+            rtype,
+            id,
+            param,
+            token,
+        } => BackupRecord::Index {
+            rtype,
+            id,
+            row: IndexRow {
+                param,
+                token: b(&token)?,
+            },
+        },
         Line::End { .. } => return Ok(None),
     }))
 }
 
 /// Writes a consistent backup of `store` to `out` (a new file, mode 0600).
-pub async fn backup(store: &dyn Store, out: &Path, progress: &(dyn Fn(u64) + Sync)) -> anyhow::Result<u64> {
+pub async fn backup(
+    store: &dyn Store,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<u64> {
     let tmp = out.with_extension("partial");
     let file = open_new_private(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = std::io::BufWriter::new(file);
     let mut hasher = Sha256::new();
     let mut count = 0u64;
-    let mut write_line = |w: &mut std::io::BufWriter<std::fs::File>, hasher: &mut Sha256, line: &str| -> std::io::Result<()> {
+    let write_line = |w: &mut std::io::BufWriter<std::fs::File>,
+                      hasher: &mut Sha256,
+                      line: &str|
+     -> std::io::Result<()> {
         hasher.update(line.as_bytes());
         hasher.update(b"\n");
         w.write_all(line.as_bytes())?;
@@ -112,13 +185,23 @@ pub async fn backup(store: &dyn Store, out: &Path, progress: &(dyn Fn(u64) + Syn
         let _ = std::fs::remove_file(&tmp);
         return Err(e.context("writing the backup"));
     }
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let end = serde_json::to_string(&Line::End { records: count, sha256: digest })?;
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let end = serde_json::to_string(&Line::End {
+        records: count,
+        sha256: digest,
+    })?;
     w.write_all(end.as_bytes())?;
     w.write_all(b"\n")?;
-    let file = w.into_inner().map_err(|e| anyhow::anyhow!("flushing the backup: {e}"))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("flushing the backup: {e}"))?;
     file.sync_all()?;
-    std::fs::rename(&tmp, out).with_context(|| format!("moving the backup to {}", out.display()))?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("moving the backup to {}", out.display()))?;
     progress(count);
     Ok(count)
 }
@@ -143,7 +226,12 @@ pub fn read_backup(path: &Path) -> anyhow::Result<Vec<BackupRecord>> {
         }
         let parsed: Line = serde_json::from_str(&line).context("a backup line is not valid")?;
         if let Line::End { records: n, sha256 } = &parsed {
-            let digest: String = hasher.clone().finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let digest: String = hasher
+                .clone()
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             if &digest != sha256 || *n != records.len() as u64 {
                 bail!("the backup is damaged (checksum or record count mismatch)");
             }
@@ -165,10 +253,19 @@ pub fn read_backup(path: &Path) -> anyhow::Result<Vec<BackupRecord>> {
 #[cfg(unix)]
 fn open_new_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(not(unix))]
 fn open_new_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
 }

@@ -50,20 +50,38 @@ enum Cleanup {
 }
 
 async fn fresh_store(backend: Backend, admin: &str) -> anyhow::Result<Fresh> {
-    let suffix: String = (0..6).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    let suffix: String = (0..6)
+        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+        .collect();
     match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("vigil-bench-{suffix}"));
             std::fs::create_dir_all(&dir)?;
-            let s = store_sqlite::SqliteStore::open(&dir.join("vigil.db"), store_sqlite::SqliteOptions::default()).await?;
-            Ok(Fresh { store: Arc::new(s), cleanup: Cleanup::Dir(dir) })
+            let s = store_sqlite::SqliteStore::open(
+                &dir.join("vigil.db"),
+                store_sqlite::SqliteOptions::default(),
+            )
+            .await?;
+            Ok(Fresh {
+                store: Arc::new(s),
+                cleanup: Cleanup::Dir(dir),
+            })
         }
         Backend::Postgres => {
             let name = format!("vigil_bench_{suffix}");
-            crate::pgadmin::create_database(admin, &name).await.context("creating the benchmark database")?;
+            crate::pgadmin::create_database(admin, &name)
+                .await
+                .context("creating the benchmark database")?;
             let url = crate::pgadmin::database_url(admin, &name);
-            let s = store_postgres::PgStore::connect(&url, store_postgres::PgOptions::default()).await?;
-            Ok(Fresh { store: Arc::new(s), cleanup: Cleanup::Database { admin: admin.to_owned(), name } })
+            let s = store_postgres::PgStore::connect(&url, store_postgres::PgOptions::default())
+                .await?;
+            Ok(Fresh {
+                store: Arc::new(s),
+                cleanup: Cleanup::Database {
+                    admin: admin.to_owned(),
+                    name,
+                },
+            })
         }
     }
 }
@@ -104,9 +122,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         "vigil bench fhir: {} connections, {:?} per workload, {} worker threads",
         opts.connections,
         opts.duration,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
-    println!("{:<9} {:>8} {:<22} {:>9} {:>7} {:>10} {:>9} {:>9}", "backend", "patients", "workload", "requests", "errors", "req/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<9} {:>8} {:<22} {:>9} {:>7} {:>10} {:>9} {:>9}",
+        "backend", "patients", "workload", "requests", "errors", "req/s", "p50 ms", "p99 ms"
+    );
     for &backend in &opts.backends {
         for &size in &opts.sizes {
             let fresh = fresh_store(backend, &opts.pg_admin_url).await?;
@@ -119,11 +142,25 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_one(backend: Backend, size: usize, opts: &BenchOptions, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
+async fn run_one(
+    backend: Backend,
+    size: usize,
+    opts: &BenchOptions,
+    store: Arc<dyn store::Store>,
+) -> anyhow::Result<()> {
     store.migrate().await?;
     let kf = crypto::KeyFile::generate();
     let source = crypto::KeyFileSource::Inline(kf.to_toml()?);
-    let vigil = Arc::new(app::Vigil::open(store, &kf, source, Arc::new(SystemClock), app::Config::default()).await?);
+    let vigil = Arc::new(
+        app::Vigil::open(
+            store,
+            &kf,
+            source,
+            Arc::new(SystemClock),
+            app::Config::default(),
+        )
+        .await?,
+    );
     let token = crypto::random_token();
     vigil.init_bootstrap_token(Some(&token)).await?;
     let pb = bar(size as u64, "seeding");
@@ -132,7 +169,9 @@ async fn run_one(backend: Backend, size: usize, opts: &BenchOptions, store: Arc<
     for n in 0..size {
         batch.extend(bench_patient(n));
         if batch.len() >= 2000 || n + 1 == size {
-            vigil.put_many(&app::Principal::Operator, std::mem::take(&mut batch)).await?;
+            vigil
+                .put_many(&app::Principal::Operator, std::mem::take(&mut batch))
+                .await?;
             pb.set_position(n as u64 + 1);
         }
     }
@@ -141,11 +180,17 @@ async fn run_one(backend: Backend, size: usize, opts: &BenchOptions, store: Arc<
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
     };
-    eprintln!("{name}: seeded {size} patients + {size} observations in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{name}: seeded {size} patients + {size} observations in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let router = web::router(web::WebState { vigil: Arc::clone(&vigil), public_base: None });
+    let router = web::router(web::WebState {
+        vigil: Arc::clone(&vigil),
+        public_base: None,
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router)
@@ -156,12 +201,29 @@ async fn run_one(backend: Backend, size: usize, opts: &BenchOptions, store: Arc<
     });
     let base = format!("http://{addr}/fhir");
     let workloads: [(&str, Box<dyn Fn(usize) -> String + Send + Sync>); 3] = [
-        ("read Patient by id", Box::new(|i| format!("/Patient/b{i:07}"))),
-        ("search Patient?identifier", Box::new(|i| format!("/Patient?identifier={}%7CMRN{i:07}", app::demo::MRN_SYSTEM))),
-        ("search Observation?patient", Box::new(|i| format!("/Observation?patient=Patient/b{i:07}"))),
+        (
+            "read Patient by id",
+            Box::new(|i| format!("/Patient/b{i:07}")),
+        ),
+        (
+            "search Patient?identifier",
+            Box::new(|i| format!("/Patient?identifier={}%7CMRN{i:07}", app::demo::MRN_SYSTEM)),
+        ),
+        (
+            "search Observation?patient",
+            Box::new(|i| format!("/Observation?patient=Patient/b{i:07}")),
+        ),
     ];
     for (label, path) in workloads {
-        let f = load(&base, &token, size, opts.connections, opts.duration, path.as_ref()).await?;
+        let f = load(
+            &base,
+            &token,
+            size,
+            opts.connections,
+            opts.duration,
+            path.as_ref(),
+        )
+        .await?;
         println!(
             "{:<9} {:>8} {:<22} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
             name, size, label, f.requests, f.errors, f.per_second, f.p50_ms, f.p99_ms
@@ -214,7 +276,9 @@ pub async fn load(
                 x ^= x >> 7;
                 x ^= x << 17;
                 let i = (x % uris.len() as u64) as usize;
-                let Some(uri) = uris.get(i).cloned() else { continue };
+                let Some(uri) = uris.get(i).cloned() else {
+                    continue;
+                };
                 let req = hyper::Request::get(uri)
                     .header("authorization", &auth)
                     .header("accept", "application/fhir+json")

@@ -85,12 +85,17 @@ fn env_bool(name: &str) -> anyhow::Result<Option<bool>> {
 pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
     let file: FileConfig = match &o.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
         }
         None => FileConfig::default(),
     };
-    let data_dir = o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./vigil-data"));
+    let data_dir = o
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./vigil-data"));
     let key_source = match (o.key_file.clone().or(file.key_file), env("VIGIL_KEYS")) {
         (Some(p), _) => crypto::KeyFileSource::Path(p),
         (None, Some(inline)) => crypto::KeyFileSource::Inline(inline),
@@ -102,10 +107,15 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
     }
     Ok(Settings {
         database_url: o.database_url.clone().or(file.database_url),
-        listen: o.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+        listen: o
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
         key_source,
         public_url: env("VIGIL_PUBLIC_URL").or(file.public_url),
-        allow_unsafe_durability: env_bool("VIGIL_ALLOW_UNSAFE_DURABILITY")?.unwrap_or(file.allow_unsafe_durability),
+        allow_unsafe_durability: env_bool("VIGIL_ALLOW_UNSAFE_DURABILITY")?
+            .unwrap_or(file.allow_unsafe_durability),
         fhir,
         data_dir,
     })
@@ -115,21 +125,40 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
 pub async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match &s.database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let opts = store_postgres::PgOptions { allow_unsafe_durability: s.allow_unsafe_durability, ..Default::default() };
-            Arc::new(store_postgres::PgStore::connect(url, opts).await.context("connecting to PostgreSQL")?)
+            let opts = store_postgres::PgOptions {
+                allow_unsafe_durability: s.allow_unsafe_durability,
+                ..Default::default()
+            };
+            Arc::new(
+                store_postgres::PgStore::connect(url, opts)
+                    .await
+                    .context("connecting to PostgreSQL")?,
+            )
         }
-        Some(_) => bail!("--database-url must be a postgres:// URL (SQLite is configured with --data-dir)"),
+        Some(_) => {
+            bail!("--database-url must be a postgres:// URL (SQLite is configured with --data-dir)")
+        }
         None => {
             create_private_dir(&s.data_dir)?;
-            let opts = store_sqlite::SqliteOptions { allow_unsafe_durability: s.allow_unsafe_durability, ..Default::default() };
-            Arc::new(store_sqlite::SqliteStore::open(&s.data_dir.join("vigil.db"), opts).await.context("opening SQLite")?)
+            let opts = store_sqlite::SqliteOptions {
+                allow_unsafe_durability: s.allow_unsafe_durability,
+                ..Default::default()
+            };
+            Arc::new(
+                store_sqlite::SqliteStore::open(&s.data_dir.join("vigil.db"), opts)
+                    .await
+                    .context("opening SQLite")?,
+            )
         }
     };
     store.migrate().await.context("running migrations")?;
     if s.allow_unsafe_durability {
         tracing::warn!("durability checks are switched off (allow_unsafe_durability)");
     } else {
-        store.check_durability().await.context("refusing to start")?;
+        store
+            .check_durability()
+            .await
+            .context("refusing to start")?;
     }
     Ok(store)
 }

@@ -14,7 +14,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "vigil", version, about = "Vigil: patient-data protection for telehealth")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vigil: patient-data protection for telehealth"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -117,7 +121,11 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// PostgreSQL admin URL; a scratch database is created and dropped.
-        #[arg(long, env = "VIGIL_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        #[arg(
+            long,
+            env = "VIGIL_BENCH_PG_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
         pg_url: String,
     },
 }
@@ -135,24 +143,38 @@ fn overrides(c: &Common, listen: Option<String>) -> config::Overrides {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { demo, listen, common } => {
+        Command::Serve {
+            demo,
+            listen,
+            common,
+        } => {
             let s = config::load(&overrides(&common, listen))?;
             serve::serve(s, demo).await
         }
-        Command::Keys { action: KeysCommand::Rotate { retire_old, common } } => {
+        Command::Keys {
+            action: KeysCommand::Rotate { retire_old, common },
+        } => {
             let s = config::load(&overrides(&common, None))?;
             let crypto::KeyFileSource::Path(path) = &s.key_source else {
-                bail!("key rotation needs a key file path (VIGIL_KEYS holds the keys inline; rotate them where they are kept)");
+                bail!(
+                    "key rotation needs a key file path (VIGIL_KEYS holds the keys inline; rotate them where they are kept)"
+                );
             };
             let store = config::open_store(&s).await?;
             let total = store.stats().await?.keys;
             let pb = serve::bar(total, "re-wrapping");
-            let report = app::keys::rotate(store.as_ref(), path, retire_old, &|done, _| pb.set_position(done)).await?;
+            let report = app::keys::rotate(store.as_ref(), path, retire_old, &|done, _| {
+                pb.set_position(done)
+            })
+            .await?;
             pb.finish_and_clear();
             println!(
                 "New key-encryption key {}; {} data keys re-wrapped; {} older keys retired.",
@@ -160,7 +182,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Patient { action: PatientCommand::Erase { id, common } } => {
+        Command::Patient {
+            action: PatientCommand::Erase { id, common },
+        } => {
             let s = config::load(&overrides(&common, None))?;
             let id = model::ResourceId::new(id).context("invalid patient id")?;
             let (vigil, _) = serve::open_vigil(&s, false).await?;
@@ -169,7 +193,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "Patient {id} erased: data key destroyed: {}; {} versions and {} index rows deleted.",
                 r.key_destroyed, r.versions_deleted, r.index_rows_deleted
             );
-            println!("Backups taken before now still hold the wrapped key until they expire (see README, backup retention).");
+            println!(
+                "Backups taken before now still hold the wrapped key until they expire (see README, backup retention)."
+            );
             Ok(())
         }
         Command::Backup { out, common } => {
@@ -179,7 +205,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pb = serve::bar(stats.keys + stats.versions + stats.index_rows, "backing up");
             let n = backup::backup(store.as_ref(), &out, &|n| pb.set_position(n)).await?;
             pb.finish_and_clear();
-            println!("Backup written to {} ({n} records, encrypted; the key file is not included).", out.display());
+            println!(
+                "Backup written to {} ({n} records, encrypted; the key file is not included).",
+                out.display()
+            );
             Ok(())
         }
         Command::Restore { file, common } => {
@@ -191,7 +220,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Restored {n} records from {}.", file.display());
             Ok(())
         }
-        Command::Bench { what: BenchCommand::Fhir { patients, backend, connections, seconds, pg_url } } => {
+        Command::Bench {
+            what:
+                BenchCommand::Fhir {
+                    patients,
+                    backend,
+                    connections,
+                    seconds,
+                    pg_url,
+                },
+        } => {
             let backends = backend
                 .iter()
                 .map(|b| match b.as_str() {

@@ -9,12 +9,22 @@ use model::SystemClock;
 use crate::config::{self, Settings};
 
 /// Opens everything `serve` and the CLI verbs share: the store and the key file.
-pub async fn open_vigil(s: &Settings, create_keys: bool) -> anyhow::Result<(Arc<app::Vigil>, bool)> {
+pub async fn open_vigil(
+    s: &Settings,
+    create_keys: bool,
+) -> anyhow::Result<(Arc<app::Vigil>, bool)> {
     let store = config::open_store(s).await?;
-    let (kf, created) = crypto::KeyFile::load(&s.key_source, create_keys).context("loading the key file")?;
-    let vigil = app::Vigil::open(store, &kf, s.key_source.clone(), Arc::new(SystemClock), s.fhir.clone())
-        .await
-        .context("opening the record store")?;
+    let (kf, created) =
+        crypto::KeyFile::load(&s.key_source, create_keys).context("loading the key file")?;
+    let vigil = app::Vigil::open(
+        store,
+        &kf,
+        s.key_source.clone(),
+        Arc::new(SystemClock),
+        s.fhir.clone(),
+    )
+    .await
+    .context("opening the record store")?;
     Ok((Arc::new(vigil), created))
 }
 
@@ -32,14 +42,25 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     let (vigil, created) = open_vigil(&s, true).await?;
     if created {
         if let crypto::KeyFileSource::Path(p) = &s.key_source {
-            eprintln!("Created a new key file at {} (mode 0600). Keep it safe and apart from backups.", p.display());
+            eprintln!(
+                "Created a new key file at {} (mode 0600). Keep it safe and apart from backups.",
+                p.display()
+            );
         }
     }
-    let env_token = std::env::var("VIGIL_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
-    let new_token = vigil.init_bootstrap_token(env_token.as_deref()).await.context("setting up the bootstrap token")?;
+    let env_token = std::env::var("VIGIL_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let new_token = vigil
+        .init_bootstrap_token(env_token.as_deref())
+        .await
+        .context("setting up the bootstrap token")?;
     if demo {
         let pb = bar(300, "demo clinic");
-        let seeded = vigil.seed_demo(300, 2021, &|done, _| pb.set_position(done)).await.context("seeding the demo clinic")?;
+        let seeded = vigil
+            .seed_demo(300, 2021, &|done, _| pb.set_position(done))
+            .await
+            .context("seeding the demo clinic")?;
         pb.finish_and_clear();
         match seeded {
             Some(sum) => eprintln!(
@@ -49,22 +70,36 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             None => eprintln!("Demo clinic already present."),
         }
     }
-    let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
+    let listener = tokio::net::TcpListener::bind(&s.listen)
+        .await
+        .with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
-    let router = web::router(web::WebState { vigil: Arc::clone(&vigil), public_base: s.public_url.clone() })
-        .layer(tower_limit());
+    let router = web::router(web::WebState {
+        vigil: Arc::clone(&vigil),
+        public_base: s.public_url.clone(),
+    })
+    .layer(tower_limit());
     println!("Vigil is listening on http://{addr}/ (FHIR base http://{addr}/fhir)");
     match (&new_token, &env_token) {
         (Some(t), _) => {
-            println!("Sign in with this bootstrap admin token (shown once; only its hash is stored):");
+            println!(
+                "Sign in with this bootstrap admin token (shown once; only its hash is stored):"
+            );
             println!("  {t}");
-            println!("  e.g. curl -H 'Authorization: Bearer {t}' http://{addr}/fhir/Patient?family=smith");
+            println!(
+                "  e.g. curl -H 'Authorization: Bearer {t}' http://{addr}/fhir/Patient?family=smith"
+            );
         }
         (None, Some(_)) => println!("Sign in with the bootstrap token from VIGIL_BOOTSTRAP_TOKEN."),
-        (None, None) => println!("Sign in with the bootstrap admin token printed at first start (or set VIGIL_BOOTSTRAP_TOKEN)."),
+        (None, None) => println!(
+            "Sign in with the bootstrap admin token printed at first start (or set VIGIL_BOOTSTRAP_TOKEN)."
+        ),
     }
     tracing::info!(%addr, backend = vigil.store().backend(), "ready");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown()).await.context("serving")?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")?;
     tracing::info!("stopped");
     Ok(())
 }

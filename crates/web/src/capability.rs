@@ -21,9 +21,15 @@ fn kind(k: &ParamKind) -> &'static str {
 fn strategy_note(s: &Strategy) -> &'static str {
     match s {
         Strategy::Blind => "Exact match through a keyed blind index.",
-        Strategy::DayBucket => "Day-bucket blind index, exact filtering after decryption; open-ended ranges need another selective parameter.",
-        Strategy::Memory => "Prefix (default) and :exact match through an in-memory index built from decrypted data; never written to disk.",
-        Strategy::FilterOnly => "Not indexed (low cardinality): filters results of other parameters after decryption.",
+        Strategy::DayBucket => {
+            "Day-bucket blind index, exact filtering after decryption; open-ended ranges need another selective parameter."
+        }
+        Strategy::Memory => {
+            "Prefix (default) and :exact match through an in-memory index built from decrypted data; never written to disk."
+        }
+        Strategy::FilterOnly => {
+            "Not indexed (low cardinality): filters results of other parameters after decryption."
+        }
     }
 }
 

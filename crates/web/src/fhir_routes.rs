@@ -18,14 +18,25 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/fhir/metadata", get(metadata))
-        .route("/fhir", axum::routing::post(bundle).fallback(unsupported_method))
+        .route(
+            "/fhir",
+            axum::routing::post(bundle).fallback(unsupported_method),
+        )
         .route("/fhir/", axum::routing::post(bundle))
-        .route("/fhir/{rtype}", get(search).post(create).fallback(unsupported_method))
+        .route(
+            "/fhir/{rtype}",
+            get(search).post(create).fallback(unsupported_method),
+        )
         .route("/fhir/{rtype}/_search", axum::routing::post(search_post))
-        .route("/fhir/{rtype}/{id}", get(read).put(update).delete(delete).fallback(unsupported_method))
+        .route(
+            "/fhir/{rtype}/{id}",
+            get(read)
+                .put(update)
+                .delete(delete)
+                .fallback(unsupported_method),
+        )
         .route("/fhir/{rtype}/{id}/_history", get(history))
         .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
-        .route("/fhir/{*rest}", axum::routing::any(not_found))
 }
 
 /// An error as an `OperationOutcome` response. 5xx details go to the log only.
@@ -39,13 +50,17 @@ impl From<AppError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %self.0, detail = ?self.0, "request failed");
         }
         let mut resp = fhir_json(status, &fhir::operation_outcome(&self.0.issues()));
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vigil\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil\""),
+            );
         }
         resp
     }
@@ -56,7 +71,8 @@ type ApiResult = Result<Response, ApiError>;
 pub(crate) fn fhir_json(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = (status, bytes).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     resp
 }
 
@@ -68,7 +84,10 @@ fn principal(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiErro
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     Ok(state.vigil.authenticate(bearer)?)
 }
@@ -77,13 +96,22 @@ fn rtype_of(s: &str) -> Result<ResourceType, ApiError> {
     ResourceType::parse(s).ok_or_else(|| {
         ApiError(AppError::NotFound(format!(
             "resource type {} is not served here; see /fhir/metadata",
-            if s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()) { s } else { "(invalid)" }
+            if s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                s
+            } else {
+                "(invalid)"
+            }
         )))
     })
 }
 
 fn id_of(s: &str) -> Result<ResourceId, ApiError> {
-    ResourceId::new(s).map_err(|_| bad(IssueCode::Invalid, "the id must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '.'"))
+    ResourceId::new(s).map_err(|_| {
+        bad(
+            IssueCode::Invalid,
+            "the id must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '.'",
+        )
+    })
 }
 
 /// The FHIR base URL for links and `Location` headers.
@@ -94,7 +122,11 @@ fn base_url(state: &WebState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .filter(|h| {
+            h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
         .unwrap_or("localhost");
     format!("http://{host}/fhir")
 }
@@ -102,7 +134,12 @@ fn base_url(state: &WebState, headers: &HeaderMap) -> String {
 /// Refuses formats other than JSON (`_format` or `Accept`).
 fn check_format(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<(), ApiError> {
     for (k, v) in pairs {
-        if k == "_format" && !matches!(v.as_str(), "json" | "application/json" | "application/fhir+json") {
+        if k == "_format"
+            && !matches!(
+                v.as_str(),
+                "json" | "application/json" | "application/fhir+json"
+            )
+        {
             return Err(ApiError(AppError::BadRequest(vec![fhir::Issue {
                 severity: fhir::Severity::Error,
                 code: IssueCode::NotSupported,
@@ -114,7 +151,14 @@ fn check_format(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<(), A
     if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
         let ok = accept.split(',').any(|a| {
             let m = a.split(';').next().unwrap_or("").trim();
-            matches!(m, "" | "*/*" | "application/*" | "application/json" | "application/fhir+json" | "application/json+fhir")
+            matches!(
+                m,
+                "" | "*/*"
+                    | "application/*"
+                    | "application/json"
+                    | "application/fhir+json"
+                    | "application/json+fhir"
+            )
         });
         if !ok {
             return Err(ApiError(AppError::NotAcceptable));
@@ -125,22 +169,42 @@ fn check_format(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<(), A
 
 /// Reads a JSON body within the size limit.
 async fn json_body(state: &WebState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if !matches!(mime.as_str(), "application/fhir+json" | "application/json" | "application/json+fhir") {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        mime.as_str(),
+        "application/fhir+json" | "application/json" | "application/json+fhir"
+    ) {
         return Err(ApiError(AppError::UnsupportedMediaType));
     }
     let limit = state.vigil.config().limits.max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError(AppError::TooLarge(format!("the body is larger than {limit} bytes"))))?;
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(AppError::TooLarge(format!(
+            "the body is larger than {limit} bytes"
+        )))
+    })?;
     parse_json(&bytes)
 }
 
 pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         // Line and column only: serde's message may quote the input.
-        bad(IssueCode::Structure, &format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()))
+        bad(
+            IssueCode::Structure,
+            &format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
     })
 }
 
@@ -152,7 +216,10 @@ fn http_date(v: &Versioned) -> String {
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    v.last_updated.to_offset_datetime().format(&fmt).unwrap_or_default()
+    v.last_updated
+        .to_offset_datetime()
+        .format(&fmt)
+        .unwrap_or_default()
 }
 
 fn with_version_headers(mut resp: Response, v: &Versioned, base: Option<&str>) -> Response {
@@ -164,7 +231,10 @@ fn with_version_headers(mut resp: Response, v: &Versioned, base: Option<&str>) -
         h.insert(header::LAST_MODIFIED, d);
     }
     if let Some(base) = base {
-        if let Ok(l) = HeaderValue::from_str(&format!("{base}/{}/{}/_history/{}", v.rtype, v.id, v.version)) {
+        if let Ok(l) = HeaderValue::from_str(&format!(
+            "{base}/{}/{}/_history/{}",
+            v.rtype, v.id, v.version
+        )) {
             h.insert(header::LOCATION, l.clone());
             h.insert(HeaderName::from_static("content-location"), l);
         }
@@ -175,12 +245,25 @@ fn with_version_headers(mut resp: Response, v: &Versioned, base: Option<&str>) -
 use axum::http::HeaderName;
 
 fn if_match(headers: &HeaderMap) -> Result<Option<VersionId>, ApiError> {
-    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let s = v.to_str().map_err(|_| bad(IssueCode::Invalid, "If-Match must be an ETag such as W/\"3\""))?.trim();
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| {
+            bad(
+                IssueCode::Invalid,
+                "If-Match must be an ETag such as W/\"3\"",
+            )
+        })?
+        .trim();
     let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
-    s.parse::<u64>()
-        .map(|n| Some(VersionId(n)))
-        .map_err(|_| bad(IssueCode::Invalid, "If-Match must be an ETag such as W/\"3\""))
+    s.parse::<u64>().map(|n| Some(VersionId(n))).map_err(|_| {
+        bad(
+            IssueCode::Invalid,
+            "If-Match must be an ETag such as W/\"3\"",
+        )
+    })
 }
 
 /// `Prefer: return=minimal` asks for no body.
@@ -192,15 +275,31 @@ fn wants_minimal(headers: &HeaderMap) -> bool {
         .any(|v| v.split(',').any(|p| p.trim() == "return=minimal"))
 }
 
-async fn metadata(State(state): State<WebState>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+async fn metadata(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     check_format(&headers, &pairs(q))?;
     let base = base_url(&state, &headers);
-    Ok(fhir_json(StatusCode::OK, &crate::capability::statement(&state, &base)))
+    Ok(fhir_json(
+        StatusCode::OK,
+        &crate::capability::statement(&state, &base),
+    ))
 }
 
-async fn not_found(State(state): State<WebState>, headers: HeaderMap) -> ApiResult {
-    principal(&state, &headers)?;
-    Err(ApiError(AppError::NotFound("no such FHIR endpoint on this server".into())))
+/// Anything no route matched: a FHIR-style 404 (after authentication under `/fhir`).
+pub async fn not_found(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    if uri.path().starts_with("/fhir") {
+        principal(&state, &headers)?;
+    }
+    Err(ApiError(AppError::NotFound(
+        "no such endpoint on this server".into(),
+    )))
 }
 
 async fn unsupported_method() -> ApiResult {
@@ -215,7 +314,12 @@ async fn bundle(State(state): State<WebState>, headers: HeaderMap, body: Body) -
     Ok(fhir_json(StatusCode::OK, &out))
 }
 
-async fn search(State(state): State<WebState>, Path(rtype): Path<String>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+async fn search(
+    State(state): State<WebState>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
     let pairs = pairs(q);
@@ -223,54 +327,102 @@ async fn search(State(state): State<WebState>, Path(rtype): Path<String>, header
     run_search(&state, &who, rtype, &headers, pairs).await
 }
 
-async fn search_post(State(state): State<WebState>, Path(rtype): Path<String>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> ApiResult {
+async fn search_post(
+    State(state): State<WebState>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> ApiResult {
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !ctype.starts_with("application/x-www-form-urlencoded") {
         return Err(ApiError(AppError::UnsupportedMediaType));
     }
     let limit = state.vigil.config().limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError(AppError::TooLarge(format!("the body is larger than {limit} bytes"))))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(AppError::TooLarge(format!(
+            "the body is larger than {limit} bytes"
+        )))
+    })?;
     let mut all = pairs(q);
     all.extend(app::parse_query_string(&String::from_utf8_lossy(&bytes)));
     check_format(&headers, &all)?;
     run_search(&state, &who, rtype, &headers, all).await
 }
 
-async fn run_search(state: &WebState, who: &Principal, rtype: ResourceType, headers: &HeaderMap, pairs: Vec<(String, String)>) -> ApiResult {
-    let pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "_format" && k != "_pretty").collect();
+async fn run_search(
+    state: &WebState,
+    who: &Principal,
+    rtype: ResourceType,
+    headers: &HeaderMap,
+    pairs: Vec<(String, String)>,
+) -> ApiResult {
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(k, _)| k != "_format" && k != "_pretty")
+        .collect();
     let page = state.vigil.search(who, rtype, &pairs).await?;
     let base = base_url(state, headers);
     let bundle = app::json::searchset(&base, &page, &pairs, &state.vigil.now().to_fhir_instant());
     Ok(fhir_json(StatusCode::OK, &bundle))
 }
 
-async fn create(State(state): State<WebState>, Path(rtype): Path<String>, headers: HeaderMap, body: Body) -> ApiResult {
+async fn create(
+    State(state): State<WebState>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
     if headers.contains_key("if-none-exist") {
-        return Err(bad(IssueCode::NotSupported, "conditional create (If-None-Exist) is not supported"));
+        return Err(bad(
+            IssueCode::NotSupported,
+            "conditional create (If-None-Exist) is not supported",
+        ));
     }
     let value = json_body(&state, &headers, body).await?;
     let w = state.vigil.create(&who, rtype, value).await?;
     let base = base_url(&state, &headers);
-    let body = if wants_minimal(&headers) { Value::Null } else { w.current.resource.clone().unwrap_or(Value::Null) };
-    let resp = if body.is_null() { StatusCode::CREATED.into_response() } else { fhir_json(StatusCode::CREATED, &body) };
+    let body = if wants_minimal(&headers) {
+        Value::Null
+    } else {
+        w.current.resource.clone().unwrap_or(Value::Null)
+    };
+    let resp = if body.is_null() {
+        StatusCode::CREATED.into_response()
+    } else {
+        fhir_json(StatusCode::CREATED, &body)
+    };
     Ok(with_version_headers(resp, &w.current, Some(&base)))
 }
 
-async fn read(State(state): State<WebState>, Path((rtype, id)): Path<(String, String)>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+async fn read(
+    State(state): State<WebState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     check_format(&headers, &pairs(q))?;
     let v = state.vigil.read(&who, rtype, &id).await?;
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok()) {
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+    {
         if inm.trim() == app::json::etag(&v) {
-            return Ok(with_version_headers(StatusCode::NOT_MODIFIED.into_response(), &v, None));
+            return Ok(with_version_headers(
+                StatusCode::NOT_MODIFIED.into_response(),
+                &v,
+                None,
+            ));
         }
     }
     let resp = fhir_json(StatusCode::OK, v.resource.as_ref().unwrap_or(&Value::Null));
@@ -285,20 +437,34 @@ async fn vread(
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
-    let vid = vid.parse::<u64>().map_err(|_| bad(IssueCode::Invalid, "the version must be a positive integer"))?;
+    let vid = vid
+        .parse::<u64>()
+        .map_err(|_| bad(IssueCode::Invalid, "the version must be a positive integer"))?;
     let v = state.vigil.vread(&who, rtype, &id, VersionId(vid)).await?;
     let resp = fhir_json(StatusCode::OK, v.resource.as_ref().unwrap_or(&Value::Null));
     Ok(with_version_headers(resp, &v, None))
 }
 
-async fn update(State(state): State<WebState>, Path((rtype, id)): Path<(String, String)>, headers: HeaderMap, body: Body) -> ApiResult {
+async fn update(
+    State(state): State<WebState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     let if_match = if_match(&headers)?;
     let value = json_body(&state, &headers, body).await?;
-    let w = state.vigil.update(&who, rtype, &id, value, if_match).await?;
-    let status = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    let w = state
+        .vigil
+        .update(&who, rtype, &id, value, if_match)
+        .await?;
+    let status = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let base = base_url(&state, &headers);
     let resp = if wants_minimal(&headers) {
         status.into_response()
@@ -308,7 +474,11 @@ async fn update(State(state): State<WebState>, Path((rtype, id)): Path<(String, 
     Ok(with_version_headers(resp, &w.current, Some(&base)))
 }
 
-async fn delete(State(state): State<WebState>, Path((rtype, id)): Path<(String, String)>, headers: HeaderMap) -> ApiResult {
+async fn delete(
+    State(state): State<WebState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
@@ -322,11 +492,18 @@ async fn delete(State(state): State<WebState>, Path((rtype, id)): Path<(String, 
     Ok(resp)
 }
 
-async fn history(State(state): State<WebState>, Path((rtype, id)): Path<(String, String)>, headers: HeaderMap) -> ApiResult {
+async fn history(
+    State(state): State<WebState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
     let who = principal(&state, &headers)?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     let versions = state.vigil.history(&who, rtype, &id).await?;
     let base = base_url(&state, &headers);
-    Ok(fhir_json(StatusCode::OK, &app::json::history(&base, &versions, &state.vigil.now().to_fhir_instant())))
+    Ok(fhir_json(
+        StatusCode::OK,
+        &app::json::history(&base, &versions, &state.vigil.now().to_fhir_instant()),
+    ))
 }

@@ -32,12 +32,17 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
         // Log the matched route, never the raw URI: query strings can hold PHI.
-        let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .unwrap_or("unmatched");
         tracing::info_span!("http", method = %req.method(), route = %route)
     });
     Router::new()
         .merge(fhir_routes::routes())
         .merge(pages::routes())
+        .fallback(fhir_routes::not_found)
         .with_state(state)
         .layer(trace)
         .layer(header("x-content-type-options", "nosniff"))
@@ -51,5 +56,8 @@ pub fn router(state: WebState) -> Router {
 }
 
 fn header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::if_not_present(HeaderName::from_static(name), HeaderValue::from_static(value))
+    SetResponseHeaderLayer::if_not_present(
+        HeaderName::from_static(name),
+        HeaderValue::from_static(value),
+    )
 }

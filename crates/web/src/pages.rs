@@ -17,24 +17,37 @@ pub fn routes() -> Router<WebState> {
 
 async fn health() -> Response {
     let mut r = (StatusCode::OK, "{\"status\":\"ok\"}").into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn asset(body: &'static str, ctype: &'static str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
 }
 
 async fn index() -> Response {
-    asset(include_str!("../assets/index.html"), "text/html; charset=utf-8")
+    asset(
+        include_str!("../assets/index.html"),
+        "text/html; charset=utf-8",
+    )
 }
 
 async fn records_js() -> Response {
-    asset(include_str!("../assets/records.js"), "text/javascript; charset=utf-8")
+    asset(
+        include_str!("../assets/records.js"),
+        "text/javascript; charset=utf-8",
+    )
 }
 
 async fn css() -> Response {
-    asset(include_str!("../assets/vigil.css"), "text/css; charset=utf-8")
+    asset(
+        include_str!("../assets/vigil.css"),
+        "text/css; charset=utf-8",
+    )
 }

@@ -11,9 +11,25 @@ async fn health_is_open_and_fhir_is_closed() {
     assert_eq!(r.status, 401);
     assert!(r.headers.contains_key("www-authenticate"));
     assert!(r.diagnostics().contains("bearer token"));
-    let r = t.call("GET", "/fhir/Patient", None, &[("authorization", "Bearer wrong-token-value")], false).await;
+    let r = t
+        .call(
+            "GET",
+            "/fhir/Patient",
+            None,
+            &[("authorization", "Bearer wrong-token-value")],
+            false,
+        )
+        .await;
     assert_eq!(r.status, 401);
-    let r = t.call("GET", "/fhir/Patient/x", None, &[("authorization", "Basic abc")], false).await;
+    let r = t
+        .call(
+            "GET",
+            "/fhir/Patient/x",
+            None,
+            &[("authorization", "Basic abc")],
+            false,
+        )
+        .await;
     assert_eq!(r.status, 401);
     let r = t.call("GET", "/fhir/metadata", None, &[], false).await;
     assert_eq!(r.status, 200);
@@ -27,15 +43,30 @@ async fn security_headers_are_set() {
     let r = t.get("/fhir/metadata").await;
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
     assert_eq!(r.headers["cache-control"], "no-store");
-    assert!(r.headers["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
-    assert!(r.headers["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
+    assert!(
+        r.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/fhir+json")
+    );
 }
 
 #[tokio::test]
 async fn capability_statement_lists_every_served_type() {
     let t = setup().await;
     let r = t.get("/fhir/metadata").await;
-    let types: Vec<&str> = r.body["rest"][0]["resource"].as_array().unwrap().iter().map(|x| x["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = r.body["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["type"].as_str().unwrap())
+        .collect();
     for ty in model::ResourceType::ALL {
         assert!(types.contains(&ty.as_str()), "{ty} missing");
     }
@@ -49,7 +80,10 @@ async fn create_read_update_delete_and_history() {
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.body["id"].as_str().unwrap().to_owned();
     assert_eq!(r.headers["etag"], "W/\"1\"");
-    assert_eq!(r.headers["location"].to_str().unwrap(), format!("http://vigil.test/fhir/Patient/{id}/_history/1"));
+    assert_eq!(
+        r.headers["location"].to_str().unwrap(),
+        format!("http://vigil.test/fhir/Patient/{id}/_history/1")
+    );
     assert_eq!(r.body["meta"]["versionId"], "1");
 
     let read = t.get(&format!("/fhir/Patient/{id}")).await;
@@ -60,14 +94,30 @@ async fn create_read_update_delete_and_history() {
     // Update with the right If-Match.
     let mut changed = read.body.clone();
     changed["gender"] = json!("male");
-    let r2 = t.call("PUT", &format!("/fhir/Patient/{id}"), Some(serde_json::to_vec(&changed).unwrap()), &[("if-match", "W/\"1\"")], true).await;
+    let r2 = t
+        .call(
+            "PUT",
+            &format!("/fhir/Patient/{id}"),
+            Some(serde_json::to_vec(&changed).unwrap()),
+            &[("if-match", "W/\"1\"")],
+            true,
+        )
+        .await;
     assert_eq!(r2.status, 200, "{}", r2.body);
     assert_eq!(r2.body["meta"]["versionId"], "2");
 
     // A stale If-Match is refused and changes nothing.
     let before = t.snapshot().await;
     changed["gender"] = json!("other");
-    let stale = t.call("PUT", &format!("/fhir/Patient/{id}"), Some(serde_json::to_vec(&changed).unwrap()), &[("if-match", "W/\"1\"")], true).await;
+    let stale = t
+        .call(
+            "PUT",
+            &format!("/fhir/Patient/{id}"),
+            Some(serde_json::to_vec(&changed).unwrap()),
+            &[("if-match", "W/\"1\"")],
+            true,
+        )
+        .await;
     assert_eq!(stale.status, 412);
     assert_eq!(t.snapshot().await, before);
 
@@ -91,7 +141,12 @@ async fn create_read_update_delete_and_history() {
     assert_eq!(h.body["entry"][2]["resource"]["gender"], "female");
 
     // The old versions stay readable after the delete.
-    assert_eq!(t.get(&format!("/fhir/Patient/{id}/_history/2")).await.status, 200);
+    assert_eq!(
+        t.get(&format!("/fhir/Patient/{id}/_history/2"))
+            .await
+            .status,
+        200
+    );
     // A deleted resource can be brought back with PUT; its history continues.
     let mut back = v1.body.clone();
     back.as_object_mut().unwrap().remove("meta");
@@ -108,7 +163,11 @@ async fn update_as_create_takes_valid_ids_only() {
     let r = t.put("/fhir/Patient/mrn-42.a", &p).await;
     assert_eq!(r.status, 201);
     assert_eq!(t.get("/fhir/Patient/mrn-42.a").await.status, 200);
-    for bad in ["a_b", "x%20y", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+    for bad in [
+        "a_b",
+        "x%20y",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
         let mut p = patient("Nakamura");
         p["id"] = json!(bad);
         let r = t.put(&format!("/fhir/Patient/{bad}"), &p).await;
@@ -124,7 +183,10 @@ async fn update_as_create_takes_valid_ids_only() {
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let t = setup_with(app::Config {
-        limits: app::Limits { max_body_bytes: 20_000, ..app::Limits::default() },
+        limits: app::Limits {
+            max_body_bytes: 20_000,
+            ..app::Limits::default()
+        },
         ..app::Config::default()
     })
     .await;
@@ -133,11 +195,21 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let before = t.snapshot().await;
 
     // Malformed JSON.
-    let r = t.call("POST", "/fhir/Patient", Some(b"{\"resourceType\": \"Patient\", ".to_vec()), &[], true).await;
+    let r = t
+        .call(
+            "POST",
+            "/fhir/Patient",
+            Some(b"{\"resourceType\": \"Patient\", ".to_vec()),
+            &[],
+            true,
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.diagnostics().contains("not valid JSON"));
     // Wrong resourceType for the URL.
-    let r = t.post("/fhir/Patient", &json!({"resourceType": "Practitioner"})).await;
+    let r = t
+        .post("/fhir/Patient", &json!({"resourceType": "Practitioner"}))
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.diagnostics().contains("resourceType"));
     // Not an object.
@@ -153,7 +225,10 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     unknown["favouriteColour"] = json!("blue");
     let r = t.post("/fhir/Patient", &unknown).await;
     assert_eq!(r.status, 400);
-    assert!(!r.diagnostics().contains("blue"), "values must not be echoed");
+    assert!(
+        !r.diagnostics().contains("blue"),
+        "values must not be echoed"
+    );
     // Bad date.
     let mut bad_date = patient("Date");
     bad_date["birthDate"] = json!("1980-13-45");
@@ -164,25 +239,51 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert_eq!(r.status, 422);
     assert!(r.diagnostics().contains("does not resolve"));
     // Wrong media type.
-    let r = t.call("POST", "/fhir/Patient", Some(b"<Patient/>".to_vec()), &[("content-type", "application/fhir+xml")], true).await;
+    let r = t
+        .call(
+            "POST",
+            "/fhir/Patient",
+            Some(b"<Patient/>".to_vec()),
+            &[("content-type", "application/fhir+xml")],
+            true,
+        )
+        .await;
     assert_eq!(r.status, 415);
     // Unknown type.
-    let r = t.post("/fhir/Spaceship", &json!({"resourceType": "Spaceship"})).await;
+    let r = t
+        .post("/fhir/Spaceship", &json!({"resourceType": "Spaceship"}))
+        .await;
     assert_eq!(r.status, 404);
     // Unknown search parameter.
     let r = t.get("/fhir/Patient?shoe-size=42").await;
     assert_eq!(r.status, 400);
     assert!(r.diagnostics().contains("shoe-size"));
     // XML asked for.
-    let r = t.call("GET", "/fhir/metadata", None, &[("accept", "application/fhir+xml")], true).await;
+    let r = t
+        .call(
+            "GET",
+            "/fhir/metadata",
+            None,
+            &[("accept", "application/fhir+xml")],
+            true,
+        )
+        .await;
     assert_eq!(r.status, 406);
 
-    assert_eq!(t.snapshot().await, before, "a refused request changed stored data");
+    assert_eq!(
+        t.snapshot().await,
+        before,
+        "a refused request changed stored data"
+    );
 }
 
 #[tokio::test]
 async fn referential_integrity_can_be_switched_off() {
-    let t = setup_with(app::Config { referential_integrity: false, ..app::Config::default() }).await;
+    let t = setup_with(app::Config {
+        referential_integrity: false,
+        ..app::Config::default()
+    })
+    .await;
     let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/elsewhere"}});
     assert_eq!(t.post("/fhir/Observation", &obs).await.status, 201);
 }
@@ -203,11 +304,24 @@ async fn a_flipped_byte_is_an_integrity_error_not_garbage() {
     let id = r.body["id"].as_str().unwrap().to_owned();
     // Flip one byte of the stored ciphertext, as an attacker with the file could.
     use sqlx::Connection;
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", t.dir.join("vigil.db").display())).await.unwrap();
-    let flipped: (Vec<u8>,) = sqlx::query_as("SELECT ciphertext FROM resource_versions WHERE id = ?1").bind(&id).fetch_one(&mut c).await.unwrap();
+    let mut c =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", t.dir.join("vigil.db").display()))
+            .await
+            .unwrap();
+    let flipped: (Vec<u8>,) =
+        sqlx::query_as("SELECT ciphertext FROM resource_versions WHERE id = ?1")
+            .bind(&id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
     let mut ct = flipped.0;
     ct[20] ^= 0x01;
-    sqlx::query("UPDATE resource_versions SET ciphertext = ?1 WHERE id = ?2").bind(&ct).bind(&id).execute(&mut c).await.unwrap();
+    sqlx::query("UPDATE resource_versions SET ciphertext = ?1 WHERE id = ?2")
+        .bind(&ct)
+        .bind(&id)
+        .execute(&mut c)
+        .await
+        .unwrap();
     c.close().await.unwrap();
     let r = t.get(&format!("/fhir/Patient/{id}")).await;
     assert_eq!(r.status, 500);

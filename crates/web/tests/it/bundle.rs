@@ -25,7 +25,17 @@ async fn transaction_resolves_urn_references_atomically() {
     let pid = entries[0]["resource"]["id"].as_str().unwrap();
     let obs = &entries[1]["resource"];
     assert_eq!(obs["subject"]["reference"], format!("Patient/{pid}"));
-    let read = t.get(&format!("/fhir/{}", entries[1]["response"]["location"].as_str().unwrap().split("/_history").next().unwrap())).await;
+    let read = t
+        .get(&format!(
+            "/fhir/{}",
+            entries[1]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .split("/_history")
+                .next()
+                .unwrap()
+        ))
+        .await;
     assert_eq!(read.status, 200);
 }
 
@@ -47,7 +57,14 @@ async fn a_transaction_failing_at_its_last_entry_writes_nothing() {
     });
     let r = t.post("/fhir", &bundle).await;
     assert_eq!(r.status, 422, "{}", r.body);
-    assert!(r.body["issue"][0]["expression"][0].as_str().unwrap().starts_with("Bundle.entry[2]"), "{}", r.body);
+    assert!(
+        r.body["issue"][0]["expression"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Bundle.entry[2]"),
+        "{}",
+        r.body
+    );
     assert_eq!(t.snapshot().await, before);
 
     // An invalid last entry (schema) is a 400 and also writes nothing.
@@ -90,20 +107,36 @@ async fn batch_entries_succeed_or_fail_on_their_own() {
     let e = r.body["entry"].as_array().unwrap();
     assert_eq!(e[0]["response"]["status"], "201 Created");
     assert_eq!(e[1]["response"]["status"], "400");
-    assert_eq!(e[1]["response"]["outcome"]["resourceType"], "OperationOutcome");
+    assert_eq!(
+        e[1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
     assert_eq!(e[2]["response"]["status"], "404");
 }
 
 #[tokio::test]
 async fn bundles_over_the_entry_limit_are_refused() {
     let t = crate::setup_with(app::Config {
-        limits: app::Limits { max_bundle_entries: 2, ..app::Limits::default() },
+        limits: app::Limits {
+            max_bundle_entries: 2,
+            ..app::Limits::default()
+        },
         ..app::Config::default()
     })
     .await;
     let e = json!({"resource": patient("X"), "request": {"method": "POST", "url": "Patient"}});
-    let r = t.post("/fhir", &json!({"resourceType": "Bundle", "type": "transaction", "entry": [e, e, e]})).await;
+    let r = t
+        .post(
+            "/fhir",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": [e, e, e]}),
+        )
+        .await;
     assert_eq!(r.status, 413);
-    let r = t.post("/fhir", &json!({"resourceType": "Bundle", "type": "collection"})).await;
+    let r = t
+        .post(
+            "/fhir",
+            &json!({"resourceType": "Bundle", "type": "collection"}),
+        )
+        .await;
     assert_eq!(r.status, 400);
 }

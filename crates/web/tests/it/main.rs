@@ -38,8 +38,18 @@ pub struct Resp {
 impl Resp {
     /// The diagnostics of an OperationOutcome, joined.
     pub fn diagnostics(&self) -> String {
-        assert_eq!(self.body["resourceType"], "OperationOutcome", "expected an OperationOutcome: {}", self.body);
-        self.body["issue"].as_array().unwrap().iter().map(|i| i["diagnostics"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>().join(" | ")
+        assert_eq!(
+            self.body["resourceType"], "OperationOutcome",
+            "expected an OperationOutcome: {}",
+            self.body
+        );
+        self.body["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["diagnostics"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 }
 
@@ -48,53 +58,113 @@ pub async fn setup() -> T {
 }
 
 pub async fn setup_with(config: app::Config) -> T {
-    let dir = std::env::temp_dir().join(format!("vigil-web-it-{}", crypto::random_token().replace(['-', '_'], "").get(..12).unwrap()));
+    let dir = std::env::temp_dir().join(format!(
+        "vigil-web-it-{}",
+        crypto::random_token()
+            .replace(['-', '_'], "")
+            .get(..12)
+            .unwrap()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(store_sqlite::SqliteStore::open(&dir.join("vigil.db"), store_sqlite::SqliteOptions::default()).await.unwrap());
+    let store = Arc::new(
+        store_sqlite::SqliteStore::open(
+            &dir.join("vigil.db"),
+            store_sqlite::SqliteOptions::default(),
+        )
+        .await
+        .unwrap(),
+    );
     store::Store::migrate(store.as_ref()).await.unwrap();
     let kf = crypto::KeyFile::generate();
     let source = crypto::KeyFileSource::Inline(kf.to_toml().unwrap());
     let dyn_store: Arc<dyn store::Store> = store.clone();
-    let vigil = Arc::new(app::Vigil::open(dyn_store, &kf, source, Arc::new(model::SystemClock), config).await.unwrap());
+    let vigil = Arc::new(
+        app::Vigil::open(dyn_store, &kf, source, Arc::new(model::SystemClock), config)
+            .await
+            .unwrap(),
+    );
     let token = crypto::random_token();
     vigil.init_bootstrap_token(Some(&token)).await.unwrap();
-    let router = web::router(web::WebState { vigil: vigil.clone(), public_base: Some("http://vigil.test/fhir".into()) });
-    T { router, vigil, store, dir, token }
+    let router = web::router(web::WebState {
+        vigil: vigil.clone(),
+        public_base: Some("http://vigil.test/fhir".into()),
+    });
+    T {
+        router,
+        vigil,
+        store,
+        dir,
+        token,
+    }
 }
 
 impl T {
-    pub async fn call(&self, method: &str, uri: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)], auth: bool) -> Resp {
+    pub async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+        auth: bool,
+    ) -> Resp {
         let mut b = Request::builder().method(method).uri(uri);
         if auth {
             b = b.header("authorization", format!("Bearer {}", self.token));
         }
-        let has_ctype = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        let has_ctype = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
         if body.is_some() && !has_ctype {
             b = b.header("content-type", "application/fhir+json");
         }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
+        let req = b
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
         if status.is_server_error() {
             eprintln!("5xx from {method} {uri}: {body}");
         }
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, uri: &str) -> Resp {
         self.call("GET", uri, None, &[], true).await
     }
     pub async fn post(&self, uri: &str, body: &Value) -> Resp {
-        self.call("POST", uri, Some(serde_json::to_vec(body).unwrap()), &[], true).await
+        self.call(
+            "POST",
+            uri,
+            Some(serde_json::to_vec(body).unwrap()),
+            &[],
+            true,
+        )
+        .await
     }
     pub async fn put(&self, uri: &str, body: &Value) -> Resp {
-        self.call("PUT", uri, Some(serde_json::to_vec(body).unwrap()), &[], true).await
+        self.call(
+            "PUT",
+            uri,
+            Some(serde_json::to_vec(body).unwrap()),
+            &[],
+            true,
+        )
+        .await
     }
     pub async fn delete(&self, uri: &str) -> Resp {
         self.call("DELETE", uri, None, &[], true).await

@@ -29,7 +29,12 @@ async fn seed(t: &T) -> Vec<String> {
 fn ids_of(b: &Value) -> Vec<String> {
     let mut v: Vec<String> = b["entry"]
         .as_array()
-        .map(|a| a.iter().filter(|e| e["search"]["mode"] == "match").map(|e| e["resource"]["id"].as_str().unwrap().to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -71,17 +76,28 @@ async fn patient_search_by_name_identifier_birthdate_and_gender() {
 async fn paging_totals_and_links() {
     let t = setup().await;
     seed(&t).await;
-    let r = t.get("/fhir/Patient?gender=female,male&_count=3&_total=accurate").await;
+    let r = t
+        .get("/fhir/Patient?gender=female,male&_count=3&_total=accurate")
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["total"], 4);
     assert_eq!(r.body["entry"].as_array().unwrap().len(), 3);
     let links = r.body["link"].as_array().unwrap();
-    let next = links.iter().find(|l| l["relation"] == "next").unwrap()["url"].as_str().unwrap().to_owned();
+    let next = links.iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let path = next.strip_prefix("http://vigil.test").unwrap();
     let r2 = t.get(path).await;
     assert_eq!(r2.status, 200);
     assert_eq!(r2.body["entry"].as_array().unwrap().len(), 1);
-    assert!(r2.body["link"].as_array().unwrap().iter().all(|l| l["relation"] != "next"));
+    assert!(
+        r2.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["relation"] != "next")
+    );
     // Without _total, no total.
     let r3 = t.get("/fhir/Patient?gender=female").await;
     assert!(r3.body.get("total").is_none());
@@ -94,7 +110,14 @@ async fn paging_totals_and_links() {
 async fn clinical_search_with_includes_chains_and_has() {
     let t = setup().await;
     let ids = seed(&t).await;
-    for (i, (pid, code, date)) in [(0usize, "8867-4", "2024-02-01T10:00:00Z"), (0, "8480-6", "2024-03-01T10:00:00Z"), (2, "8867-4", "2023-01-01T10:00:00Z")].iter().enumerate() {
+    for (i, (pid, code, date)) in [
+        (0usize, "8867-4", "2024-02-01T10:00:00Z"),
+        (0, "8480-6", "2024-03-01T10:00:00Z"),
+        (2, "8867-4", "2023-01-01T10:00:00Z"),
+    ]
+    .iter()
+    .enumerate()
+    {
         let obs = json!({
             "resourceType": "Observation", "status": if i == 2 {"amended"} else {"final"},
             "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
@@ -103,35 +126,69 @@ async fn clinical_search_with_includes_chains_and_has() {
         });
         assert_eq!(t.post("/fhir/Observation", &obs).await.status, 201);
     }
-    let count = |b: &Value, mode: &str| b["entry"].as_array().map(|a| a.iter().filter(|e| e["search"]["mode"] == mode).count()).unwrap_or(0);
-    let r = t.get(&format!("/fhir/Observation?subject=Patient/{}", ids[0])).await;
+    let count = |b: &Value, mode: &str| {
+        b["entry"]
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["search"]["mode"] == mode).count())
+            .unwrap_or(0)
+    };
+    let r = t
+        .get(&format!("/fhir/Observation?subject=Patient/{}", ids[0]))
+        .await;
     assert_eq!(count(&r.body, "match"), 2);
-    let r = t.get(&format!("/fhir/Observation?patient={}", ids[0])).await;
+    let r = t
+        .get(&format!("/fhir/Observation?patient={}", ids[0]))
+        .await;
     assert_eq!(count(&r.body, "match"), 2, "{}", r.body);
-    let r = t.get("/fhir/Observation?code=http://loinc.org|8867-4").await;
+    let r = t
+        .get("/fhir/Observation?code=http://loinc.org|8867-4")
+        .await;
     assert_eq!(count(&r.body, "match"), 2);
     let r = t.get("/fhir/Observation?code=8867-4&status=final").await;
     assert_eq!(count(&r.body, "match"), 1);
     let r = t.get("/fhir/Observation?date=2024").await;
     assert_eq!(count(&r.body, "match"), 2);
-    let r = t.get("/fhir/Observation?date=ge2024-02-15&date=le2024-12-31").await;
+    let r = t
+        .get("/fhir/Observation?date=ge2024-02-15&date=le2024-12-31")
+        .await;
     assert_eq!(count(&r.body, "match"), 1, "{}", r.body);
-    let r = t.get(&format!("/fhir/Observation?subject=Patient/{}&_sort=-date", ids[0])).await;
-    let dates: Vec<&str> = r.body["entry"].as_array().unwrap().iter().map(|e| e["resource"]["effectiveDateTime"].as_str().unwrap()).collect();
+    let r = t
+        .get(&format!(
+            "/fhir/Observation?subject=Patient/{}&_sort=-date",
+            ids[0]
+        ))
+        .await;
+    let dates: Vec<&str> = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["effectiveDateTime"].as_str().unwrap())
+        .collect();
     assert_eq!(dates, vec!["2024-03-01T10:00:00Z", "2024-02-01T10:00:00Z"]);
     // _include the subject.
-    let r = t.get("/fhir/Observation?code=8480-6&_include=Observation:subject").await;
+    let r = t
+        .get("/fhir/Observation?code=8480-6&_include=Observation:subject")
+        .await;
     assert_eq!(count(&r.body, "match"), 1);
     assert_eq!(count(&r.body, "include"), 1);
     // _revinclude from Patient.
-    let r = t.get(&format!("/fhir/Patient?_id={}&_revinclude=Observation:subject", ids[0])).await;
+    let r = t
+        .get(&format!(
+            "/fhir/Patient?_id={}&_revinclude=Observation:subject",
+            ids[0]
+        ))
+        .await;
     assert_eq!(count(&r.body, "match"), 1);
     assert_eq!(count(&r.body, "include"), 2);
     // Chained.
-    let r = t.get("/fhir/Observation?subject:Patient.identifier=urn:mrn|M2").await;
+    let r = t
+        .get("/fhir/Observation?subject:Patient.identifier=urn:mrn|M2")
+        .await;
     assert_eq!(count(&r.body, "match"), 1, "{}", r.body);
     // _has.
-    let r = t.get("/fhir/Patient?_has:Observation:subject:code=8480-6").await;
+    let r = t
+        .get("/fhir/Patient?_has:Observation:subject:code=8480-6")
+        .await;
     assert_eq!(ids_of(&r.body), vec![ids[0].clone()], "{}", r.body);
     // Unsupported modifier and bad prefix are named.
     let r = t.get("/fhir/Patient?name:contains=smi").await;
@@ -149,7 +206,10 @@ async fn deleted_resources_leave_search_and_names_follow_updates() {
     p["name"][0]["family"] = json!("Newname");
     assert_eq!(t.put(&format!("/fhir/Patient/{id}"), &p).await.status, 200);
     assert!(ids_of(&t.get("/fhir/Patient?family=renamed").await.body).is_empty());
-    assert_eq!(ids_of(&t.get("/fhir/Patient?family=newn").await.body), vec![id.clone()]);
+    assert_eq!(
+        ids_of(&t.get("/fhir/Patient?family=newn").await.body),
+        vec![id.clone()]
+    );
     assert_eq!(t.delete(&format!("/fhir/Patient/{id}")).await.status, 204);
     assert!(ids_of(&t.get("/fhir/Patient?family=newn").await.body).is_empty());
     assert!(ids_of(&t.get("/fhir/Patient?identifier=MRN-Renamed").await.body).is_empty());
