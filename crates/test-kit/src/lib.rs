@@ -44,6 +44,27 @@ where
     }
 }
 
+/// Like [`run`] with two fresh stores (for backup round trips between
+/// backends); both are torn down whatever happens.
+pub async fn run_pair<A, B, S, Fut>(scenario: S)
+where
+    A: StoreFixture,
+    B: StoreFixture,
+    S: FnOnce(Arc<dyn Store>, Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (a, b) = (A::create().await, B::create().await);
+    let outcome = tokio::spawn(scenario(a.store(), b.store())).await;
+    a.teardown().await;
+    b.teardown().await;
+    if let Err(e) = outcome {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("scenario task did not finish: {e}");
+    }
+}
+
 /// Generates one `#[tokio::test]` per conformance scenario for a fixture type.
 /// Use it once in each adapter's `tests/it/main.rs`:
 /// `test_kit::store_story_tests!(test_kit::SqliteFixture);`

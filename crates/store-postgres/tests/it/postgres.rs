@@ -26,18 +26,18 @@ async fn schemas_stay_in_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_load_round_trip_postgres_to_postgres() {
-    let (a, b) = (PgFixture::create().await, PgFixture::create().await);
-    story::dump_load_round_trip(&*a.store, &*b.store).await;
-    a.teardown().await;
-    b.teardown().await;
+    test_kit::run_pair::<PgFixture, PgFixture, _, _>(|a, b| async move {
+        story::dump_load_round_trip(&*a, &*b).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_load_round_trip_postgres_to_sqlite() {
-    let (a, b) = (PgFixture::create().await, SqliteFixture::create().await);
-    story::dump_load_round_trip(&*a.store, &*b.store).await;
-    a.teardown().await;
-    b.teardown().await;
+    test_kit::run_pair::<PgFixture, SqliteFixture, _, _>(|a, b| async move {
+        story::dump_load_round_trip(&*a, &*b).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,18 +25,18 @@ fn file_contains(path: &Path, needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_load_round_trip_sqlite_to_sqlite() {
-    let (a, b) = (SqliteFixture::create().await, SqliteFixture::create().await);
-    story::dump_load_round_trip(&*a.store, &*b.store).await;
-    a.teardown().await;
-    b.teardown().await;
+    test_kit::run_pair::<SqliteFixture, SqliteFixture, _, _>(|a, b| async move {
+        story::dump_load_round_trip(&*a, &*b).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_load_round_trip_sqlite_to_postgres() {
-    let (a, b) = (SqliteFixture::create().await, PgFixture::create().await);
-    story::dump_load_round_trip(&*a.store, &*b.store).await;
-    a.teardown().await;
-    b.teardown().await;
+    test_kit::run_pair::<SqliteFixture, PgFixture, _, _>(|a, b| async move {
+        story::dump_load_round_trip(&*a, &*b).await
+    })
+    .await;
 }
 
 #[tokio::test]
