@@ -305,6 +305,7 @@ impl Vigil {
             }
         }
         let now = self.now();
+        let mut unit = crate::keys::NewKeys::default();
         let mut prepared = Vec::new();
         let mut deletes = Vec::new();
         // FHIR's processing order: DELETE, POST, PUT, then GET.
@@ -342,6 +343,7 @@ impl Vigil {
                                 Precondition::MustNotExist,
                                 resource.clone(),
                                 now,
+                                &mut unit,
                             )
                             .await
                             .map_err(|err| at(index, err))?;
@@ -370,7 +372,15 @@ impl Vigil {
                             .await
                             .map_err(|err| at(index, err))?;
                         let p = self
-                            .prepare(*rtype, id.clone(), version, pre, resource.clone(), now)
+                            .prepare(
+                                *rtype,
+                                id.clone(),
+                                version,
+                                pre,
+                                resource.clone(),
+                                now,
+                                &mut unit,
+                            )
                             .await
                             .map_err(|err| at(index, err))?;
                         prepared.push((index, p));
@@ -381,12 +391,16 @@ impl Vigil {
         }
         let mut ops: Vec<store::WriteOp> = deletes.iter().map(|(_, op)| op.clone()).collect();
         ops.extend(prepared.iter().map(|(_, p)| p.op.clone()));
-        self.store.commit(ops).await.map_err(|e| match e {
+        self.store.commit_with_keys(unit.wrapped(), ops).await.map_err(|e| match e {
             StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
                 "{rtype}/{id} was changed concurrently ({reason}); the transaction was not applied"
             )),
+            StoreError::KeyExists => AppError::Conflict(
+                "a concurrent write created a key this transaction needed; retry".into(),
+            ),
             other => AppError::Store(other),
         })?;
+        self.keys.committed(unit);
         for (_, op) in &deletes {
             if has_memory_params(op.version.rtype) {
                 self.mem.set(op.version.rtype, &op.version.id, Vec::new());

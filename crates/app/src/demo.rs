@@ -392,23 +392,25 @@ impl Vigil {
             pending.insert((rtype, id.clone()));
             parsed.push((rtype, id, r));
         }
-        let mut owners: Vec<model::KeyOwner> = parsed
-            .iter()
-            .map(|(t, id, r)| crate::records::key_owner(*t, id, r))
-            .collect();
-        owners.sort();
-        owners.dedup();
-        self.keys.ensure_many(&owners).await?;
-        let mut prepared = Vec::with_capacity(parsed.len());
-        for (rtype, id, r) in parsed {
-            self.check_body(rtype, &r)?;
-            self.check_references(&r, &pending).await?;
-            let (version, pre, _) = self.next_version(rtype, &id, None).await?;
-            prepared.push(self.prepare(rtype, id, version, pre, r, now).await?);
+        for (rtype, _, r) in &parsed {
+            self.check_body(*rtype, r)?;
+            self.check_references(r, &pending).await?;
         }
-        let n = prepared.len();
-        self.commit_prepared(prepared).await?;
-        Ok(n)
+        crate::records::retry_key_race(|| async {
+            let mut unit = crate::keys::NewKeys::default();
+            let mut prepared = Vec::with_capacity(parsed.len());
+            for (rtype, id, r) in &parsed {
+                let (version, pre, _) = self.next_version(*rtype, id, None).await?;
+                prepared.push(
+                    self.prepare(*rtype, id.clone(), version, pre, r.clone(), now, &mut unit)
+                        .await?,
+                );
+            }
+            let n = prepared.len();
+            self.commit_prepared(prepared, unit).await?;
+            Ok(n)
+        })
+        .await
     }
 
     /// Seeds the demo clinic with `patients` patients unless already seeded.

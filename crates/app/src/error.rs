@@ -73,7 +73,7 @@ impl AppError {
             AppError::TooLarge(_) => 413,
             AppError::Unprocessable(_) => 422,
             AppError::Integrity(_) | AppError::Keys(_) => 500,
-            AppError::Store(StoreError::Conflict { .. }) => 409,
+            AppError::Store(StoreError::Conflict { .. } | StoreError::KeyExists) => 409,
             AppError::Store(_) => 503,
         }
     }
@@ -115,6 +115,10 @@ impl AppError {
                     format!("write conflict: {reason}"),
                 )]
             }
+            AppError::Store(StoreError::KeyExists) => vec![issue(
+                IssueCode::Conflict,
+                "a concurrent write created the same data key; retry",
+            )],
             AppError::Store(_) => vec![issue(
                 IssueCode::Transient,
                 "the database is unavailable; nothing was read or written",

@@ -142,73 +142,47 @@ impl Keys {
         Ok(Some(dek))
     }
 
-    /// The data key for writing `owner`'s data, created on first use.
-    pub async fn for_write(&self, owner: &KeyOwner) -> Result<Dek, AppError> {
+    /// The data key for writing `owner`'s data. A missing key is created in
+    /// `unit` only: it is stored by the same commit as the data it seals, so a
+    /// failed write leaves no key behind and no data is sealed under a key
+    /// that is not stored.
+    pub async fn for_write(&self, owner: &KeyOwner, unit: &mut NewKeys) -> Result<Dek, AppError> {
+        if let Some((dek, _)) = unit.keys.get(owner) {
+            return Ok(dek.clone());
+        }
         if let Some(d) = self.for_read(owner).await? {
             return Ok(d);
         }
         // New keys are wrapped by the newest KEK: pick up a rotation first.
         self.reload_if_changed()?;
         let fresh = self.ring().new_dek(owner).map_err(key_err)?;
-        let candidate = WrappedKey {
+        let wrapped = WrappedKey {
             owner: owner.clone(),
             kek_id: fresh.kek_id,
             wrapped: fresh.wrapped,
         };
-        let stored = self.store.put_key_if_absent(&candidate).await?;
-        let dek = if stored == candidate {
-            fresh.dek
-        } else {
-            self.unwrap(&stored)?
-        };
-        self.remember(owner, &dek);
-        Ok(dek)
+        unit.keys
+            .insert(owner.clone(), (fresh.dek.clone(), wrapped));
+        Ok(fresh.dek)
+    }
+
+    /// After a successful commit: the unit's keys are stored, cache them.
+    pub fn committed(&self, unit: NewKeys) {
+        for (owner, (dek, _)) in unit.keys {
+            self.remember(&owner, &dek);
+        }
     }
 }
 
-impl Keys {
-    /// Makes sure every owner has a data key, creating the missing ones in one
-    /// batch (bulk loads would otherwise pay one durable commit per patient).
-    pub async fn ensure_many(&self, owners: &[KeyOwner]) -> Result<(), AppError> {
-        let mut missing = Vec::new();
-        for owner in owners {
-            if self.cached(owner).is_some() {
-                continue;
-            }
-            match self.store.get_key(owner).await? {
-                Some(k) => {
-                    let dek = self.unwrap(&k)?;
-                    self.remember(owner, &dek);
-                }
-                None => missing.push(owner.clone()),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        self.reload_if_changed()?;
-        let ring = self.ring();
-        let mut fresh = Vec::with_capacity(missing.len());
-        let mut candidates = Vec::with_capacity(missing.len());
-        for owner in &missing {
-            let n = ring.new_dek(owner).map_err(key_err)?;
-            candidates.push(WrappedKey {
-                owner: owner.clone(),
-                kek_id: n.kek_id,
-                wrapped: n.wrapped,
-            });
-            fresh.push(n.dek);
-        }
-        let stored = self.store.put_keys_if_absent(&candidates).await?;
-        for ((cand, dek), got) in candidates.iter().zip(fresh).zip(stored) {
-            let dek = if &got == cand {
-                dek
-            } else {
-                self.unwrap(&got)?
-            };
-            self.remember(&cand.owner, &dek);
-        }
-        Ok(())
+/// Data keys created by one unit of work and not yet stored.
+#[derive(Default)]
+pub struct NewKeys {
+    keys: std::collections::BTreeMap<KeyOwner, (Dek, WrappedKey)>,
+}
+
+impl NewKeys {
+    pub fn wrapped(&self) -> Vec<WrappedKey> {
+        self.keys.values().map(|(_, w)| w.clone()).collect()
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use store::{IndexRow, Precondition, StoreError, StoredVersion, WriteOp};
 
 use crate::error::issue;
+use crate::keys::NewKeys;
 use crate::{AppError, Principal, Versioned, Vigil, Written};
 
 /// A resource about to be written, checked and stamped.
@@ -111,6 +112,7 @@ impl Vigil {
         precondition: Precondition,
         mut body: Value,
         now: Timestamp,
+        unit: &mut NewKeys,
     ) -> Result<Prepared, AppError> {
         let obj = body.as_object_mut().ok_or_else(|| {
             AppError::bad_request(IssueCode::Structure, "the body must be a JSON object")
@@ -124,7 +126,7 @@ impl Vigil {
             m.insert("lastUpdated".into(), Value::String(now.to_fhir_instant()));
         }
         let owner = key_owner(rtype, &id, &body);
-        let dek = self.keys.for_write(&owner).await?;
+        let dek = self.keys.for_write(&owner, unit).await?;
         let plaintext = serde_json::to_vec(&body).map_err(|_| {
             AppError::bad_request(IssueCode::Structure, "the resource cannot be serialised")
         })?;
@@ -175,14 +177,19 @@ impl Vigil {
     pub(crate) async fn commit_prepared(
         &self,
         prepared: Vec<Prepared>,
+        unit: NewKeys,
     ) -> Result<Vec<Prepared>, AppError> {
         let ops = prepared.iter().map(|p| p.op.clone()).collect();
-        self.store.commit(ops).await.map_err(|e| match e {
-            StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
-                "{rtype}/{id} was changed concurrently ({reason}); retry"
-            )),
-            other => AppError::Store(other),
-        })?;
+        self.store
+            .commit_with_keys(unit.wrapped(), ops)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
+                    "{rtype}/{id} was changed concurrently ({reason}); retry"
+                )),
+                other => AppError::Store(other),
+            })?;
+        self.keys.committed(unit);
         for p in &prepared {
             let rtype = p.versioned.rtype;
             if has_memory_params(rtype) {
@@ -202,24 +209,29 @@ impl Vigil {
         self.check_body(rtype, &body)?;
         self.check_references(&body, &BTreeSet::new()).await?;
         let id = new_id();
-        let p = self
-            .prepare(
-                rtype,
-                id,
-                VersionId(1),
-                Precondition::MustNotExist,
-                body,
-                self.now(),
-            )
-            .await?;
-        let mut done = self.commit_prepared(vec![p]).await?;
-        let p = done
-            .pop()
-            .ok_or_else(|| AppError::Keys("empty commit".into()))?;
-        Ok(Written {
-            created: true,
-            current: p.versioned,
+        retry_key_race(|| async {
+            let mut unit = NewKeys::default();
+            let p = self
+                .prepare(
+                    rtype,
+                    id.clone(),
+                    VersionId(1),
+                    Precondition::MustNotExist,
+                    body.clone(),
+                    self.now(),
+                    &mut unit,
+                )
+                .await?;
+            let mut done = self.commit_prepared(vec![p], unit).await?;
+            let p = done
+                .pop()
+                .ok_or_else(|| AppError::Keys("empty commit".into()))?;
+            Ok(Written {
+                created: true,
+                current: p.versioned,
+            })
         })
+        .await
     }
 
     /// `PUT /Type/id`: update, or create with the given id. `if_match` is the
@@ -249,18 +261,30 @@ impl Vigil {
             }
         }
         self.check_references(&body, &BTreeSet::new()).await?;
-        let (version, precondition, created) = self.next_version(rtype, id, if_match).await?;
-        let p = self
-            .prepare(rtype, id.clone(), version, precondition, body, self.now())
-            .await?;
-        let mut done = self.commit_prepared(vec![p]).await?;
-        let p = done
-            .pop()
-            .ok_or_else(|| AppError::Keys("empty commit".into()))?;
-        Ok(Written {
-            created,
-            current: p.versioned,
+        retry_key_race(|| async {
+            let (version, precondition, created) = self.next_version(rtype, id, if_match).await?;
+            let mut unit = NewKeys::default();
+            let p = self
+                .prepare(
+                    rtype,
+                    id.clone(),
+                    version,
+                    precondition,
+                    body.clone(),
+                    self.now(),
+                    &mut unit,
+                )
+                .await?;
+            let mut done = self.commit_prepared(vec![p], unit).await?;
+            let p = done
+                .pop()
+                .ok_or_else(|| AppError::Keys("empty commit".into()))?;
+            Ok(Written {
+                created,
+                current: p.versioned,
+            })
         })
+        .await
     }
 
     /// The version a write to `id` gets, its precondition and whether it creates.
@@ -429,6 +453,22 @@ impl Vigil {
             out.push(self.open_version(sv).await?);
         }
         Ok(out)
+    }
+}
+
+/// Runs a unit of work again when another writer created the same patient's
+/// first data key at the same moment (the retry then uses the stored key).
+pub(crate) async fn retry_key_race<T, F, Fut>(mut f: F) -> Result<T, AppError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AppError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(AppError::Store(StoreError::KeyExists)) if attempt < 3 => attempt += 1,
+            other => return other,
+        }
     }
 }
 

@@ -586,11 +586,30 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn commit(&self, ops: Vec<WriteOp>) -> Result<()> {
-        if ops.is_empty() {
+    async fn commit_with_keys(&self, keys: Vec<WrappedKey>, ops: Vec<WriteOp>) -> Result<()> {
+        if ops.is_empty() && keys.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        let mut keys = keys;
+        // Owner order, as in put_keys_if_absent, so racing batches cannot deadlock.
+        keys.sort_by(|x, y| x.owner.cmp(&y.owner));
+        for key in &keys {
+            let done = sqlx::query(
+                "INSERT INTO data_keys (owner, kek_id, wrapped) VALUES ($1, $2, $3) \
+                 ON CONFLICT (owner) DO NOTHING",
+            )
+            .bind(key.owner.storage_key())
+            .bind(&key.kek_id)
+            .bind(&key.wrapped)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() != 1 {
+                // Dropping `tx` rolls everything back.
+                return Err(StoreError::KeyExists);
+            }
+        }
         for op in &ops {
             // Dropping `tx` on error rolls everything back.
             apply(&mut tx, op).await?;

@@ -23,6 +23,10 @@ pub enum StoreError {
     /// Stored bytes that do not have the shape this code wrote.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A new data key was to be inserted but the owner already has one
+    /// (two writers created a first key for the same patient at once).
+    #[error("a data key already exists for this owner")]
+    KeyExists,
     /// A backup file that cannot be read.
     #[error("backup: {0}")]
     Backup(String),
@@ -204,7 +208,14 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- resources ----
     /// Applies every op or none. Checks every precondition inside the transaction.
-    async fn commit(&self, ops: Vec<WriteOp>) -> Result<()>;
+    async fn commit(&self, ops: Vec<WriteOp>) -> Result<()> {
+        self.commit_with_keys(Vec::new(), ops).await
+    }
+    /// Inserts new data keys and applies every op, all in one transaction, or
+    /// nothing. A key whose owner already has one fails the whole commit with
+    /// [`StoreError::KeyExists`] (so data is never sealed under a key that is
+    /// not stored).
+    async fn commit_with_keys(&self, keys: Vec<WrappedKey>, ops: Vec<WriteOp>) -> Result<()>;
     /// The current version (possibly a delete marker), if the id was ever written.
     async fn current(&self, rtype: ResourceType, id: &ResourceId) -> Result<Option<StoredVersion>>;
     async fn version(

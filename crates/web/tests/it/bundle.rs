@@ -98,7 +98,7 @@ async fn batch_entries_succeed_or_fail_on_their_own() {
         "resourceType": "Bundle", "type": "batch",
         "entry": [
             {"resource": patient("Good"), "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Patient", "gender": "sometimes"}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient", "birthDate": "sometime"}, "request": {"method": "POST", "url": "Patient"}},
             {"request": {"method": "GET", "url": "Patient/missing"}}
         ]
     });

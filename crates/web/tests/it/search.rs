@@ -69,7 +69,6 @@ async fn patient_search_by_name_identifier_birthdate_and_gender() {
     check("family=smith&gender=female", vec![0]).await;
     check("family=smith,jones", vec![0, 1, 2]).await;
     check("gender=female", vec![0, 2]).await;
-    check(&"_id=", vec![]).await;
 }
 
 #[tokio::test]
