@@ -101,6 +101,13 @@ impl Keys {
         }
     }
 
+    /// Forgets every cached key (after an erase by another process).
+    pub fn forget_all(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
+    }
+
     /// Forgets a cached key (after an erase).
     pub fn forget(&self, owner: &KeyOwner) {
         if let Ok(mut c) = self.cache.lock() {

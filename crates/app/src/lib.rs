@@ -249,8 +249,19 @@ impl Vigil {
         let owner = model::KeyOwner::Patient(model::PatientId(id.clone()));
         let report = self.store.erase_patient(&owner).await?;
         self.keys.forget(&owner);
-        // Drop the erased resources (the Patient, their RelatedPersons) from the
-        // in-memory name index: whatever no longer exists goes.
+        self.prune_memory_index().await?;
+        // Tell other Vigil processes (a running server, other nodes) to drop
+        // what they derived from the erased data.
+        let generation = crate::records::new_id();
+        self.store.put_setting(ERASE_GENERATION, generation.as_str().as_bytes()).await?;
+        tracing::info!(patient = %id, versions = report.versions_deleted, "patient erased");
+        Ok(report)
+    }
+}
+
+impl Vigil {
+    /// Drops in-memory index entries of resources that no longer exist.
+    async fn prune_memory_index(&self) -> Result<(), AppError> {
         for rtype in ResourceType::ALL {
             let known = self.mem.ids(rtype);
             for chunk in known.chunks(500) {
@@ -261,10 +272,24 @@ impl Vigil {
                 }
             }
         }
-        tracing::info!(patient = %id, versions = report.versions_deleted, "patient erased");
-        Ok(report)
+        Ok(())
+    }
+
+    /// Called periodically by a running server: if another process erased a
+    /// patient since `seen`, forget cached data keys and prune the name index.
+    /// Returns the generation now seen.
+    pub async fn sync_erasures(&self, seen: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, AppError> {
+        let now = self.store.get_setting(ERASE_GENERATION).await?;
+        if now != seen {
+            self.keys.forget_all();
+            self.prune_memory_index().await?;
+            tracing::info!("erasure by another process: key cache cleared, name index pruned");
+        }
+        Ok(now)
     }
 }
+
+const ERASE_GENERATION: &str = "erase_generation";
 
 /// The terms of memory-indexed parameters (names) of a resource.
 fn memory_terms(rtype: ResourceType, resource: &Value) -> Vec<(&'static str, String)> {

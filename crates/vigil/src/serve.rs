@@ -70,6 +70,21 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             None => eprintln!("Demo clinic already present."),
         }
     }
+    // Erasures done by `vigil patient erase` in another process: drop cached
+    // keys and name-index entries derived from the erased data within seconds.
+    let watcher = {
+        let vigil = Arc::clone(&vigil);
+        tokio::spawn(async move {
+            let mut seen = vigil.sync_erasures(None).await.ok().flatten();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                match vigil.sync_erasures(seen.clone()).await {
+                    Ok(now) => seen = now,
+                    Err(e) => tracing::warn!(error = %e, "could not check for erasures"),
+                }
+            }
+        })
+    };
     let listener = tokio::net::TcpListener::bind(&s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;
@@ -96,10 +111,12 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
         ),
     }
     tracing::info!(%addr, backend = vigil.store().backend(), "ready");
-    axum::serve(listener, router)
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await
-        .context("serving")?;
+        .context("serving");
+    watcher.abort();
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -18,6 +18,7 @@ pub fn run(root: &Path) -> Result<()> {
     let ext = root.join("tests-external");
     deps::node_modules(&ext)?;
     deps::python_venv(&ext)?;
+    deps::chromium()?;
     let bin = server_binary(root)?;
     tests(&ext, &bin)
 }
@@ -56,10 +57,13 @@ enum Program {
 /// Runs every external script against the server it needs; fails when any failed.
 pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
     let mut outcomes: Vec<(String, Option<String>)> = Vec::new();
-    let rounds: [(&str, bool, Vec<Script>); 2] = [
+    let rounds: [(&str, Options, Vec<Script>); 3] = [
         (
             "examples-server",
-            false,
+            Options {
+                referential_integrity: false,
+                demo: false,
+            },
             vec![
                 Script {
                     name: "official R4 examples round trip",
@@ -75,7 +79,10 @@ pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
         ),
         (
             "clients-server",
-            true,
+            Options {
+                referential_integrity: true,
+                demo: false,
+            },
             vec![
                 Script {
                     name: "fhir-kit-client (Node)",
@@ -89,11 +96,20 @@ pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
                 },
             ],
         ),
+        (
+            "browser-server",
+            Options {
+                referential_integrity: true,
+                demo: true,
+            },
+            vec![Script {
+                name: "record browser page (Chromium, playwright-core)",
+                program: Program::Node,
+                file: "browser.js",
+            }],
+        ),
     ];
-    for (server_name, integrity, scripts) in rounds {
-        let opts = Options {
-            referential_integrity: integrity,
-        };
+    for (server_name, opts, scripts) in rounds {
         let mut server = match Server::start(bin, server_name, &opts) {
             Ok(s) => s,
             Err(e) => {

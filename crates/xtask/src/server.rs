@@ -15,6 +15,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub struct Options {
     pub referential_integrity: bool,
+    /// Seeds the demo clinic (`vigil serve --demo`) for tests that browse it.
+    pub demo: bool,
 }
 
 pub struct Server {
@@ -54,6 +56,9 @@ impl Server {
         }
         if !opts.referential_integrity {
             cmd.env("VIGIL_REFERENTIAL_INTEGRITY", "false");
+        }
+        if opts.demo {
+            cmd.arg("--demo");
         }
         println!(
             "starting {name}: {} (data {}, referential integrity {})",

@@ -117,6 +117,18 @@ async fn erasing_a_patient_shreds_them_and_keeps_others() {
     assert!(b.get("entry").is_none(), "{b}");
     // The other patient is intact.
     all_readable(&s, &pats[1..]).await;
+    // The running server drops what it derived from the erased patient (cached
+    // key, in-memory name terms) within seconds; its log says so.
+    let started = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&s.stderr).unwrap_or_default();
+        if log.contains("erasure by another process") {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "server did not notice the erasure");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eprintln!("server noticed the erasure after {:?}", started.elapsed());
     s.stop();
     // Erasing an unknown patient is not an error but reports no key destroyed.
     let (ok, out, _) = run(&["patient", "erase", "nobody", "--data-dir", d], &[]);
