@@ -236,14 +236,17 @@ pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Val
     } else {
         pick_str(rng, GIVEN_M)
     };
-    let middle = if female {
-        pick_str(rng, GIVEN_F)
-    } else {
-        pick_str(rng, GIVEN_M)
-    };
+    let pool = if female { GIVEN_F } else { GIVEN_M };
+    let others: Vec<&'static str> = pool.iter().copied().filter(|g| *g != given).collect();
+    let middle = pick_str(rng, &others);
     let family = pick_str(rng, FAMILY);
     let birth = now - rng.gen_range(1..95i64) * 365 * DAY_US - rng.gen_range(0..365i64) * DAY_US;
-    let gp = pick(rng, STAFF).map(|s| s.0).unwrap_or("pr-adams");
+    let doctors: Vec<&'static str> = STAFF
+        .iter()
+        .filter(|s| s.3 == "doctor")
+        .map(|s| s.0)
+        .collect();
+    let gp = pick_str(rng, &doctors);
     let nurse = STAFF
         .iter()
         .filter(|s| s.3 == "nurse")
