@@ -25,9 +25,10 @@ function loadExamples(dir) {
     const re = new RegExp(`^${type}-(.+)\\.json$`);
     for (const file of names) {
       if (!re.test(file)) continue;
-      const resource = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8'));
+      const text = fs.readFileSync(path.join(dir, file), 'utf8');
+      const resource = JSON.parse(text);
       if (resource.resourceType !== type || typeof resource.id !== 'string') continue;
-      out.push({ file, type, id: resource.id, resource });
+      out.push({ file, type, id: resource.id, resource, text });
     }
   }
   return out;
@@ -43,6 +44,16 @@ function references(value, acc = []) {
     }
   }
   return acc;
+}
+
+// The number literals of a JSON text as written (outside strings), sorted: JSON.parse would
+// hide a lost decimal precision (72.50 -> 72.5), which FHIR says is significant.
+function numberLiterals(text) {
+  const out = [];
+  const re = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+  let m;
+  while ((m = re.exec(text)) !== null) if (m[0][0] !== '"') out.push(m[0]);
+  return out.sort();
 }
 
 function withoutMeta(resource) {
@@ -108,7 +119,7 @@ async function main() {
   console.log(`examples: ${examples.length} files of ${SERVED_TYPES.length} served types from ${dir}`);
   console.log(`validator: ${validator ? validator.name : 'none (could not load @medplum/core)'}`);
 
-  const counts = { total: examples.length, stored: 0, equal: 0, refused: 0, server_errors: 0, dangling: 0 };
+  const counts = { total: examples.length, stored: 0, equal: 0, refused: 0, server_errors: 0, dangling: 0, precision: 0 };
   const perType = {};
   const refusals = {};
   let validatorSkipped = 0;
@@ -179,6 +190,12 @@ async function main() {
     }
     counts.equal += 1;
     t.equal += 1;
+    const sent = numberLiterals(ex.text).join(' ');
+    const got = numberLiterals(get.text).join(' ');
+    if (sent !== got) {
+      counts.precision += 1;
+      console.log(`WARN ${ex.file}: equal as JSON values, but number literals changed: sent [${short(sent, 100)}], got [${short(got, 100)}]`);
+    }
   }
 
   if (process.env.VIGIL_WRITE_REFUSALS === '1') {
@@ -195,6 +212,7 @@ async function main() {
   console.log(`\ntotal ${counts.total}, stored ${counts.stored}, stored-and-equal ${counts.equal} (${(ratio * 100).toFixed(1)}%), `
     + `refused ${counts.refused}, 5xx ${counts.server_errors}`);
   console.log(`examples with dangling references to served types: ${counts.dangling} of ${counts.total}`);
+  console.log(`examples whose decimal literals came back rewritten (precision, exponent): ${counts.precision} of ${counts.equal}`);
   if (validator) console.log(`validator skipped ${validatorSkipped} examples that it already flags as sent`);
 
   r.check(counts.total >= 200, `found the official examples (${counts.total})`);
