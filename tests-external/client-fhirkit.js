@@ -76,6 +76,51 @@ async function main() {
   const subjIds = (obsBySubject.entry || []).map((e) => e.resource && e.resource.id);
   r.check(subjIds.length === 1 && subjIds[0] === obs.id, 'search Observation?subject=Patient/id finds it', JSON.stringify(subjIds));
 
+  const hist = await client.history({ resourceType: 'Patient', id });
+  const versions = (hist.entry || []).map((e) => e.resource && e.resource.meta && e.resource.meta.versionId);
+  r.check(hist.type === 'history' && versions.length === 2 && versions.includes(v1) && versions.includes(v2),
+    'history of the Patient is a history Bundle with both versions', JSON.stringify(versions));
+
+  const tx = await client.transaction({
+    body: {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:3f4c1c52-8a7e-4f67-9d7b-2c1f0b6a9e01',
+          resource: { resourceType: 'Patient', name: [{ family: `${family}Tx` }] },
+          request: { method: 'POST', url: 'Patient' },
+        },
+        {
+          resource: {
+            resourceType: 'Condition',
+            subject: { reference: 'urn:uuid:3f4c1c52-8a7e-4f67-9d7b-2c1f0b6a9e01' },
+            code: { text: 'Hypertension' },
+          },
+          request: { method: 'POST', url: 'Condition' },
+        },
+      ],
+    },
+  });
+  const txStatuses = (tx.entry || []).map((e) => e.response && e.response.status);
+  r.check(tx.type === 'transaction-response' && txStatuses.length === 2 && txStatuses.every((st) => String(st).startsWith('201')),
+    'transaction with a urn:uuid reference creates both entries', JSON.stringify(txStatuses));
+  const txPatient = (tx.entry || [])[0] && tx.entry[0].resource;
+  const txCondition = (tx.entry || [])[1] && tx.entry[1].resource;
+  r.check(txPatient && txCondition && txCondition.subject && txCondition.subject.reference === `Patient/${txPatient.id}`,
+    'transaction rewrites the urn:uuid reference to the new Patient', short(txCondition));
+
+  await client.delete({ resourceType: 'Observation', id: obs.id });
+  try {
+    await client.read({ resourceType: 'Observation', id: obs.id });
+    r.fail('read after delete fails');
+  } catch (e) {
+    const status = e.response && e.response.status;
+    r.check(status === 410 || status === 404, 'read after delete is 410 Gone (or 404)', String(status));
+  }
+  const afterDelete = await client.search({ resourceType: 'Observation', searchParams: { patient: id } });
+  r.check((afterDelete.entry || []).length === 0, 'a deleted Observation is no longer found by search', short(afterDelete));
+
   try {
     await client.read({ resourceType: 'Patient', id: `missing-${tag}` });
     r.fail('read of a missing Patient fails');
