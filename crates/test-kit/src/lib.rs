@@ -91,6 +91,7 @@ macro_rules! store_story_tests {
             dump_load_round_trip_same_backend,
             load_refuses_non_empty_store,
             load_is_all_or_nothing,
+            keys_commit_with_their_data,
         ]);
         // Scenarios that spawn tasks and so take `&Arc<dyn Store>`.
         $crate::store_story_tests!(@each $fixture, arc; [

@@ -1567,3 +1567,54 @@ pub async fn keys_put_many_if_absent(store: &Arc<dyn Store>) {
     assert_eq!(r1, r2, "both batches see the same stored keys");
     assert_eq!(store.stats().await.unwrap().keys, 23);
 }
+
+/// New data keys and the data they seal commit together or not at all: a key
+/// whose owner already has one fails the whole commit, and a failing op leaves
+/// no key behind.
+pub async fn keys_commit_with_their_data(store: &dyn Store) {
+    let p = patient("kc");
+    let key = |bytes: &[u8]| WrappedKey {
+        owner: p.clone(),
+        kek_id: "kek-a".into(),
+        wrapped: bytes.to_vec(),
+    };
+    // A conflicting op at the end: neither the key nor the data is written.
+    store
+        .commit(vec![create(Observation, "existing", &p, b"x1", Vec::new())])
+        .await
+        .unwrap();
+    let baseline = dump_all(store).await;
+    let err = store
+        .commit_with_keys(
+            vec![key(b"k1")],
+            vec![
+                create(Patient, "kc", &p, b"p1", vec![row("name", "kc")]),
+                create(Observation, "existing", &p, b"x2", Vec::new()),
+            ],
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    assert_eq!(dump_all(store).await, baseline);
+    assert_eq!(store.get_key(&p).await.unwrap(), None);
+    // Key and data together.
+    store
+        .commit_with_keys(
+            vec![key(b"k1")],
+            vec![create(Patient, "kc", &p, b"p1", vec![row("name", "kc")])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_key(&p).await.unwrap(), Some(key(b"k1")));
+    assert!(store.current(Patient, &rid("kc")).await.unwrap().is_some());
+    // A second first key for the same owner fails everything.
+    let baseline = dump_all(store).await;
+    let err = store
+        .commit_with_keys(
+            vec![key(b"k2")],
+            vec![create(Observation, "o2", &p, b"o2", Vec::new())],
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::KeyExists)), "{err:?}");
+    assert_eq!(dump_all(store).await, baseline);
+    assert_eq!(store.get_key(&p).await.unwrap(), Some(key(b"k1")));
+}
