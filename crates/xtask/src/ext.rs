@@ -132,7 +132,9 @@ pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
                 "\n--- {} ({}) against {}",
                 script.name, script.file, server.url
             );
+            let started = std::time::Instant::now();
             let outcome = run_script(ext, script, &server);
+            let took = cmd::secs(started.elapsed());
             if let Err(e) = &outcome {
                 println!("FAIL {}: {e:#}", script.name);
                 round_failed = true;
@@ -142,7 +144,7 @@ pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
                 round_failed = true;
             }
             outcomes.push((
-                script.name.to_owned(),
+                format!("{} ({took})", script.name),
                 outcome.err().map(|e| format!("{e:#}")),
             ));
         }
