@@ -38,6 +38,8 @@ pub enum IssueCode {
     Required,
     Value,
     Invariant,
+    /// A code outside the value set its element is bound to (required binding).
+    CodeInvalid,
     NotSupported,
     NotFound,
     Conflict,
@@ -66,6 +68,7 @@ impl IssueCode {
             IssueCode::Required => "required",
             IssueCode::Value => "value",
             IssueCode::Invariant => "invariant",
+            IssueCode::CodeInvalid => "code-invalid",
             IssueCode::NotSupported => "not-supported",
             IssueCode::NotFound => "not-found",
             IssueCode::Conflict => "conflict",

@@ -29,6 +29,9 @@ pub(crate) struct ElemDef {
     pub targets: Vec<String>,
     /// The element's path relative to its type (`contact.name`), `[x]` removed.
     pub path: String,
+    /// For a `code` element with a required binding, the index of its value set in
+    /// [`Schema::value_sets`].
+    pub value_set: Option<usize>,
 }
 
 impl ElemDef {
@@ -65,9 +68,29 @@ pub(crate) struct TypeDef {
     pub nodes: HashMap<String, Vec<ElemDef>>,
 }
 
+/// A value set that a required binding names.
+#[derive(Debug)]
+pub(crate) struct ValueSetDef {
+    /// The canonical URL, without a version.
+    pub url: String,
+    /// The allowed codes, sorted; `None` when the generator could not resolve them all
+    /// (the element is then not checked).
+    pub codes: Option<Vec<String>>,
+}
+
+impl ValueSetDef {
+    /// Whether `code` is allowed; `true` for a value set that is not checked.
+    pub fn allows(&self, code: &str) -> bool {
+        self.codes
+            .as_ref()
+            .is_none_or(|c| c.binary_search_by(|x| x.as_str().cmp(code)).is_ok())
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Schema {
     pub types: HashMap<String, TypeDef>,
+    pub value_sets: Vec<ValueSetDef>,
 }
 
 impl Schema {
@@ -82,6 +105,11 @@ impl Schema {
     pub fn is_primitive(&self, name: &str) -> bool {
         self.get(name).is_some_and(|t| t.kind == Kind::Primitive)
     }
+
+    /// The value set bound (required) to an element, if any.
+    pub fn value_set(&self, elem: &ElemDef) -> Option<&ValueSetDef> {
+        elem.value_set.and_then(|i| self.value_sets.get(i))
+    }
 }
 
 /// The parsed schema. An unparseable embedded schema yields an empty schema, which makes
@@ -91,8 +119,12 @@ pub(crate) static SCHEMA: LazyLock<Schema> =
 
 fn parse(text: &str) -> Option<Schema> {
     let root: Value = serde_json::from_str(text).ok()?;
+    let value_sets = parse_value_sets(root.get("$vs")?)?;
     let mut types = HashMap::new();
     for (name, def) in root.as_object()? {
+        if name.starts_with('$') {
+            continue;
+        }
         let kind = match def.get("k")?.as_str()? {
             "r" => Kind::Resource,
             "c" => Kind::Complex,
@@ -111,6 +143,15 @@ fn parse(text: &str) -> Option<Schema> {
             };
             let types_s = row.get(3)?.as_str()?;
             let targets_s = row.get(4)?.as_str()?;
+            let value_set = match row.get(5) {
+                None => None,
+                Some(i) => {
+                    let i = usize::try_from(i.as_u64()?).ok()?;
+                    // A dangling index would silently skip the check: refuse the schema.
+                    value_sets.get(i)?;
+                    Some(i)
+                }
+            };
             let (parent, last) = match path.rsplit_once('.') {
                 Some((p, l)) => (p.replace("[x]", ""), l),
                 None => (String::new(), path),
@@ -149,11 +190,36 @@ fn parse(text: &str) -> Option<Schema> {
                 content_ref,
                 targets,
                 path: full,
+                value_set,
             });
         }
         types.insert(name.clone(), TypeDef { kind, nodes });
     }
-    Some(Schema { types })
+    Some(Schema { types, value_sets })
+}
+
+/// The `"$vs"` table: `[url, [codes…] | null]` entries.
+fn parse_value_sets(table: &Value) -> Option<Vec<ValueSetDef>> {
+    table
+        .as_array()?
+        .iter()
+        .map(|entry| {
+            let url = entry.get(0)?.as_str()?.to_owned();
+            let codes = match entry.get(1)? {
+                Value::Null => None,
+                list => {
+                    let mut codes = list
+                        .as_array()?
+                        .iter()
+                        .map(|c| c.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<String>>>()?;
+                    codes.sort_unstable();
+                    Some(codes)
+                }
+            };
+            Some(ValueSetDef { url, codes })
+        })
+        .collect()
 }
 
 /// Every resource type name in the schema.
@@ -195,5 +261,21 @@ mod tests {
         let comp = &obs.nodes[rr.path.as_str()];
         let crr = comp.iter().find(|e| e.name == "referenceRange").unwrap();
         assert_eq!(crr.content_ref.as_deref(), Some("referenceRange"));
+        let vs = SCHEMA.value_set(status).unwrap();
+        assert_eq!(vs.url, "http://hl7.org/fhir/ValueSet/observation-status");
+        assert!(vs.allows("final") && !vs.allows("Final") && !vs.allows(""));
+    }
+
+    #[test]
+    fn unresolved_value_sets_allow_anything() {
+        let mime = SCHEMA
+            .value_sets
+            .iter()
+            .find(|v| v.url == "http://hl7.org/fhir/ValueSet/mimetypes")
+            .unwrap();
+        assert!(mime.codes.is_none());
+        assert!(mime.allows("text/plain"));
+        let resolved = SCHEMA.value_sets.iter().filter(|v| v.codes.is_some());
+        assert!(resolved.count() > 200);
     }
 }

@@ -33,9 +33,10 @@ impl Default for Limits {
 const MAX_ISSUES: usize = 100;
 
 /// Validates any R4 resource (every resource type in the schema) against the R4 base
-/// definitions: known elements only, cardinalities, primitive forms, reference syntax
-/// and target types, contained-resource rules (dom-2, dom-3 for `#` references, dom-4)
-/// and extension shape (ext-1).
+/// definitions: known elements only, cardinalities, primitive forms, codes of required
+/// bindings (where the value set is resolvable offline), reference syntax and target
+/// types, contained-resource rules (dom-2, dom-3 for `#` references, dom-4) and extension
+/// shape (ext-1).
 pub fn validate(resource: &Value, limits: &Limits) -> Result<(), Vec<Issue>> {
     let mut v = Validator {
         limits,
@@ -360,6 +361,8 @@ impl Validator<'_> {
                             Fault::TooLong => IssueCode::TooLong,
                         };
                         self.push(code, msg, path);
+                    } else {
+                        self.binding(elem, v, path);
                     }
                 }
                 Some(sub) => {
@@ -374,6 +377,21 @@ impl Validator<'_> {
                     path,
                 ),
             },
+        }
+    }
+
+    /// A `code` value against the value set of its required binding. The diagnostics name
+    /// the path and the value set, never the value (it may be PHI).
+    fn binding(&mut self, elem: &ElemDef, v: &Value, path: &str) {
+        let (Some(vs), Some(code)) = (SCHEMA.value_set(elem), v.as_str()) else {
+            return;
+        };
+        if !vs.allows(code) {
+            self.push(
+                IssueCode::CodeInvalid,
+                format!("{path}: code not in the required value set {}", vs.url),
+                path,
+            );
         }
     }
 
@@ -523,6 +541,10 @@ mod tests {
         let err = validate(&p, &Limits::default()).unwrap_err();
         let text = format!("{err:?}");
         assert!(!text.contains("secret-value"));
+        let g = json!({"resourceType": "Patient", "gender": "secret-gender"});
+        let text = format!("{:?}", validate(&g, &Limits::default()).unwrap_err());
+        assert!(!text.contains("secret-gender"));
+        assert!(text.contains("administrative-gender"));
         assert_eq!(
             issues(p),
             vec![

@@ -8,6 +8,7 @@
     reason = "test helpers outside #[test] functions may fail loudly"
 )]
 
+mod bindings;
 mod examples;
 mod invalid;
 mod props;
