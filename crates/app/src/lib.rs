@@ -253,7 +253,9 @@ impl Vigil {
         // Tell other Vigil processes (a running server, other nodes) to drop
         // what they derived from the erased data.
         let generation = crate::records::new_id();
-        self.store.put_setting(ERASE_GENERATION, generation.as_str().as_bytes()).await?;
+        self.store
+            .put_setting(ERASE_GENERATION, generation.as_str().as_bytes())
+            .await?;
         tracing::info!(patient = %id, versions = report.versions_deleted, "patient erased");
         Ok(report)
     }

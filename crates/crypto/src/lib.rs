@@ -62,10 +62,10 @@ impl std::fmt::Debug for Secret32 {
     }
 }
 
-/// A data-encryption key in clear, held only in memory.
+/// A data-encryption key in clear, held only in memory. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Dek {
-    cipher: Aes256Gcm,
+    cipher: std::sync::Arc<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for Dek {
@@ -77,7 +77,7 @@ impl std::fmt::Debug for Dek {
 impl Dek {
     fn from_secret(s: &Secret32) -> Dek {
         Dek {
-            cipher: Aes256Gcm::new(s.expose().into()),
+            cipher: std::sync::Arc::new(Aes256Gcm::new(s.expose().into())),
         }
     }
 

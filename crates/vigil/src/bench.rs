@@ -27,6 +27,8 @@ pub struct BenchOptions {
     pub connections: usize,
     pub duration: Duration,
     pub pg_admin_url: String,
+    /// SQLite reader connections (the server's default when `None`).
+    pub sqlite_readers: Option<u32>,
 }
 
 /// One measured workload.
@@ -49,7 +51,7 @@ enum Cleanup {
     Database { admin: String, name: String },
 }
 
-async fn fresh_store(backend: Backend, admin: &str) -> anyhow::Result<Fresh> {
+async fn fresh_store(backend: Backend, admin: &str, readers: Option<u32>) -> anyhow::Result<Fresh> {
     let suffix: String = (0..6)
         .map(|_| format!("{:x}", rand::random::<u8>() % 16))
         .collect();
@@ -57,11 +59,11 @@ async fn fresh_store(backend: Backend, admin: &str) -> anyhow::Result<Fresh> {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("vigil-bench-{suffix}"));
             std::fs::create_dir_all(&dir)?;
-            let s = store_sqlite::SqliteStore::open(
-                &dir.join("vigil.db"),
-                store_sqlite::SqliteOptions::default(),
-            )
-            .await?;
+            let mut opts = store_sqlite::SqliteOptions::default();
+            if let Some(n) = readers {
+                opts.max_readers = n;
+            }
+            let s = store_sqlite::SqliteStore::open(&dir.join("vigil.db"), opts).await?;
             Ok(Fresh {
                 store: Arc::new(s),
                 cleanup: Cleanup::Dir(dir),
@@ -132,7 +134,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     );
     for &backend in &opts.backends {
         for &size in &opts.sizes {
-            let fresh = fresh_store(backend, &opts.pg_admin_url).await?;
+            let fresh = fresh_store(backend, &opts.pg_admin_url, opts.sqlite_readers).await?;
             let result = run_one(backend, size, &opts, Arc::clone(&fresh.store)).await;
             drop(fresh.store);
             cleanup(fresh.cleanup).await;

@@ -127,6 +127,9 @@ pub enum BenchCommand {
             default_value = "postgres://postgres@127.0.0.1:5432/postgres"
         )]
         pg_url: String,
+        /// SQLite reader connections (default: the server's default).
+        #[arg(long)]
+        sqlite_readers: Option<u32>,
     },
 }
 
@@ -228,6 +231,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     connections,
                     seconds,
                     pg_url,
+                    sqlite_readers,
                 },
         } => {
             let backends = backend
@@ -244,6 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 connections,
                 duration: Duration::from_secs(seconds),
                 pg_admin_url: pg_url,
+                sqlite_readers,
             })
             .await
         }

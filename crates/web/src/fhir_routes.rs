@@ -412,7 +412,7 @@ async fn read(
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     check_format(&headers, &pairs(q))?;
-    let v = state.vigil.read(&who, rtype, &id).await?;
+    let (v, bytes) = state.vigil.read_raw(&who, rtype, &id).await?;
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
@@ -425,7 +425,9 @@ async fn read(
             ));
         }
     }
-    let resp = fhir_json(StatusCode::OK, v.resource.as_ref().unwrap_or(&Value::Null));
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     Ok(with_version_headers(resp, &v, None))
 }
 

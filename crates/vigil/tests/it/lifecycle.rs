@@ -125,7 +125,10 @@ async fn erasing_a_patient_shreds_them_and_keeps_others() {
         if log.contains("erasure by another process") {
             break;
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "server did not notice the erasure");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "server did not notice the erasure"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     eprintln!("server noticed the erasure after {:?}", started.elapsed());
