@@ -39,31 +39,37 @@ pub fn run(root: &Path) -> Result<()> {
             "--workspace",
             "--all-targets",
             "--locked",
+            "--keep-going",
             "--",
             "-D",
             "warnings",
         ]))
     });
-    let test_args: &[&str] = if nextest {
-        &[
-            "nextest",
-            "run",
-            "--workspace",
-            "--locked",
-            "--no-fail-fast",
-        ]
+    // `--no-fail-fast` only applies to running; nextest refuses it with `--no-run`.
+    let (build_args, run_args): (&[&str], &[&str]) = if nextest {
+        (
+            &["nextest", "run", "--workspace", "--locked", "--no-run"],
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+            ],
+        )
     } else {
         println!("cargo-nextest is not installed: using cargo test");
-        &["test", "--workspace", "--locked", "--no-fail-fast"]
+        (
+            &["test", "--workspace", "--locked", "--no-run"],
+            &["test", "--workspace", "--locked", "--no-fail-fast"],
+        )
     };
-    let built = steps.step("build tests", || {
-        cmd::run(cargo_cmd(test_args).arg("--no-run"))
-    });
+    let built = steps.step("build tests", || cmd::run(&mut cargo_cmd(build_args)));
     steps.step("run tests", || {
         if !built {
             bail!("skipped: the tests did not build");
         }
-        cmd::run(&mut cargo_cmd(test_args))
+        cmd::run(&mut cargo_cmd(run_args))
     });
     steps.step("doc tests", || {
         cmd::run(&mut cargo_cmd(&[
