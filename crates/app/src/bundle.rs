@@ -421,14 +421,14 @@ impl Vigil {
         for e in &entries {
             match &e.action {
                 Action::Read { url } => {
-                    let v = self
-                        .get_url(who, url, base)
-                        .await
-                        .map_err(|err| at(e.index, err))?;
-                    responses.insert(
-                        e.index,
-                        json!({"resource": v, "response": {"status": "200 OK"}}),
-                    );
+                    // Reads run after the writes committed (FHIR's order), so a
+                    // failed read is reported in its entry, not by undoing the
+                    // transaction's writes.
+                    let entry = match self.get_url(who, url, base).await {
+                        Ok(v) => json!({"resource": v, "response": {"status": "200 OK"}}),
+                        Err(err) => outcome_entry(&at(e.index, err)),
+                    };
+                    responses.insert(e.index, entry);
                 }
                 Action::Delete { .. } => {
                     responses
