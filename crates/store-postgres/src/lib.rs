@@ -694,23 +694,16 @@ impl Store for PgStore {
         }
         // The statement's size depends only on how many clauses there are;
         // ids and tokens travel as one array parameter each.
-        let mut sql = String::from(
-            "SELECT c.id FROM resource_current c WHERE c.rtype = $1 AND NOT c.deleted",
-        );
         let mut n = 1;
         let mut next = || {
             n += 1;
             n
         };
-        if query.ids.is_some() {
-            sql.push_str(&format!(" AND c.id = ANY(${}::text[])", next()));
-        }
-        if query.last_updated_from.is_some() {
-            sql.push_str(&format!(" AND c.last_updated >= ${}", next()));
-        }
-        if query.last_updated_to.is_some() {
-            sql.push_str(&format!(" AND c.last_updated <= ${}", next()));
-        }
+        // With index clauses, the matching ids are computed first (MATERIALIZED
+        // forces that order): otherwise the planner may walk the whole type in
+        // id order to satisfy ORDER BY … LIMIT and test each row, which is
+        // slow on large types and with generic plans of prepared statements.
+        let mut sql = String::new();
         if !query.clauses.is_empty() {
             let parts: Vec<String> = query
                 .clauses
@@ -723,11 +716,31 @@ impl Store for PgStore {
                     )
                 })
                 .collect();
-            sql.push_str(&format!(" AND c.id IN ({})", parts.join(" INTERSECT ")));
+            sql.push_str(&format!(
+                "WITH m AS MATERIALIZED ({}) SELECT c.id FROM m JOIN resource_current c \
+                 ON c.rtype = $1 AND c.id = m.id WHERE NOT c.deleted",
+                parts.join(" INTERSECT ")
+            ));
+        } else {
+            sql.push_str(
+                "SELECT c.id FROM resource_current c WHERE c.rtype = $1 AND NOT c.deleted",
+            );
+        }
+        if query.ids.is_some() {
+            sql.push_str(&format!(" AND c.id = ANY(${}::text[])", next()));
+        }
+        if query.last_updated_from.is_some() {
+            sql.push_str(&format!(" AND c.last_updated >= ${}", next()));
+        }
+        if query.last_updated_to.is_some() {
+            sql.push_str(&format!(" AND c.last_updated <= ${}", next()));
         }
         sql.push_str(&format!(" ORDER BY c.id LIMIT ${}", next()));
 
         let mut q = sqlx::query(&sql).bind(rtype.as_str());
+        for clause in &query.clauses {
+            q = q.bind(clause.param.as_str()).bind(clause.tokens.as_slice());
+        }
         if let Some(ids) = &query.ids {
             q = q.bind(id_strings(ids));
         }
@@ -736,9 +749,6 @@ impl Store for PgStore {
         }
         if let Some(to) = query.last_updated_to {
             q = q.bind(to.0);
-        }
-        for clause in &query.clauses {
-            q = q.bind(clause.param.as_str()).bind(clause.tokens.as_slice());
         }
         let rows = q
             .bind(limit_i64(query.limit))
