@@ -441,6 +441,7 @@ impl Vigil {
             progress(n as u64 + 1, patients as u64);
         }
         self.store.put_setting("demo_seeded", b"1").await?;
+        self.store.refresh_statistics().await?;
         Ok(Some(DemoSummary {
             resources: total,
             patients,

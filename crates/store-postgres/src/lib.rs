@@ -856,6 +856,14 @@ impl Store for PgStore {
         })
     }
 
+    async fn refresh_statistics(&self) -> Result<()> {
+        sqlx::query("ANALYZE resource_current, resource_versions, search_index, data_keys")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn stats(&self) -> Result<Stats> {
         Ok(Stats {
             keys: count(&self.pool, "SELECT COUNT(*) FROM data_keys").await?,

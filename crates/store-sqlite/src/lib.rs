@@ -899,6 +899,14 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn refresh_statistics(&self) -> Result<()> {
+        sqlx::query("ANALYZE")
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn stats(&self) -> Result<Stats> {
         Ok(Stats {
             keys: count(&self.readers, "SELECT COUNT(*) FROM data_keys").await?,

@@ -251,6 +251,10 @@ pub trait Store: Send + Sync + 'static {
     /// Refuses [`KeyOwner::Organisation`] with an error.
     async fn erase_patient(&self, owner: &KeyOwner) -> Result<EraseReport>;
     async fn stats(&self) -> Result<Stats>;
+    /// Refreshes the query planner's statistics (after bulk loads: a restore,
+    /// demo or benchmark seeding). Without them, plans chosen on freshly
+    /// loaded tables can scan instead of using the search index.
+    async fn refresh_statistics(&self) -> Result<()>;
     /// Every record, read in one consistent snapshot, in dependency order
     /// (settings, keys, versions, index rows). Sent in chunks to `sink`.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;

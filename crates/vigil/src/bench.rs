@@ -178,6 +178,7 @@ async fn run_one(
         }
     }
     pb.finish_and_clear();
+    vigil.store().refresh_statistics().await?;
     let name = match backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",

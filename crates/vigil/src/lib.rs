@@ -220,6 +220,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let n = records.len();
             let store = config::open_store(&s).await?;
             store.load(records).await.context("restoring")?;
+            store
+                .refresh_statistics()
+                .await
+                .context("refreshing planner statistics")?;
             println!("Restored {n} records from {}.", file.display());
             Ok(())
         }
