@@ -328,3 +328,29 @@ async fn a_flipped_byte_is_an_integrity_error_not_garbage() {
     assert!(r.diagnostics().contains("integrity"), "{}", r.body);
     assert!(!r.body.to_string().contains("Tamper"));
 }
+
+#[tokio::test]
+async fn decimals_keep_their_precision() {
+    let t = setup().await;
+    let body = br#"{"resourceType":"Observation","status":"final","code":{"text":"weight"},"valueQuantity":{"value":72.50,"unit":"kg"},"referenceRange":[{"low":{"value":0.010},"high":{"value":1e2}}]}"#;
+    let r = t
+        .call("POST", "/fhir/Observation", Some(body.to_vec()), &[], true)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    // Read the raw bytes: 72.50 must not become 72.5, nor 0.010 become 0.01.
+    let req = axum::http::Request::get(format!("/fhir/Observation/{id}"))
+        .header("authorization", format!("Bearer {}", t.token))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(t.router.clone(), req)
+        .await
+        .unwrap();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(text.contains("\"value\":72.50"), "{text}");
+    assert!(text.contains("\"value\":0.010"), "{text}");
+}
