@@ -310,14 +310,15 @@ impl Vigil {
         let mut deletes = Vec::new();
         // FHIR's processing order: DELETE, POST, PUT, then GET.
         for e in entries.iter_mut() {
-            if let Action::Delete { rtype, id } = &e.action {
-                if let Some(op) = self
-                    .delete_op(*rtype, id, now)
-                    .await
-                    .map_err(|err| at(e.index, err))?
-                {
-                    deletes.push((e.index, op));
-                }
+            let Action::Delete { rtype, id } = &e.action else {
+                continue;
+            };
+            let op = self
+                .delete_op(*rtype, id, now)
+                .await
+                .map_err(|err| at(e.index, err))?;
+            if let Some(op) = op {
+                deletes.push((e.index, op));
             }
         }
         for pass in 0..2 {

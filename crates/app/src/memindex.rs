@@ -31,12 +31,13 @@ impl MemIndex {
         let inner = &mut *g;
         if let Some(old) = inner.by_resource.remove(&(rtype, id.clone())) {
             for (param, term) in old {
-                if let Some(map) = inner.terms.get_mut(&(rtype, param)) {
-                    if let Some(set) = map.get_mut(&term) {
-                        set.remove(id);
-                        if set.is_empty() {
-                            map.remove(&term);
-                        }
+                let Some(map) = inner.terms.get_mut(&(rtype, param)) else {
+                    continue;
+                };
+                if let Some(set) = map.get_mut(&term) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        map.remove(&term);
                     }
                 }
             }

@@ -104,6 +104,10 @@ impl Vigil {
     }
 
     /// Stamps `meta`, seals and indexes a resource version.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call per write path; each argument is a distinct part of the version"
+    )]
     pub(crate) async fn prepare(
         &self,
         rtype: ResourceType,

@@ -254,10 +254,12 @@ impl KeyFile {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        if let Some(Ok(d)) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(std::fs::File::open)
+        {
+            let _ = d.sync_all();
         }
         Ok(())
     }

@@ -171,7 +171,7 @@ pub async fn backup(
             match res {
                 Ok(()) => {
                     count += 1;
-                    if count % 1000 == 0 {
+                    if count.is_multiple_of(1000) {
                         progress(count);
                     }
                 }

@@ -106,7 +106,7 @@ fn bench_patient(n: usize) -> Vec<serde_json::Value> {
             "resourceType": "Patient", "id": id,
             "identifier": [{"system": app::demo::MRN_SYSTEM, "value": format!("MRN{:07}", n)}],
             "name": [{"family": format!("Family{}", n % 5000), "given": [format!("Given{}", n % 977)]}],
-            "gender": if n % 2 == 0 { "female" } else { "male" },
+            "gender": if n.is_multiple_of(2) { "female" } else { "male" },
             "birthDate": format!("19{:02}-{:02}-{:02}", 30 + n % 70, 1 + n % 12, 1 + n % 28)
         }),
         json!({
@@ -118,6 +118,9 @@ fn bench_patient(n: usize) -> Vec<serde_json::Value> {
         }),
     ]
 }
+
+/// Builds the request path for the i-th patient.
+type PathFn = dyn Fn(usize) -> String + Send + Sync;
 
 pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     println!(
@@ -203,7 +206,7 @@ async fn run_one(
             .await;
     });
     let base = format!("http://{addr}/fhir");
-    let workloads: [(&str, Box<dyn Fn(usize) -> String + Send + Sync>); 3] = [
+    let workloads: [(&str, Box<PathFn>); 3] = [
         (
             "read Patient by id",
             Box::new(|i| format!("/Patient/b{i:07}")),

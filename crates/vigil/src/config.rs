@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use store::Store;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
@@ -30,20 +30,6 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     pub allow_unsafe_durability: bool,
     pub fhir: app::Config,
-}
-
-impl Default for FileConfig {
-    fn default() -> FileConfig {
-        FileConfig {
-            data_dir: None,
-            database_url: None,
-            listen: None,
-            key_file: None,
-            public_url: None,
-            allow_unsafe_durability: false,
-            fhir: app::Config::default(),
-        }
-    }
 }
 
 /// The resolved settings.

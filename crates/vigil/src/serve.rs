@@ -40,13 +40,11 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 
 pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     let (vigil, created) = open_vigil(&s, true).await?;
-    if created {
-        if let crypto::KeyFileSource::Path(p) = &s.key_source {
-            eprintln!(
-                "Created a new key file at {} (mode 0600). Keep it safe and apart from backups.",
-                p.display()
-            );
-        }
+    if created && let crypto::KeyFileSource::Path(p) = &s.key_source {
+        eprintln!(
+            "Created a new key file at {} (mode 0600). Keep it safe and apart from backups.",
+            p.display()
+        );
     }
     let env_token = std::env::var("VIGIL_BOOTSTRAP_TOKEN")
         .ok()

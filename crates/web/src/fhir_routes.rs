@@ -230,14 +230,14 @@ fn with_version_headers(mut resp: Response, v: &Versioned, base: Option<&str>) -
     if let Ok(d) = HeaderValue::from_str(&http_date(v)) {
         h.insert(header::LAST_MODIFIED, d);
     }
-    if let Some(base) = base {
-        if let Ok(l) = HeaderValue::from_str(&format!(
+    if let Some(base) = base
+        && let Ok(l) = HeaderValue::from_str(&format!(
             "{base}/{}/{}/_history/{}",
             v.rtype, v.id, v.version
-        )) {
-            h.insert(header::LOCATION, l.clone());
-            h.insert(HeaderName::from_static("content-location"), l);
-        }
+        ))
+    {
+        h.insert(header::LOCATION, l.clone());
+        h.insert(HeaderName::from_static("content-location"), l);
     }
     resp
 }
@@ -416,14 +416,13 @@ async fn read(
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
+        && inm.trim() == app::json::etag(&v)
     {
-        if inm.trim() == app::json::etag(&v) {
-            return Ok(with_version_headers(
-                StatusCode::NOT_MODIFIED.into_response(),
-                &v,
-                None,
-            ));
-        }
+        return Ok(with_version_headers(
+            StatusCode::NOT_MODIFIED.into_response(),
+            &v,
+            None,
+        ));
     }
     let mut resp = (StatusCode::OK, bytes).into_response();
     resp.headers_mut()
@@ -486,10 +485,10 @@ async fn delete(
     let id = id_of(&id)?;
     let version = state.vigil.delete(&who, rtype, &id).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Some(v) = version {
-        if let Ok(e) = HeaderValue::from_str(&format!("W/\"{v}\"")) {
-            resp.headers_mut().insert(header::ETAG, e);
-        }
+    if let Some(v) = version
+        && let Ok(e) = HeaderValue::from_str(&format!("W/\"{v}\""))
+    {
+        resp.headers_mut().insert(header::ETAG, e);
     }
     Ok(resp)
 }

@@ -4,6 +4,14 @@
 //! `VIGIL_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! and fail, never skip, when it is unreachable.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test support code: a panic is a test failure with a message"
+)]
+
 mod harness;
 mod lifecycle;
 mod plaintext;

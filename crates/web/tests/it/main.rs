@@ -1,6 +1,14 @@
 //! Behavioural tests of the FHIR API through the router (no sockets), on a
 //! real SQLite store in a temporary directory.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test support code: a panic is a test failure with a message"
+)]
+
 mod api;
 mod bundle;
 mod search;
