@@ -185,13 +185,17 @@ async fn json_body(state: &WebState, headers: &HeaderMap, body: Body) -> Result<
     ) {
         return Err(ApiError(AppError::UnsupportedMediaType));
     }
+    parse_json(&limited_body(state, body).await?)
+}
+
+/// The whole body, refused with 413 beyond the configured limit.
+async fn limited_body(state: &WebState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.vigil.config().limits.max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError(AppError::TooLarge(format!(
             "the body is larger than {limit} bytes"
         )))
-    })?;
-    parse_json(&bytes)
+    })
 }
 
 pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
@@ -343,12 +347,7 @@ async fn search_post(
     if !ctype.starts_with("application/x-www-form-urlencoded") {
         return Err(ApiError(AppError::UnsupportedMediaType));
     }
-    let limit = state.vigil.config().limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError(AppError::TooLarge(format!(
-            "the body is larger than {limit} bytes"
-        )))
-    })?;
+    let bytes = limited_body(&state, body).await?;
     let mut all = pairs(q);
     all.extend(app::parse_query_string(&String::from_utf8_lossy(&bytes)));
     check_format(&headers, &all)?;
