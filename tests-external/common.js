@@ -28,7 +28,8 @@ async function http(cfg, method, urlPath, body, { auth = true } = {}) {
   const res = await fetch(cfg.fhir + urlPath, {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    // A string goes as written (keeps decimal precision, which JSON.stringify would lose).
+    body: body === undefined || typeof body === 'string' ? body : JSON.stringify(body),
     signal: AbortSignal.timeout(30000),
   });
   const text = await res.text();

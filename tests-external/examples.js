@@ -52,7 +52,8 @@ function numberLiterals(text) {
   const out = [];
   const re = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
   let m;
-  while ((m = re.exec(text)) !== null) if (m[0][0] !== '"') out.push(m[0]);
+  // The exponent's letter case carries no meaning; digits, precision and exponent do.
+  while ((m = re.exec(text)) !== null) if (m[0][0] !== '"') out.push(m[0].toLowerCase());
   return out.sort();
 }
 
@@ -134,7 +135,7 @@ async function main() {
 
     let put;
     try {
-      put = await http(cfg, 'PUT', `/${ex.type}/${encodeURIComponent(ex.id)}`, ex.resource);
+      put = await http(cfg, 'PUT', `/${ex.type}/${encodeURIComponent(ex.id)}`, ex.text);
     } catch (e) {
       r.fail(`${ex.file}: PUT failed at transport level: ${e.message}`);
       continue;
