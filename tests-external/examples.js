@@ -195,7 +195,7 @@ async function main() {
     const got = numberLiterals(get.text).join(' ');
     if (sent !== got) {
       counts.precision += 1;
-      console.log(`WARN ${ex.file}: equal as JSON values, but number literals changed: sent [${short(sent, 100)}], got [${short(got, 100)}]`);
+      r.fail(`${ex.file}: equal as JSON values, but decimal literals changed: sent [${short(sent, 100)}], got [${short(got, 100)}]`);
     }
   }
 
