@@ -293,6 +293,40 @@ impl Vigil {
 
 const ERASE_GENERATION: &str = "erase_generation";
 
+/// How far back a name-index sync looks before its watermark, to tolerate
+/// clock differences between nodes and commits that finish out of order.
+const SYNC_OVERLAP_MICROS: i64 = 10_000_000;
+
+impl Vigil {
+    /// Called periodically by a running server: re-indexes in memory the
+    /// names of resources written since `since` by any process or node (the
+    /// in-memory name index is per process). Returns the new watermark.
+    pub async fn sync_names(&self, since: Timestamp) -> Result<Timestamp, AppError> {
+        let now = self.clock.now();
+        let from = Timestamp(since.0.saturating_sub(SYNC_OVERLAP_MICROS));
+        for rtype in ResourceType::ALL {
+            if !records::has_memory_params(rtype) {
+                continue;
+            }
+            let query = store::IndexQuery {
+                last_updated_from: Some(from),
+                limit: self.config.limits.search_window,
+                ..store::IndexQuery::default()
+            };
+            let ids = self.store.find(rtype, &query).await?;
+            for chunk in ids.chunks(500) {
+                for sv in self.store.current_many(rtype, chunk).await? {
+                    let v = self.open_version(&sv).await?;
+                    if let Some(res) = &v.resource {
+                        self.mem.set(rtype, &sv.id, memory_terms(rtype, res));
+                    }
+                }
+            }
+        }
+        Ok(now)
+    }
+}
+
 /// The terms of memory-indexed parameters (names) of a resource.
 fn memory_terms(rtype: ResourceType, resource: &Value) -> Vec<(&'static str, String)> {
     fhir::search::index_terms(rtype, resource)

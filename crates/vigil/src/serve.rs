@@ -68,17 +68,23 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             None => eprintln!("Demo clinic already present."),
         }
     }
-    // Erasures done by `vigil patient erase` in another process: drop cached
-    // keys and name-index entries derived from the erased data within seconds.
+    // Work done by other processes and nodes: erasures by `vigil patient
+    // erase` (drop cached keys and name terms derived from erased data) and
+    // writes on other nodes (their names enter this node's in-memory index).
     let watcher = {
         let vigil = Arc::clone(&vigil);
         tokio::spawn(async move {
             let mut seen = vigil.sync_erasures(None).await.ok().flatten();
+            let mut names_since = vigil.now();
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 match vigil.sync_erasures(seen.clone()).await {
                     Ok(now) => seen = now,
                     Err(e) => tracing::warn!(error = %e, "could not check for erasures"),
+                }
+                match vigil.sync_names(names_since).await {
+                    Ok(now) => names_since = now,
+                    Err(e) => tracing::warn!(error = %e, "could not refresh the name index"),
                 }
             }
         })

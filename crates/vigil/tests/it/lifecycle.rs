@@ -345,3 +345,81 @@ async fn durability_check_refuses_a_misconfigured_database() {
     );
     assert!(err.contains("synchronous_commit"), "{err}");
 }
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres_database_see_each_others_writes() {
+    let db = PgDb::new().await;
+    let dir = Scratch::new("two-nodes");
+    let k = dir.0.join("keys.toml");
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--key-file",
+        k.to_str().unwrap(),
+    ];
+    let a = Server::start(&args, &[], &dir.0);
+    let b = Server::start(&args, &[], &dir.0);
+    let pats = populate(&a, "Nodeshared", 2).await;
+    // Reads by id see the write at once; prefix search on names (an
+    // in-memory index per node) sees it within the sync period.
+    all_readable(&b, &pats).await;
+    let started = std::time::Instant::now();
+    loop {
+        let (st, body) = b
+            .call(
+                "GET",
+                "/fhir/Patient?family=nodeshared&_total=accurate",
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+        if body["total"] == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "node b never saw node a's names: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "node b indexed node a's names after {:?}",
+        started.elapsed()
+    );
+    // An update on b is seen by a's name search too.
+    let (id, p) = &pats[0];
+    let mut renamed = p.clone();
+    renamed["name"][0]["family"] = json!("Renamednode");
+    let (st, _) = b
+        .call("PUT", &format!("/fhir/Patient/{id}"), Some(&renamed))
+        .await;
+    assert_eq!(st, 200);
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = a
+            .call(
+                "GET",
+                "/fhir/Patient?family=renamednode&_total=accurate",
+                None,
+            )
+            .await;
+        if body["total"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "node a never saw the rename: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let (_, body) = a
+        .call(
+            "GET",
+            "/fhir/Patient?family=nodeshared&_total=accurate",
+            None,
+        )
+        .await;
+    assert_eq!(body["total"], 1, "{body}");
+    a.stop();
+    b.stop();
+}
