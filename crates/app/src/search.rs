@@ -60,6 +60,9 @@ impl Vigil {
             .count
             .unwrap_or(limits.default_count)
             .min(limits.max_count);
+        if req.clauses.is_empty() && req.sort.is_empty() {
+            return self.list_by_id(rtype, req, count).await;
+        }
         let mut matched = self.matching(rtype, &req.clauses).await?;
         sort(&mut matched, req);
         let total = matched.len();
@@ -85,6 +88,60 @@ impl Vigil {
             offset,
             count,
             next_offset: (!req.summary_count && end < total).then_some(end),
+            summary_count: req.summary_count,
+        })
+    }
+
+    /// A search without criteria or sort: pages through the type in id order,
+    /// decrypting only the page (so listing a large type is not refused).
+    async fn list_by_id(
+        &self,
+        rtype: ResourceType,
+        req: &SearchRequest,
+        count: usize,
+    ) -> Result<SearchPage, AppError> {
+        let end = req.offset.saturating_add(count);
+        let query = IndexQuery {
+            limit: end.saturating_add(1),
+            ..IndexQuery::default()
+        };
+        let ids = self.store.find(rtype, &query).await?;
+        let page_ids = ids
+            .get(req.offset.min(ids.len())..end.min(ids.len()))
+            .unwrap_or_default();
+        let mut page = Vec::with_capacity(page_ids.len());
+        if !req.summary_count {
+            let mut stored = self.store.current_many(rtype, page_ids).await?;
+            stored.sort_by(|a, b| a.id.cmp(&b.id));
+            for sv in &stored {
+                page.push(self.open_version(sv).await?);
+            }
+        }
+        let wants_total =
+            req.summary_count || matches!(req.total, fhir::search::TotalMode::Accurate);
+        let total = if wants_total {
+            // Ids only: counting does not decrypt anything.
+            let all = IndexQuery {
+                limit: usize::MAX,
+                ..IndexQuery::default()
+            };
+            Some(self.store.find(rtype, &all).await?.len())
+        } else {
+            None
+        };
+        let included = if req.summary_count {
+            Vec::new()
+        } else {
+            self.includes(rtype, req, &page).await?
+        };
+        Ok(SearchPage {
+            rtype,
+            matches: page,
+            included,
+            total,
+            offset: req.offset.min(ids.len()),
+            count,
+            next_offset: (!req.summary_count && ids.len() > end).then_some(end),
             summary_count: req.summary_count,
         })
     }

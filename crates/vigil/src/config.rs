@@ -11,6 +11,7 @@
 //! | referential integrity | `fhir.referential_integrity` | `VIGIL_REFERENTIAL_INTEGRITY` | – |
 //! | run without durability settings | `allow_unsafe_durability` | `VIGIL_ALLOW_UNSAFE_DURABILITY` | – |
 //! | bootstrap admin token | – | `VIGIL_BOOTSTRAP_TOKEN` | – |
+//! | requests in flight | `max_concurrent_requests` | – | – |
 //! | limits | `[fhir.limits]` | – | – |
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ pub struct FileConfig {
     pub key_file: Option<PathBuf>,
     pub public_url: Option<String>,
     pub allow_unsafe_durability: bool,
+    /// Requests handled at once; more wait in line (default 512).
+    pub max_concurrent_requests: Option<usize>,
     pub fhir: app::Config,
 }
 
@@ -41,6 +44,7 @@ pub struct Settings {
     pub key_source: crypto::KeyFileSource,
     pub public_url: Option<String>,
     pub allow_unsafe_durability: bool,
+    pub max_concurrent_requests: usize,
     pub fhir: app::Config,
 }
 
@@ -100,6 +104,7 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
             .unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
         key_source,
         public_url: env("VIGIL_PUBLIC_URL").or(file.public_url),
+        max_concurrent_requests: file.max_concurrent_requests.unwrap_or(512).max(1),
         allow_unsafe_durability: env_bool("VIGIL_ALLOW_UNSAFE_DURABILITY")?
             .unwrap_or(file.allow_unsafe_durability),
         fhir,

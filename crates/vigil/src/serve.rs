@@ -97,7 +97,13 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
         vigil: Arc::clone(&vigil),
         public_base: s.public_url.clone(),
     })
-    .layer(tower_limit());
+    // Bodies are limited per route by the configured limit; axum's own
+    // default is turned off so the configured value is the only one in force.
+    .layer(axum::extract::DefaultBodyLimit::disable())
+    // Bounds the requests in flight: overload queues instead of exhausting memory.
+    .layer(tower::limit::ConcurrencyLimitLayer::new(
+        s.max_concurrent_requests,
+    ));
     println!("Vigil is listening on http://{addr}/ (FHIR base http://{addr}/fhir)");
     match (&new_token, &env_token) {
         (Some(t), _) => {
@@ -123,13 +129,6 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     served?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Bounds the requests in flight, so overload queues instead of exhausting memory.
-fn tower_limit() -> axum::extract::DefaultBodyLimit {
-    // Bodies are limited per route by the configured limit; this turns off
-    // axum's own default so the configured value is the only one in force.
-    axum::extract::DefaultBodyLimit::disable()
 }
 
 async fn shutdown() {

@@ -213,3 +213,52 @@ async fn deleted_resources_leave_search_and_names_follow_updates() {
     assert!(ids_of(&t.get("/fhir/Patient?family=newn").await.body).is_empty());
     assert!(ids_of(&t.get("/fhir/Patient?identifier=MRN-Renamed").await.body).is_empty());
 }
+
+#[tokio::test]
+async fn listing_a_type_pages_by_id_beyond_the_search_window() {
+    let t = crate::setup_with(app::Config {
+        limits: app::Limits {
+            search_window: 3,
+            ..app::Limits::default()
+        },
+        ..app::Config::default()
+    })
+    .await;
+    for i in 0..5 {
+        assert_eq!(
+            t.post("/fhir/Patient", &patient(&format!("Lister{i}")))
+                .await
+                .status,
+            201
+        );
+    }
+    // No criteria: pages in id order, decrypting only the page.
+    let r = t.get("/fhir/Patient?_count=2&_total=accurate").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["total"], 5);
+    let mut seen = ids_of(&r.body);
+    let mut next = r.body["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| l["url"].as_str().unwrap().to_owned());
+    while let Some(url) = next {
+        let page = t.get(url.strip_prefix("http://vigil.test").unwrap()).await;
+        assert_eq!(page.status, 200);
+        seen.extend(ids_of(&page.body));
+        next = page.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5);
+    // Criteria that must be checked after decryption stay bounded by the window.
+    let r = t.get("/fhir/Patient?gender=female").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["issue"][0]["code"], "too-costly");
+}
