@@ -1,0 +1,7 @@
+//! Identity, the pure part: password policy, password hashing, TOTP and recovery codes.
+//!
+//! Architecture Invariant: no IO, no clock, no HTTP or SQL. Time comes in as a parameter
+//! (Unix seconds) and randomness as an RNG argument; secrets redact themselves in `Debug`
+//! and are compared in constant time.
+
+pub mod password;
