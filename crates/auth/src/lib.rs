@@ -4,4 +4,5 @@
 //! (Unix seconds) and randomness as an RNG argument; secrets redact themselves in `Debug`
 //! and are compared in constant time.
 
+pub mod hash;
 pub mod password;
