@@ -6,3 +6,4 @@
 
 pub mod hash;
 pub mod password;
+pub mod totp;
