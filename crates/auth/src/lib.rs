@@ -6,4 +6,5 @@
 
 pub mod hash;
 pub mod password;
+pub mod recovery;
 pub mod totp;
