@@ -7,4 +7,5 @@
 pub mod hash;
 pub mod password;
 pub mod recovery;
+pub mod throttle;
 pub mod totp;
