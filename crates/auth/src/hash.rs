@@ -166,6 +166,28 @@ impl HashConfig {
     }
 }
 
+impl HashConfig {
+    /// Spends the same work as [`HashConfig::verify`] and always answers `Mismatch`, for a
+    /// sign-in to an unknown account: the answer and its timing do not reveal who exists.
+    pub fn verify_unknown_account(&self, password: &str, pepper: &Pepper) -> VerifyError {
+        // A fixed salt: nothing is stored, only the cost matters.
+        let salt = [0x5a_u8; 16];
+        let work = SaltString::encode_b64(&salt)
+            .map_err(|_| HashError::Argon2)
+            .and_then(|salt| {
+                let normalised = zeroize::Zeroizing::new(normalise(password));
+                argon2(pepper, self.params()?)?
+                    .hash_password(normalised.as_bytes(), &salt)
+                    .map(|_| ())
+                    .map_err(|_| HashError::Argon2)
+            });
+        match work {
+            Ok(()) => VerifyError::Mismatch,
+            Err(err) => VerifyError::Hash(err),
+        }
+    }
+}
+
 fn argon2(pepper: &Pepper, params: Params) -> Result<Argon2<'_>, HashError> {
     Argon2::new_with_secret(pepper.expose(), Algorithm::Argon2id, Version::V0x13, params)
         .map_err(|_| HashError::InvalidParams)
@@ -275,6 +297,15 @@ mod tests {
         assert_eq!(
             config.verify("correct horse battery", &old, &pepper()),
             Ok(Verified { needs_rehash: true })
+        );
+    }
+
+    #[test]
+    fn unknown_account_answers_like_a_wrong_password() {
+        let config = HashConfig::cheap_for_tests();
+        assert_eq!(
+            config.verify_unknown_account("anything at all", &pepper()),
+            VerifyError::Mismatch
         );
     }
 
