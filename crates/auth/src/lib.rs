@@ -1,4 +1,5 @@
-//! Identity, the pure part: password policy, password hashing, TOTP and recovery codes.
+//! Identity, the pure part: password policy, password hashing, TOTP, recovery codes and
+//! failure throttling.
 //!
 //! Architecture Invariant: no IO, no clock, no HTTP or SQL. Time comes in as a parameter
 //! (Unix seconds) and randomness as an RNG argument; secrets redact themselves in `Debug`

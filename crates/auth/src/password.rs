@@ -15,6 +15,7 @@
 
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroizing;
 
 /// NIST's floor for a password used as the only factor.
 pub const NIST_MIN_SINGLE_FACTOR: usize = 15;
@@ -108,7 +109,8 @@ impl PasswordPolicy {
 
     /// Checks a new password; the refusal says why without echoing the password.
     pub fn check(&self, password: &str, context: &Context<'_>) -> Result<(), PasswordRefusal> {
-        let normalised = normalise(password);
+        // Copies of the password are wiped when dropped.
+        let normalised = Zeroizing::new(normalise(password));
         let len = char_len(&normalised);
         if len > self.max_len {
             return Err(PasswordRefusal::TooLong {
@@ -119,7 +121,7 @@ impl PasswordPolicy {
         if len < minimum {
             return Err(PasswordRefusal::TooShort { minimum });
         }
-        let lower = normalised.to_lowercase();
+        let lower = Zeroizing::new(normalised.to_lowercase());
         if is_common(&lower) || common_with_predictable_affixes(&lower) {
             return Err(PasswordRefusal::Common);
         }
