@@ -1,5 +1,5 @@
 //! Identity, the pure part: password policy, password hashing, TOTP, recovery codes,
-//! failure throttling and sessions.
+//! failure throttling, sessions and SMART scopes.
 //!
 //! Architecture Invariant: no IO, no clock, no HTTP or SQL. Time comes in as a parameter
 //! (Unix seconds) and randomness as an RNG argument; secrets redact themselves in `Debug`
@@ -8,6 +8,7 @@
 pub mod hash;
 pub mod password;
 pub mod recovery;
+pub mod scope;
 pub mod session;
 pub mod throttle;
 pub mod totp;
