@@ -13,10 +13,11 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: r#"
 CREATE TABLE settings (
     name  text COLLATE "C" NOT NULL PRIMARY KEY,
     value bytea NOT NULL
@@ -68,4 +69,76 @@ CREATE TABLE search_index (
 );
 CREATE INDEX search_index_resource ON search_index (rtype, id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sql: r#"
+-- One row per person; usernames are unique by their lowercase key.
+CREATE TABLE accounts (
+    id           text COLLATE "C"    NOT NULL PRIMARY KEY,
+    username     text COLLATE "C"    NOT NULL,
+    username_key text COLLATE "C"    NOT NULL UNIQUE,
+    role         text COLLATE "C"    NOT NULL,
+    practitioner text COLLATE "C",
+    patient      text COLLATE "C",
+    active       boolean NOT NULL,
+    created      bigint NOT NULL,
+    deactivated  bigint,
+    profile      bytea    NOT NULL
+);
+
+-- Opaque secrets: a PHC password hash, a sealed TOTP secret.
+CREATE TABLE credentials (
+    account        text COLLATE "C" NOT NULL PRIMARY KEY REFERENCES accounts (id),
+    password_hash  bytea,
+    totp_secret    bytea,
+    totp_last_step bigint
+);
+
+CREATE TABLE recovery_codes (
+    account   text COLLATE "C" NOT NULL REFERENCES accounts (id),
+    code_hash bytea NOT NULL,
+    PRIMARY KEY (account, code_hash)
+);
+
+-- WebAuthn credentials (not used yet).
+CREATE TABLE passkeys (
+    credential_id bytea NOT NULL PRIMARY KEY,
+    account       text COLLATE "C" NOT NULL REFERENCES accounts (id),
+    data          bytea NOT NULL
+);
+CREATE INDEX passkeys_account ON passkeys (account);
+
+CREATE TABLE factor_failures (
+    account         text COLLATE "C"    NOT NULL REFERENCES accounts (id),
+    factor          text COLLATE "C"    NOT NULL,
+    failures        bigint NOT NULL,
+    next_allowed_at bigint,
+    disabled        boolean NOT NULL,
+    PRIMARY KEY (account, factor)
+);
+
+CREATE TABLE address_failures (
+    address         text COLLATE "C"    NOT NULL PRIMARY KEY,
+    failures        bigint NOT NULL,
+    next_allowed_at bigint,
+    disabled        boolean NOT NULL
+);
+
+-- Sessions by the SHA-256 of their cookie value.
+CREATE TABLE sessions (
+    id_hash           bytea    NOT NULL PRIMARY KEY,
+    account           text COLLATE "C"    NOT NULL REFERENCES accounts (id),
+    created           bigint NOT NULL,
+    last_seen         bigint NOT NULL,
+    absolute_expiry   bigint NOT NULL,
+    idle_timeout_secs bigint NOT NULL,
+    csrf_hash         bytea,
+    revoked           boolean NOT NULL
+);
+CREATE INDEX sessions_account ON sessions (account);
+CREATE INDEX sessions_absolute_expiry ON sessions (absolute_expiry);
+"#,
+    },
+];

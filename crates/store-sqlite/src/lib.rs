@@ -8,6 +8,7 @@
 //! Architecture Invariant: this crate only ever sees ciphertext, wrapped keys
 //! and blind-index tokens; it knows nothing about FHIR or keys in clear.
 
+mod accounts;
 mod migrations;
 
 use std::path::Path;

@@ -11,10 +11,11 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: r#"
 CREATE TABLE settings (
     name  TEXT NOT NULL PRIMARY KEY,
     value BLOB NOT NULL
@@ -66,4 +67,76 @@ CREATE TABLE search_index (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX search_index_resource ON search_index (rtype, id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sql: r#"
+-- One row per person; usernames are unique by their lowercase key.
+CREATE TABLE accounts (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    username     TEXT    NOT NULL,
+    username_key TEXT    NOT NULL UNIQUE,
+    role         TEXT    NOT NULL,
+    practitioner TEXT,
+    patient      TEXT,
+    active       INTEGER NOT NULL CHECK (active IN (0, 1)),
+    created      INTEGER NOT NULL,
+    deactivated  INTEGER,
+    profile      BLOB    NOT NULL
+) STRICT;
+
+-- Opaque secrets: a PHC password hash, a sealed TOTP secret.
+CREATE TABLE credentials (
+    account        TEXT NOT NULL PRIMARY KEY REFERENCES accounts (id),
+    password_hash  BLOB,
+    totp_secret    BLOB,
+    totp_last_step INTEGER
+) STRICT;
+
+CREATE TABLE recovery_codes (
+    account   TEXT NOT NULL REFERENCES accounts (id),
+    code_hash BLOB NOT NULL,
+    PRIMARY KEY (account, code_hash)
+) STRICT;
+
+-- WebAuthn credentials (not used yet).
+CREATE TABLE passkeys (
+    credential_id BLOB NOT NULL PRIMARY KEY,
+    account       TEXT NOT NULL REFERENCES accounts (id),
+    data          BLOB NOT NULL
+) STRICT;
+CREATE INDEX passkeys_account ON passkeys (account);
+
+CREATE TABLE factor_failures (
+    account         TEXT    NOT NULL REFERENCES accounts (id),
+    factor          TEXT    NOT NULL,
+    failures        INTEGER NOT NULL,
+    next_allowed_at INTEGER,
+    disabled        INTEGER NOT NULL CHECK (disabled IN (0, 1)),
+    PRIMARY KEY (account, factor)
+) STRICT;
+
+CREATE TABLE address_failures (
+    address         TEXT    NOT NULL PRIMARY KEY,
+    failures        INTEGER NOT NULL,
+    next_allowed_at INTEGER,
+    disabled        INTEGER NOT NULL CHECK (disabled IN (0, 1))
+) STRICT;
+
+-- Sessions by the SHA-256 of their cookie value.
+CREATE TABLE sessions (
+    id_hash           BLOB    NOT NULL PRIMARY KEY,
+    account           TEXT    NOT NULL REFERENCES accounts (id),
+    created           INTEGER NOT NULL,
+    last_seen         INTEGER NOT NULL,
+    absolute_expiry   INTEGER NOT NULL,
+    idle_timeout_secs INTEGER NOT NULL,
+    csrf_hash         BLOB,
+    revoked           INTEGER NOT NULL CHECK (revoked IN (0, 1))
+) STRICT;
+CREATE INDEX sessions_account ON sessions (account);
+CREATE INDEX sessions_absolute_expiry ON sessions (absolute_expiry);
+"#,
+    },
+];

@@ -5,6 +5,12 @@
 //! wrapped keys and keyed blind-index tokens. Errors are never turned into
 //! "not found": a failed query is a [`StoreError`], and callers fail closed.
 
+mod accounts;
+
+pub use accounts::{
+    Account, AccountId, AccountStore, Credentials, FailureCounter, Role, Session, username_key,
+};
+
 use async_trait::async_trait;
 use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
 
@@ -27,6 +33,12 @@ pub enum StoreError {
     /// (two writers created a first key for the same patient at once).
     #[error("a data key already exists for this owner")]
     KeyExists,
+    /// Another account already has this username (compared case-insensitively).
+    #[error("username already taken")]
+    UsernameTaken,
+    /// An account with this id already exists.
+    #[error("account id already exists")]
+    AccountExists,
     /// A backup file that cannot be read.
     #[error("backup: {0}")]
     Backup(String),
@@ -168,9 +180,9 @@ pub enum BackupRecord {
     },
 }
 
-/// The storage a Vigil node uses.
+/// The storage a Vigil node uses. It includes [`AccountStore`] (identity).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// Which backend this is, for logs and the CapabilityStatement (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

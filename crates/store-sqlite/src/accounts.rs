@@ -1,0 +1,435 @@
+//! [`AccountStore`] for SQLite: accounts, credentials, throttling counters
+//! and sessions (migration 2). Every write goes through the one writer
+//! connection, so compare-and-set updates have exactly one winner.
+
+use async_trait::async_trait;
+use model::{ResourceId, Timestamp};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use store::{
+    Account, AccountId, AccountStore, Credentials, FailureCounter, Result, Role, Session,
+    StoreError, username_key,
+};
+
+use crate::{SqliteStore, db, limit_i64, parse_id, to_i64};
+
+const ACCOUNT_COLUMNS: &str =
+    "id, username, role, practitioner, patient, active, created, deactivated, profile";
+
+const SESSION_COLUMNS: &str = "id_hash, account, created, last_seen, absolute_expiry, \
+     idle_timeout_secs, csrf_hash, revoked";
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("invalid stored {what}"))
+}
+
+fn parse_account_id(s: String) -> Result<AccountId> {
+    AccountId::new(s).ok_or_else(|| corrupt("account id"))
+}
+
+fn opt_id(s: Option<String>) -> Result<Option<ResourceId>> {
+    s.map(parse_id).transpose()
+}
+
+fn account_from_row(row: &SqliteRow) -> Result<Account> {
+    Ok(Account {
+        id: parse_account_id(row.try_get(0).map_err(db)?)?,
+        username: row.try_get(1).map_err(db)?,
+        role: Role::parse(&row.try_get::<String, _>(2).map_err(db)?)
+            .ok_or_else(|| corrupt("role"))?,
+        practitioner: opt_id(row.try_get(3).map_err(db)?)?,
+        patient: opt_id(row.try_get(4).map_err(db)?)?,
+        active: row.try_get(5).map_err(db)?,
+        created: Timestamp(row.try_get(6).map_err(db)?),
+        deactivated: row.try_get::<Option<i64>, _>(7).map_err(db)?.map(Timestamp),
+        profile: row.try_get(8).map_err(db)?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<Session> {
+    let id_hash: Vec<u8> = row.try_get(0).map_err(db)?;
+    Ok(Session {
+        id_hash: id_hash.try_into().map_err(|_| corrupt("session id hash"))?,
+        account: parse_account_id(row.try_get(1).map_err(db)?)?,
+        created: Timestamp(row.try_get(2).map_err(db)?),
+        last_seen: Timestamp(row.try_get(3).map_err(db)?),
+        absolute_expiry: Timestamp(row.try_get(4).map_err(db)?),
+        idle_timeout_secs: u32::try_from(row.try_get::<i64, _>(5).map_err(db)?)
+            .map_err(|_| corrupt("idle timeout"))?,
+        csrf_hash: row.try_get(6).map_err(db)?,
+        revoked: row.try_get(7).map_err(db)?,
+    })
+}
+
+fn counter_from_row(row: Option<&SqliteRow>) -> Result<FailureCounter> {
+    let Some(row) = row else {
+        return Ok(FailureCounter::default());
+    };
+    Ok(FailureCounter {
+        failures: u32::try_from(row.try_get::<i64, _>(0).map_err(db)?)
+            .map_err(|_| corrupt("failure count"))?,
+        next_allowed_at: row.try_get::<Option<i64>, _>(1).map_err(db)?.map(Timestamp),
+        disabled: row.try_get(2).map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(&self, account: &Account) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, username, username_key, role, practitioner, patient, \
+             active, created, deactivated, profile) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+        )
+        .bind(account.id.as_str())
+        .bind(&account.username)
+        .bind(username_key(&account.username))
+        .bind(account.role.as_str())
+        .bind(account.practitioner.as_ref().map(ResourceId::as_str))
+        .bind(account.patient.as_ref().map(ResourceId::as_str))
+        .bind(account.active)
+        .bind(account.created.0)
+        .bind(account.deactivated.map(|t| t.0))
+        .bind(&account.profile)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 1 {
+            return tx.commit().await.map_err(db);
+        }
+        let id_taken = sqlx::query("SELECT 1 FROM accounts WHERE id = ?1")
+            .bind(account.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .is_some();
+        Err(if id_taken {
+            StoreError::AccountExists
+        } else {
+            StoreError::UsernameTaken
+        })
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_key = ?1"
+        ))
+        .bind(username_key(username))
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))
+        .bind(after.map_or("", AccountId::as_str))
+        .bind(limit_i64(limit))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn deactivate_account(&self, id: &AccountId, at: Timestamp) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE accounts SET active = FALSE, deactivated = ?2 WHERE id = ?1 AND active",
+        )
+        .bind(id.as_str())
+        .bind(at.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        sqlx::query("UPDATE sessions SET revoked = TRUE WHERE account = ?1 AND NOT revoked")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    async fn credentials(&self, id: &AccountId) -> Result<Credentials> {
+        let row = sqlx::query(
+            "SELECT password_hash, totp_secret, totp_last_step FROM credentials WHERE account = ?1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(Credentials::default());
+        };
+        Ok(Credentials {
+            password_hash: row.try_get(0).map_err(db)?,
+            totp_secret: row.try_get(1).map_err(db)?,
+            totp_last_step: row
+                .try_get::<Option<i64>, _>(2)
+                .map_err(db)?
+                .map(|s| u64::try_from(s).map_err(|_| corrupt("totp step")))
+                .transpose()?,
+        })
+    }
+
+    async fn set_password_hash(&self, id: &AccountId, phc: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO credentials (account, password_hash) VALUES (?1, ?2) \
+             ON CONFLICT (account) DO UPDATE SET password_hash = excluded.password_hash",
+        )
+        .bind(id.as_str())
+        .bind(phc)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_totp_secret(&self, id: &AccountId, sealed: Option<&[u8]>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO credentials (account, totp_secret, totp_last_step) VALUES (?1, ?2, NULL) \
+             ON CONFLICT (account) DO UPDATE SET totp_secret = excluded.totp_secret, \
+             totp_last_step = NULL",
+        )
+        .bind(id.as_str())
+        .bind(sealed)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn advance_totp_step(
+        &self,
+        id: &AccountId,
+        expected_last: Option<u64>,
+        new: u64,
+    ) -> Result<bool> {
+        if expected_last.is_some_and(|e| new <= e) {
+            return Ok(false);
+        }
+        let expected = expected_last.map_or(Ok(-1), |e| to_i64(e, "totp step"))?;
+        let n = sqlx::query(
+            "UPDATE credentials SET totp_last_step = ?2 WHERE account = ?1 \
+             AND totp_secret IS NOT NULL AND COALESCE(totp_last_step, -1) = ?3",
+        )
+        .bind(id.as_str())
+        .bind(to_i64(new, "totp step")?)
+        .bind(expected)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn set_recovery_codes(&self, id: &AccountId, hashes: &[Vec<u8>]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE account = ?1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        for h in hashes {
+            sqlx::query(
+                "INSERT INTO recovery_codes (account, code_hash) VALUES (?1, ?2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id.as_str())
+            .bind(h)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn recovery_codes(&self, id: &AccountId) -> Result<Vec<Vec<u8>>> {
+        let rows = sqlx::query(
+            "SELECT code_hash FROM recovery_codes WHERE account = ?1 ORDER BY code_hash",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
+    }
+
+    async fn consume_recovery_code(&self, id: &AccountId, hash: &[u8]) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM recovery_codes WHERE account = ?1 AND code_hash = ?2")
+            .bind(id.as_str())
+            .bind(hash)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn factor_failures(&self, id: &AccountId, factor: &str) -> Result<FailureCounter> {
+        let row = sqlx::query(
+            "SELECT failures, next_allowed_at, disabled FROM factor_failures \
+             WHERE account = ?1 AND factor = ?2",
+        )
+        .bind(id.as_str())
+        .bind(factor)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db)?;
+        counter_from_row(row.as_ref())
+    }
+
+    async fn put_factor_failures(
+        &self,
+        id: &AccountId,
+        factor: &str,
+        counter: &FailureCounter,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO factor_failures (account, factor, failures, next_allowed_at, disabled) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (account, factor) DO UPDATE SET \
+             failures = excluded.failures, next_allowed_at = excluded.next_allowed_at, \
+             disabled = excluded.disabled",
+        )
+        .bind(id.as_str())
+        .bind(factor)
+        .bind(i64::from(counter.failures))
+        .bind(counter.next_allowed_at.map(|t| t.0))
+        .bind(counter.disabled)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn address_failures(&self, address: &str) -> Result<FailureCounter> {
+        let row = sqlx::query(
+            "SELECT failures, next_allowed_at, disabled FROM address_failures WHERE address = ?1",
+        )
+        .bind(address)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db)?;
+        counter_from_row(row.as_ref())
+    }
+
+    async fn put_address_failures(&self, address: &str, counter: &FailureCounter) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO address_failures (address, failures, next_allowed_at, disabled) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (address) DO UPDATE SET \
+             failures = excluded.failures, next_allowed_at = excluded.next_allowed_at, \
+             disabled = excluded.disabled",
+        )
+        .bind(address)
+        .bind(i64::from(counter.failures))
+        .bind(counter.next_allowed_at.map(|t| t.0))
+        .bind(counter.disabled)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let active = sqlx::query("SELECT 1 FROM accounts WHERE id = ?1 AND active")
+            .bind(session.account.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .is_some();
+        if !active {
+            return Ok(false);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))
+        .bind(&session.id_hash[..])
+        .bind(session.account.as_str())
+        .bind(session.created.0)
+        .bind(session.last_seen.0)
+        .bind(session.absolute_expiry.0)
+        .bind(i64::from(session.idle_timeout_secs))
+        .bind(session.csrf_hash.as_deref())
+        .bind(session.revoked)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn session(&self, id_hash: &[u8; 32]) -> Result<Option<Session>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = ?1"
+        ))
+        .bind(&id_hash[..])
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn touch_session(&self, id_hash: &[u8; 32], at: Timestamp) -> Result<bool> {
+        let n =
+            sqlx::query("UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1 AND NOT revoked")
+                .bind(&id_hash[..])
+                .bind(at.0)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn revoke_session(&self, id_hash: &[u8; 32]) -> Result<bool> {
+        let n =
+            sqlx::query("UPDATE sessions SET revoked = TRUE WHERE id_hash = ?1 AND NOT revoked")
+                .bind(&id_hash[..])
+                .execute(&self.writer)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn revoke_sessions_of(&self, id: &AccountId) -> Result<u64> {
+        let n =
+            sqlx::query("UPDATE sessions SET revoked = TRUE WHERE account = ?1 AND NOT revoked")
+                .bind(id.as_str())
+                .execute(&self.writer)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        Ok(n)
+    }
+
+    async fn delete_expired_sessions(&self, now: Timestamp) -> Result<u64> {
+        let n = sqlx::query(
+            "DELETE FROM sessions WHERE revoked OR absolute_expiry <= ?1 \
+             OR last_seen + idle_timeout_secs * 1000000 <= ?1",
+        )
+        .bind(now.0)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(n)
+    }
+}
