@@ -1,5 +1,5 @@
 //! Identity, the pure part: password policy, password hashing, TOTP, recovery codes,
-//! failure throttling, sessions and SMART scopes.
+//! failure throttling, sessions, SMART scopes and access tokens.
 //!
 //! Architecture Invariant: no IO, no clock, no HTTP or SQL. Time comes in as a parameter
 //! (Unix seconds) and randomness as an RNG argument; secrets redact themselves in `Debug`
@@ -11,4 +11,5 @@ pub mod recovery;
 pub mod scope;
 pub mod session;
 pub mod throttle;
+pub mod token;
 pub mod totp;
