@@ -1,5 +1,5 @@
 //! Identity, the pure part: password policy, password hashing, TOTP, recovery codes,
-//! failure throttling, sessions, SMART scopes and access tokens.
+//! failure throttling, sessions, SMART scopes, access tokens and PKCE.
 //!
 //! Architecture Invariant: no IO, no clock, no HTTP or SQL. Time comes in as a parameter
 //! (Unix seconds) and randomness as an RNG argument; secrets redact themselves in `Debug`
@@ -7,6 +7,7 @@
 
 pub mod hash;
 pub mod password;
+pub mod pkce;
 pub mod recovery;
 pub mod scope;
 pub mod session;
