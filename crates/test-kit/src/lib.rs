@@ -92,6 +92,10 @@ macro_rules! store_story_tests {
             load_refuses_non_empty_store,
             load_is_all_or_nothing,
             keys_commit_with_their_data,
+            accounts_have_unique_usernames_ignoring_case,
+            deactivation_revokes_every_session,
+            failure_counters_round_trip,
+            sessions_create_touch_revoke_expire,
         ]);
         // Scenarios that spawn tasks and so take `&Arc<dyn Store>`.
         $crate::store_story_tests!(@each $fixture, arc; [
@@ -101,6 +105,8 @@ macro_rules! store_story_tests {
             concurrent_updates_have_one_winner,
             concurrent_creates_have_one_winner,
             crossed_batches_have_one_winner,
+            totp_step_is_compare_and_set,
+            recovery_codes_are_consumed_once,
         ]);
     };
     (@each $fixture:ty, $kind:ident; [$($name:ident),* $(,)?]) => {

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId};
 use store::{
-    BackupRecord, ConflictReason, EraseReport, IndexClause, IndexQuery, IndexRow, Precondition,
-    Stats, Store, StoreError, StoredVersion, WrappedKey, WriteOp,
+    Account, AccountId, BackupRecord, ConflictReason, Credentials, EraseReport, FailureCounter,
+    IndexClause, IndexQuery, IndexRow, Precondition, Role, Session, Stats, Store, StoreError,
+    StoredVersion, WrappedKey, WriteOp,
 };
 
 use ResourceType::{Observation, Organization, Patient};
@@ -1617,4 +1618,371 @@ pub async fn keys_commit_with_their_data(store: &dyn Store) {
     assert!(matches!(err, Err(StoreError::KeyExists)), "{err:?}");
     assert_eq!(dump_all(store).await, baseline);
     assert_eq!(store.get_key(&p).await.unwrap(), Some(key(b"k1")));
+}
+
+// ---- identity: accounts, credentials, throttling, sessions ----
+
+pub fn account_id(n: u8) -> AccountId {
+    AccountId::from_bytes([n; 16])
+}
+
+pub fn account(n: u8, username: &str, role: Role) -> Account {
+    Account {
+        id: account_id(n),
+        username: username.to_owned(),
+        role,
+        practitioner: (role != Role::Patient).then(|| rid(&format!("pr{n}"))),
+        patient: (role == Role::Patient).then(|| rid(&format!("pa{n}"))),
+        active: true,
+        created: Timestamp(1_000 + i64::from(n)),
+        deactivated: None,
+        profile: vec![0, 0xff, n],
+    }
+}
+
+pub fn session(n: u8, account: &AccountId, at: i64) -> Session {
+    Session {
+        id_hash: [n; 32],
+        account: account.clone(),
+        created: Timestamp(at),
+        last_seen: Timestamp(at),
+        absolute_expiry: Timestamp(at + 12 * 3_600_000_000),
+        idle_timeout_secs: 900,
+        csrf_hash: Some(vec![n, 1, 2]),
+        revoked: false,
+    }
+}
+
+pub async fn accounts_have_unique_usernames_ignoring_case(store: &dyn Store) {
+    let alice = account(1, "Alice.Smith", Role::Physician);
+    store.create_account(&alice).await.unwrap();
+    assert_eq!(store.account(&alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        store.account_by_username("alice.smith").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.account_by_username("ALICE.SMITH").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.account_by_username("bob").await.unwrap(), None);
+    assert_eq!(store.account(&account_id(9)).await.unwrap(), None);
+
+    // Same name in another case: a typed conflict, nothing stored.
+    let clash = account(2, "ALICE.smith", Role::Nurse);
+    assert!(matches!(
+        store.create_account(&clash).await,
+        Err(StoreError::UsernameTaken)
+    ));
+    assert_eq!(store.account(&clash.id).await.unwrap(), None);
+    // Same id: a different conflict.
+    let same_id = account(1, "someone-else", Role::Nurse);
+    assert!(matches!(
+        store.create_account(&same_id).await,
+        Err(StoreError::AccountExists)
+    ));
+
+    // Paging by id, every role round-trips.
+    for (i, role) in Role::ALL.into_iter().enumerate() {
+        let n = u8::try_from(i).unwrap() + 10;
+        store
+            .create_account(&account(n, &format!("user{n}"), role))
+            .await
+            .unwrap();
+    }
+    let first = store.accounts(None, 4).await.unwrap();
+    assert_eq!(first.len(), 4);
+    assert_eq!(first[0], alice);
+    let rest = store.accounts(Some(&first[3].id), 100).await.unwrap();
+    assert_eq!(rest.len(), 5);
+    let mut ids: Vec<_> = first.iter().chain(&rest).map(|a| a.id.clone()).collect();
+    let sorted = {
+        let mut s = ids.clone();
+        s.sort();
+        s
+    };
+    assert_eq!(ids, sorted);
+    ids.dedup();
+    assert_eq!(ids.len(), 9);
+    let roles: Vec<Role> = first.iter().chain(&rest).skip(1).map(|a| a.role).collect();
+    assert_eq!(roles, Role::ALL.to_vec());
+}
+
+pub async fn deactivation_revokes_every_session(store: &dyn Store) {
+    let a = account(1, "a", Role::Nurse);
+    let b = account(2, "b", Role::Nurse);
+    store.create_account(&a).await.unwrap();
+    store.create_account(&b).await.unwrap();
+    for (n, who) in [(1, &a), (2, &a), (3, &b)] {
+        assert!(
+            store
+                .create_session(&session(n, &who.id, 5_000))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .deactivate_account(&a.id, Timestamp(6_000))
+            .await
+            .unwrap()
+    );
+    // A second deactivation changes nothing.
+    assert!(
+        !store
+            .deactivate_account(&a.id, Timestamp(7_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .deactivate_account(&account_id(9), Timestamp(7_000))
+            .await
+            .unwrap()
+    );
+
+    let stored = store.account(&a.id).await.unwrap().unwrap();
+    assert!(!stored.active);
+    assert_eq!(stored.deactivated, Some(Timestamp(6_000)));
+    for n in [1, 2] {
+        let s = store.session(&[n; 32]).await.unwrap().unwrap();
+        assert!(
+            s.revoked,
+            "session {n} of the deactivated account is revoked"
+        );
+        assert!(
+            !store
+                .touch_session(&[n; 32], Timestamp(6_500))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(!store.session(&[3; 32]).await.unwrap().unwrap().revoked);
+    // No new session for an inactive or unknown account.
+    assert!(
+        !store
+            .create_session(&session(4, &a.id, 7_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_session(&session(5, &account_id(9), 7_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.session(&[4; 32]).await.unwrap(), None);
+}
+
+pub async fn totp_step_is_compare_and_set(store: &Arc<dyn Store>) {
+    let a = account(1, "a", Role::Physician);
+    store.create_account(&a).await.unwrap();
+    // No secret yet: nothing to advance.
+    assert!(!store.advance_totp_step(&a.id, None, 10).await.unwrap());
+    assert_eq!(
+        store.credentials(&a.id).await.unwrap(),
+        Credentials::default()
+    );
+
+    store
+        .set_password_hash(&a.id, b"$argon2id$v=19$x")
+        .await
+        .unwrap();
+    store
+        .set_totp_secret(&a.id, Some(&[0, 1, 0xff]))
+        .await
+        .unwrap();
+    let creds = store.credentials(&a.id).await.unwrap();
+    assert_eq!(
+        creds.password_hash.as_deref(),
+        Some(&b"$argon2id$v=19$x"[..])
+    );
+    assert_eq!(creds.totp_secret.as_deref(), Some(&[0, 1, 0xff][..]));
+    assert_eq!(creds.totp_last_step, None);
+
+    assert!(store.advance_totp_step(&a.id, None, 100).await.unwrap());
+    // The same code again (stale expectation), or an older step: refused.
+    assert!(!store.advance_totp_step(&a.id, None, 100).await.unwrap());
+    assert!(
+        !store
+            .advance_totp_step(&a.id, Some(100), 100)
+            .await
+            .unwrap()
+    );
+    assert!(!store.advance_totp_step(&a.id, Some(100), 99).await.unwrap());
+    assert!(!store.advance_totp_step(&a.id, Some(99), 101).await.unwrap());
+    assert_eq!(
+        store.credentials(&a.id).await.unwrap().totp_last_step,
+        Some(100)
+    );
+
+    // Concurrent sign-ins with the same code: exactly one winner.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (s, id) = (Arc::clone(store), a.id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.advance_totp_step(&id, Some(100), 101).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(
+        store.credentials(&a.id).await.unwrap().totp_last_step,
+        Some(101)
+    );
+
+    // A new secret resets the step; the password hash stays.
+    store.set_totp_secret(&a.id, Some(&[7])).await.unwrap();
+    let creds = store.credentials(&a.id).await.unwrap();
+    assert_eq!(creds.totp_last_step, None);
+    assert_eq!(
+        creds.password_hash.as_deref(),
+        Some(&b"$argon2id$v=19$x"[..])
+    );
+    store.set_totp_secret(&a.id, None).await.unwrap();
+    assert_eq!(store.credentials(&a.id).await.unwrap().totp_secret, None);
+}
+
+pub async fn recovery_codes_are_consumed_once(store: &Arc<dyn Store>) {
+    let a = account(1, "a", Role::Nurse);
+    store.create_account(&a).await.unwrap();
+    let codes = vec![vec![3_u8, 0], vec![1, 0xff], vec![2]];
+    store.set_recovery_codes(&a.id, &codes).await.unwrap();
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(store.recovery_codes(&a.id).await.unwrap(), sorted);
+
+    assert!(store.consume_recovery_code(&a.id, &[2]).await.unwrap());
+    assert!(!store.consume_recovery_code(&a.id, &[2]).await.unwrap());
+    assert!(
+        !store
+            .consume_recovery_code(&account_id(9), &[1, 0xff])
+            .await
+            .unwrap()
+    );
+
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (s, id) = (Arc::clone(store), a.id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.consume_recovery_code(&id, &[1, 0xff]).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.recovery_codes(&a.id).await.unwrap(), vec![vec![3, 0]]);
+
+    // A new set replaces the old one.
+    store.set_recovery_codes(&a.id, &[vec![9]]).await.unwrap();
+    assert_eq!(store.recovery_codes(&a.id).await.unwrap(), vec![vec![9]]);
+}
+
+pub async fn failure_counters_round_trip(store: &dyn Store) {
+    let a = account(1, "a", Role::Billing);
+    store.create_account(&a).await.unwrap();
+    assert_eq!(
+        store.factor_failures(&a.id, "password").await.unwrap(),
+        FailureCounter::default()
+    );
+    let c = FailureCounter {
+        failures: 100,
+        next_allowed_at: Some(Timestamp(9_000)),
+        disabled: true,
+    };
+    store.put_factor_failures(&a.id, "totp", &c).await.unwrap();
+    assert_eq!(store.factor_failures(&a.id, "totp").await.unwrap(), c);
+    assert_eq!(
+        store.factor_failures(&a.id, "password").await.unwrap(),
+        FailureCounter::default()
+    );
+    store
+        .put_factor_failures(&a.id, "totp", &FailureCounter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.factor_failures(&a.id, "totp").await.unwrap(),
+        FailureCounter::default()
+    );
+
+    let addr = FailureCounter {
+        failures: u32::MAX,
+        next_allowed_at: None,
+        disabled: false,
+    };
+    assert_eq!(
+        store.address_failures("2001:db8::1").await.unwrap(),
+        FailureCounter::default()
+    );
+    store
+        .put_address_failures("2001:db8::1", &addr)
+        .await
+        .unwrap();
+    assert_eq!(store.address_failures("2001:db8::1").await.unwrap(), addr);
+    assert_eq!(
+        store.address_failures("192.0.2.1").await.unwrap(),
+        FailureCounter::default()
+    );
+}
+
+pub async fn sessions_create_touch_revoke_expire(store: &dyn Store) {
+    let a = account(1, "a", Role::FrontDesk);
+    store.create_account(&a).await.unwrap();
+    let s1 = session(1, &a.id, 1_000_000);
+    assert!(store.create_session(&s1).await.unwrap());
+    assert_eq!(store.session(&[1; 32]).await.unwrap(), Some(s1.clone()));
+    assert_eq!(store.session(&[9; 32]).await.unwrap(), None);
+    // The same id twice is an error, not a silent overwrite.
+    assert!(store.create_session(&s1).await.is_err());
+
+    assert!(
+        store
+            .touch_session(&[1; 32], Timestamp(2_000_000))
+            .await
+            .unwrap()
+    );
+    let touched = store.session(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(touched.last_seen, Timestamp(2_000_000));
+    assert!(touched.is_live(Timestamp(2_000_000 + 899_000_000)));
+    assert!(!touched.is_live(Timestamp(2_000_000 + 900_000_000)));
+    assert!(
+        !store
+            .touch_session(&[9; 32], Timestamp(2_000_000))
+            .await
+            .unwrap()
+    );
+
+    let mut s2 = session(2, &a.id, 1_000_000);
+    s2.csrf_hash = None;
+    assert!(store.create_session(&s2).await.unwrap());
+    assert_eq!(store.session(&[2; 32]).await.unwrap(), Some(s2));
+    assert!(store.revoke_session(&[2; 32]).await.unwrap());
+    assert!(!store.revoke_session(&[2; 32]).await.unwrap());
+    assert!(store.session(&[2; 32]).await.unwrap().unwrap().revoked);
+
+    // Idle-expired (s3), absolute-expired (s4), live (s1 until its idle end).
+    let s3 = session(3, &a.id, 1_000_000);
+    let mut s4 = session(4, &a.id, 3_000_000);
+    s4.absolute_expiry = Timestamp(3_500_000);
+    s4.idle_timeout_secs = 3_600;
+    store.create_session(&s3).await.unwrap();
+    store.create_session(&s4).await.unwrap();
+    let now = Timestamp(1_000_000 + 900_000_000);
+    // s2 revoked, s3 idle since 1s for 900s, s4 past its absolute expiry.
+    assert_eq!(store.delete_expired_sessions(now).await.unwrap(), 3);
+    assert!(store.session(&[1; 32]).await.unwrap().is_some());
+    for n in [2, 3, 4] {
+        assert_eq!(store.session(&[n; 32]).await.unwrap(), None);
+    }
+
+    let s5 = session(5, &a.id, 5_000_000);
+    store.create_session(&s5).await.unwrap();
+    assert_eq!(store.revoke_sessions_of(&a.id).await.unwrap(), 2);
+    assert_eq!(store.revoke_sessions_of(&a.id).await.unwrap(), 0);
+    assert!(store.session(&[5; 32]).await.unwrap().unwrap().revoked);
 }

@@ -16,6 +16,21 @@ async fn schemas_stay_in_step() {
             .any(|(t, c)| t == "resource_versions" && c == "ciphertext"),
         "{lite:?}"
     );
+    // Every identity table (migration 2) is compared too.
+    for (table, column) in [
+        ("accounts", "username_key"),
+        ("credentials", "totp_last_step"),
+        ("recovery_codes", "code_hash"),
+        ("passkeys", "credential_id"),
+        ("factor_failures", "next_allowed_at"),
+        ("address_failures", "disabled"),
+        ("sessions", "id_hash"),
+    ] {
+        assert!(
+            lite.iter().any(|(t, c)| t == table && c == column),
+            "{table}.{column} missing: {lite:?}"
+        );
+    }
     assert_eq!(
         lite, post,
         "SQLite and PostgreSQL schemas differ in tables or columns"
