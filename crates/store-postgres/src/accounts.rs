@@ -5,14 +5,17 @@
 
 use async_trait::async_trait;
 use model::{ResourceId, Timestamp};
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
 use store::{
-    Account, AccountId, AccountStore, Credentials, FailureCounter, Result, Role, Session,
-    StoreError, username_key,
+    Account, AccountId, AccountStore, BackupRecord, Credentials, FailureCounter, Result, Role,
+    Session, StoreError, username_key,
 };
 
-use crate::{PgStore, db, limit_i64, parse_id, to_i64};
+use crate::{DUMP_PAGE, PgStore, db, limit_i64, parse_id, to_i64};
+
+/// [`DUMP_PAGE`] as a length, to tell a full page from the last one.
+const PAGE_LEN: usize = DUMP_PAGE.unsigned_abs() as usize;
 
 const ACCOUNT_COLUMNS: &str =
     "id, username, role, practitioner, patient, active, created, deactivated, profile";
@@ -30,6 +33,11 @@ fn parse_account_id(s: String) -> Result<AccountId> {
 
 fn opt_id(s: Option<String>) -> Result<Option<ResourceId>> {
     s.map(parse_id).transpose()
+}
+
+fn opt_step(s: Option<i64>) -> Result<Option<u64>> {
+    s.map(|s| u64::try_from(s).map_err(|_| corrupt("totp step")))
+        .transpose()
 }
 
 fn account_from_row(row: &PgRow) -> Result<Account> {
@@ -181,11 +189,7 @@ impl AccountStore for PgStore {
         Ok(Credentials {
             password_hash: row.try_get(0).map_err(db)?,
             totp_secret: row.try_get(1).map_err(db)?,
-            totp_last_step: row
-                .try_get::<Option<i64>, _>(2)
-                .map_err(db)?
-                .map(|s| u64::try_from(s).map_err(|_| corrupt("totp step")))
-                .transpose()?,
+            totp_last_step: opt_step(row.try_get(2).map_err(db)?)?,
         })
     }
 
@@ -436,4 +440,243 @@ impl AccountStore for PgStore {
         .rows_affected();
         Ok(n)
     }
+}
+
+// ---- backup ----
+
+/// Dumps the identity tables (not sessions, not per-address counters) in
+/// the snapshot of `tx`, each paged by its primary key.
+pub(crate) async fn dump_identity(
+    tx: &mut Transaction<'static, Postgres>,
+    sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send),
+) -> Result<()> {
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(&after)
+        .bind(DUMP_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for r in &rows {
+            let account = account_from_row(r)?;
+            after = account.id.as_str().to_owned();
+            sink(BackupRecord::Account(account))?;
+        }
+        if rows.len() < PAGE_LEN {
+            break;
+        }
+    }
+
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(
+            "SELECT account, password_hash, totp_secret, totp_last_step FROM credentials \
+             WHERE account > $1 ORDER BY account LIMIT $2",
+        )
+        .bind(&after)
+        .bind(DUMP_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for r in &rows {
+            let account = parse_account_id(r.try_get(0).map_err(db)?)?;
+            after = account.as_str().to_owned();
+            let credentials = Credentials {
+                password_hash: r.try_get(1).map_err(db)?,
+                totp_secret: r.try_get(2).map_err(db)?,
+                totp_last_step: opt_step(r.try_get(3).map_err(db)?)?,
+            };
+            sink(BackupRecord::Credentials {
+                account,
+                credentials,
+            })?;
+        }
+        if rows.len() < PAGE_LEN {
+            break;
+        }
+    }
+
+    let mut after = (String::new(), Vec::<u8>::new());
+    loop {
+        let rows = sqlx::query(
+            "SELECT account, code_hash FROM recovery_codes WHERE (account, code_hash) > ($1, $2) \
+             ORDER BY account, code_hash LIMIT $3",
+        )
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(DUMP_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for r in &rows {
+            let account = parse_account_id(r.try_get(0).map_err(db)?)?;
+            let hash: Vec<u8> = r.try_get(1).map_err(db)?;
+            after = (account.as_str().to_owned(), hash.clone());
+            sink(BackupRecord::RecoveryCode { account, hash })?;
+        }
+        if rows.len() < PAGE_LEN {
+            break;
+        }
+    }
+
+    let mut after = Vec::<u8>::new();
+    loop {
+        let rows = sqlx::query(
+            "SELECT account, credential_id, data FROM passkeys WHERE credential_id > $1 \
+             ORDER BY credential_id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(DUMP_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for r in &rows {
+            let account = parse_account_id(r.try_get(0).map_err(db)?)?;
+            let credential_id: Vec<u8> = r.try_get(1).map_err(db)?;
+            after.clone_from(&credential_id);
+            sink(BackupRecord::Passkey {
+                account,
+                credential_id,
+                data: r.try_get(2).map_err(db)?,
+            })?;
+        }
+        if rows.len() < PAGE_LEN {
+            break;
+        }
+    }
+
+    let mut after = (String::new(), String::new());
+    loop {
+        let rows = sqlx::query(
+            "SELECT failures, next_allowed_at, disabled, account, factor FROM factor_failures \
+             WHERE (account, factor) > ($1, $2) ORDER BY account, factor LIMIT $3",
+        )
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(DUMP_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for r in &rows {
+            let counter = counter_from_row(Some(r))?;
+            let account = parse_account_id(r.try_get(3).map_err(db)?)?;
+            let factor: String = r.try_get(4).map_err(db)?;
+            after = (account.as_str().to_owned(), factor.clone());
+            sink(BackupRecord::FactorFailures {
+                account,
+                factor,
+                counter,
+            })?;
+        }
+        if rows.len() < PAGE_LEN {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the store holds any account (a restore needs an empty store).
+pub(crate) async fn has_accounts(tx: &mut Transaction<'static, Postgres>) -> Result<bool> {
+    Ok(sqlx::query("SELECT 1 FROM accounts LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?
+        .is_some())
+}
+
+/// Inserts one identity record during a restore; other records are not
+/// this module's and are ignored.
+pub(crate) async fn load_identity(
+    tx: &mut Transaction<'static, Postgres>,
+    record: &BackupRecord,
+) -> Result<()> {
+    match record {
+        BackupRecord::Account(a) => {
+            sqlx::query(
+                "INSERT INTO accounts (id, username, username_key, role, practitioner, patient, \
+                 active, created, deactivated, profile) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(a.id.as_str())
+            .bind(&a.username)
+            .bind(username_key(&a.username))
+            .bind(a.role.as_str())
+            .bind(a.practitioner.as_ref().map(ResourceId::as_str))
+            .bind(a.patient.as_ref().map(ResourceId::as_str))
+            .bind(a.active)
+            .bind(a.created.0)
+            .bind(a.deactivated.map(|t| t.0))
+            .bind(&a.profile)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
+        BackupRecord::Credentials {
+            account,
+            credentials: c,
+        } => {
+            sqlx::query(
+                "INSERT INTO credentials (account, password_hash, totp_secret, totp_last_step) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(account.as_str())
+            .bind(c.password_hash.as_deref())
+            .bind(c.totp_secret.as_deref())
+            .bind(
+                c.totp_last_step
+                    .map(|s| to_i64(s, "totp step"))
+                    .transpose()?,
+            )
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
+        BackupRecord::RecoveryCode { account, hash } => {
+            sqlx::query("INSERT INTO recovery_codes (account, code_hash) VALUES ($1, $2)")
+                .bind(account.as_str())
+                .bind(hash)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        BackupRecord::Passkey {
+            account,
+            credential_id,
+            data,
+        } => {
+            sqlx::query("INSERT INTO passkeys (credential_id, account, data) VALUES ($1, $2, $3)")
+                .bind(credential_id)
+                .bind(account.as_str())
+                .bind(data)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        BackupRecord::FactorFailures {
+            account,
+            factor,
+            counter,
+        } => {
+            sqlx::query(
+                "INSERT INTO factor_failures (account, factor, failures, next_allowed_at, disabled) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(account.as_str())
+            .bind(factor)
+            .bind(i64::from(counter.failures))
+            .bind(counter.next_allowed_at.map(|t| t.0))
+            .bind(counter.disabled)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
+        BackupRecord::Setting { .. }
+        | BackupRecord::Key(_)
+        | BackupRecord::Version(_)
+        | BackupRecord::Index { .. } => {}
+    }
+    Ok(())
 }

@@ -990,6 +990,7 @@ impl Store for PgStore {
                 break;
             }
         }
+        accounts::dump_identity(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -998,7 +999,8 @@ impl Store for PgStore {
         // Nobody may write while we check emptiness and fill the store.
         exec_script(
             &mut tx,
-            "LOCK TABLE settings, data_keys, resource_versions, resource_current, search_index \
+            "LOCK TABLE settings, data_keys, resource_versions, resource_current, search_index, \
+             accounts, credentials, recovery_codes, passkeys, factor_failures \
              IN SHARE ROW EXCLUSIVE MODE",
         )
         .await?;
@@ -1011,7 +1013,7 @@ impl Store for PgStore {
         .map_err(db)?
         .try_get(0)
         .map_err(db)?;
-        if non_empty {
+        if non_empty || accounts::has_accounts(&mut tx).await? {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
             ));
@@ -1080,6 +1082,13 @@ impl Store for PgStore {
                         std::slice::from_ref(row),
                     )
                     .await?;
+                }
+                BackupRecord::Account(_)
+                | BackupRecord::Credentials { .. }
+                | BackupRecord::RecoveryCode { .. }
+                | BackupRecord::Passkey { .. }
+                | BackupRecord::FactorFailures { .. } => {
+                    accounts::load_identity(&mut tx, record).await?;
                 }
             }
         }

@@ -1030,6 +1030,7 @@ impl Store for SqliteStore {
                 break;
             }
         }
+        accounts::dump_identity(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1044,7 +1045,7 @@ impl Store for SqliteStore {
         .map_err(db)?
         .try_get(0)
         .map_err(db)?;
-        if non_empty {
+        if non_empty || accounts::has_accounts(&mut tx).await? {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
             ));
@@ -1107,6 +1108,13 @@ impl Store for SqliteStore {
                         )));
                     }
                     insert_index(&mut tx, rtype.as_str(), id.as_str(), row).await?;
+                }
+                BackupRecord::Account(_)
+                | BackupRecord::Credentials { .. }
+                | BackupRecord::RecoveryCode { .. }
+                | BackupRecord::Passkey { .. }
+                | BackupRecord::FactorFailures { .. } => {
+                    accounts::load_identity(&mut tx, record).await?;
                 }
             }
         }

@@ -178,6 +178,28 @@ pub enum BackupRecord {
         id: ResourceId,
         row: IndexRow,
     },
+    /// Identity records follow the index rows, accounts before what refers
+    /// to them. Sessions and per-address counters are ephemeral and never
+    /// backed up: a restore signs everyone out.
+    Account(Account),
+    Credentials {
+        account: AccountId,
+        credentials: Credentials,
+    },
+    RecoveryCode {
+        account: AccountId,
+        hash: Vec<u8>,
+    },
+    Passkey {
+        account: AccountId,
+        credential_id: Vec<u8>,
+        data: Vec<u8>,
+    },
+    FactorFailures {
+        account: AccountId,
+        factor: String,
+        counter: FailureCounter,
+    },
 }
 
 /// The storage a Vigil node uses. It includes [`AccountStore`] (identity).
@@ -268,10 +290,12 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// loaded tables can scan instead of using the search index.
     async fn refresh_statistics(&self) -> Result<()>;
     /// Every record, read in one consistent snapshot, in dependency order
-    /// (settings, keys, versions, index rows). Sent in chunks to `sink`.
+    /// (settings, keys, versions, index rows, then accounts, credentials,
+    /// recovery codes, passkeys, factor failure counters). Sent in chunks to
+    /// `sink`. Sessions and per-address counters are not included.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
     /// Loads records into an empty store, in one transaction.
     /// Fails with [`StoreError::Backup`] if the store already holds resources,
-    /// keys or settings.
+    /// keys, settings or accounts.
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
 }

@@ -1251,17 +1251,73 @@ pub async fn stats_count_everything(store: &dyn Store) {
 
 /// Dumps `from`, loads it into the empty `to`, and checks both dumps agree.
 /// Works across backends: the backup format is the same.
+/// Accounts with credentials, recovery codes, counters and sessions.
+pub async fn populate_identity(store: &dyn Store) {
+    let a = account(1, "Alice", Role::Physician);
+    let mut b = account(2, "bob", Role::Patient);
+    b.profile = Vec::new();
+    store.create_account(&a).await.unwrap();
+    store.create_account(&b).await.unwrap();
+    store
+        .set_password_hash(&a.id, b"$argon2id$a")
+        .await
+        .unwrap();
+    store.set_totp_secret(&a.id, Some(&[0, 9])).await.unwrap();
+    assert!(store.advance_totp_step(&a.id, None, 42).await.unwrap());
+    store
+        .set_password_hash(&b.id, b"$argon2id$b")
+        .await
+        .unwrap();
+    store
+        .set_recovery_codes(&a.id, &[vec![2], vec![0, 1]])
+        .await
+        .unwrap();
+    let c = FailureCounter {
+        failures: 3,
+        next_allowed_at: Some(Timestamp(77)),
+        disabled: false,
+    };
+    store
+        .put_factor_failures(&b.id, "password", &c)
+        .await
+        .unwrap();
+    store.put_address_failures("192.0.2.1", &c).await.unwrap();
+    assert!(
+        store
+            .create_session(&session(1, &a.id, 1_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .deactivate_account(&b.id, Timestamp(2_000))
+            .await
+            .unwrap()
+    );
+}
+
 pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
     populate(from).await;
+    populate_identity(from).await;
     let records = dump_all(from).await;
-    // Dependency order: settings, keys, versions, index rows.
+    // Dependency order: settings, keys, versions, index rows, then identity.
     let rank = |r: &BackupRecord| match r {
         BackupRecord::Setting { .. } => 0,
         BackupRecord::Key(_) => 1,
         BackupRecord::Version(_) => 2,
         BackupRecord::Index { .. } => 3,
+        BackupRecord::Account(_) => 4,
+        BackupRecord::Credentials { .. } => 5,
+        BackupRecord::RecoveryCode { .. } => 6,
+        BackupRecord::Passkey { .. } => 7,
+        BackupRecord::FactorFailures { .. } => 8,
     };
     assert!(records.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
+    assert_eq!(
+        records.iter().map(rank).filter(|&r| r >= 4).count(),
+        7,
+        "2 accounts, 2 credentials, 2 recovery codes, 1 counter"
+    );
     assert_eq!(
         records.iter().filter(|r| rank(r) == 2).count(),
         7,
@@ -1307,6 +1363,33 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
     )])
     .await
     .unwrap();
+    // Identity survives, sessions and per-address counters do not.
+    let alice = to.account_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(
+        Some(&alice),
+        from.account(&account_id(1)).await.unwrap().as_ref()
+    );
+    assert!(!to.account(&account_id(2)).await.unwrap().unwrap().active);
+    let creds = to.credentials(&alice.id).await.unwrap();
+    assert_eq!(creds, from.credentials(&alice.id).await.unwrap());
+    assert_eq!(creds.totp_last_step, Some(42));
+    assert!(!to.advance_totp_step(&alice.id, None, 42).await.unwrap());
+    assert_eq!(
+        to.recovery_codes(&alice.id).await.unwrap(),
+        vec![vec![0, 1], vec![2]]
+    );
+    assert_eq!(
+        to.factor_failures(&account_id(2), "password")
+            .await
+            .unwrap()
+            .failures,
+        3
+    );
+    assert_eq!(
+        to.address_failures("192.0.2.1").await.unwrap(),
+        FailureCounter::default()
+    );
+    assert_eq!(to.session(&[1; 32]).await.unwrap(), None);
     // And refuses a second load.
     assert!(matches!(to.load(records).await, Err(StoreError::Backup(_))));
 }
@@ -1336,6 +1419,20 @@ pub async fn load_refuses_non_empty_store(store: &dyn Store) {
     assert_eq!(nothing, 0, "a fresh store dumps nothing");
     // Loading an empty backup into an empty store is fine.
     store.load(Vec::new()).await.unwrap();
+
+    // A store holding only an account is not empty either.
+    let restored = account(5, "restored", Role::Nurse);
+    store
+        .create_account(&account(4, "held", Role::Nurse))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .load(vec![BackupRecord::Account(restored.clone())])
+            .await,
+        Err(StoreError::Backup(_))
+    ));
+    assert_eq!(store.account(&restored.id).await.unwrap(), None);
 
     store.put_setting("node-id", b"n").await.unwrap();
     let one = vec![BackupRecord::Setting {

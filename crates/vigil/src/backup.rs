@@ -6,7 +6,10 @@
 //! ...
 //! {"t":"end","records":N,"sha256":"<hex of every byte before this line>"}
 //! ```
-//! A backup holds ciphertext, wrapped data keys and keyed tokens only. Without
+//! Identity records (`account`, `credentials`, `recovery`, `passkey`,
+//! `failures`) follow the index rows; sessions are never backed up.
+//! A backup holds ciphertext, wrapped data keys and keyed tokens only (and
+//! password hashes, sealed TOTP secrets and sealed profiles). Without
 //! the key file it is unreadable; keep the two apart.
 
 use std::io::{BufRead, Write};
@@ -18,7 +21,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use store::{BackupRecord, IndexRow, Store, StoredVersion, WrappedKey};
+use store::{
+    Account, AccountId, BackupRecord, Credentials, FailureCounter, IndexRow, Role, Store,
+    StoredVersion, WrappedKey,
+};
 
 const MAGIC: &str = "VIGIL-BACKUP 1";
 
@@ -49,10 +55,47 @@ enum Line {
         param: String,
         token: String,
     },
+    Account {
+        id: String,
+        username: String,
+        role: String,
+        practitioner: Option<ResourceId>,
+        patient: Option<ResourceId>,
+        active: bool,
+        created: i64,
+        deactivated: Option<i64>,
+        profile: String,
+    },
+    Credentials {
+        account: String,
+        password: Option<String>,
+        totp: Option<String>,
+        totp_step: Option<u64>,
+    },
+    Recovery {
+        account: String,
+        hash: String,
+    },
+    Passkey {
+        account: String,
+        cred: String,
+        data: String,
+    },
+    Failures {
+        account: String,
+        factor: String,
+        failures: u32,
+        next: Option<i64>,
+        disabled: bool,
+    },
     End {
         records: u64,
         sha256: String,
     },
+}
+
+fn account_of(s: String) -> anyhow::Result<AccountId> {
+    AccountId::new(s).context("invalid account id in backup")
 }
 
 fn owner_of(s: &str) -> anyhow::Result<KeyOwner> {
@@ -84,6 +127,50 @@ fn to_line(r: BackupRecord) -> Line {
             id,
             param: row.param,
             token: B64.encode(row.token),
+        },
+        BackupRecord::Account(a) => Line::Account {
+            id: a.id.as_str().to_owned(),
+            username: a.username,
+            role: a.role.as_str().to_owned(),
+            practitioner: a.practitioner,
+            patient: a.patient,
+            active: a.active,
+            created: a.created.0,
+            deactivated: a.deactivated.map(|t| t.0),
+            profile: B64.encode(a.profile),
+        },
+        BackupRecord::Credentials {
+            account,
+            credentials: c,
+        } => Line::Credentials {
+            account: account.as_str().to_owned(),
+            password: c.password_hash.map(|p| B64.encode(p)),
+            totp: c.totp_secret.map(|t| B64.encode(t)),
+            totp_step: c.totp_last_step,
+        },
+        BackupRecord::RecoveryCode { account, hash } => Line::Recovery {
+            account: account.as_str().to_owned(),
+            hash: B64.encode(hash),
+        },
+        BackupRecord::Passkey {
+            account,
+            credential_id,
+            data,
+        } => Line::Passkey {
+            account: account.as_str().to_owned(),
+            cred: B64.encode(credential_id),
+            data: B64.encode(data),
+        },
+        BackupRecord::FactorFailures {
+            account,
+            factor,
+            counter,
+        } => Line::Failures {
+            account: account.as_str().to_owned(),
+            factor,
+            failures: counter.failures,
+            next: counter.next_allowed_at.map(|t| t.0),
+            disabled: counter.disabled,
         },
     }
 }
@@ -132,6 +219,68 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
             row: IndexRow {
                 param,
                 token: b(&token)?,
+            },
+        },
+        Line::Account {
+            id,
+            username,
+            role,
+            practitioner,
+            patient,
+            active,
+            created,
+            deactivated,
+            profile,
+        } => BackupRecord::Account(Account {
+            id: account_of(id)?,
+            username,
+            role: Role::parse(&role).context("invalid role in backup")?,
+            practitioner,
+            patient,
+            active,
+            created: Timestamp(created),
+            deactivated: deactivated.map(Timestamp),
+            profile: b(&profile)?,
+        }),
+        Line::Credentials {
+            account,
+            password,
+            totp,
+            totp_step,
+        } => BackupRecord::Credentials {
+            account: account_of(account)?,
+            credentials: Credentials {
+                password_hash: password.as_deref().map(b).transpose()?,
+                totp_secret: totp.as_deref().map(b).transpose()?,
+                totp_last_step: totp_step,
+            },
+        },
+        Line::Recovery { account, hash } => BackupRecord::RecoveryCode {
+            account: account_of(account)?,
+            hash: b(&hash)?,
+        },
+        Line::Passkey {
+            account,
+            cred,
+            data,
+        } => BackupRecord::Passkey {
+            account: account_of(account)?,
+            credential_id: b(&cred)?,
+            data: b(&data)?,
+        },
+        Line::Failures {
+            account,
+            factor,
+            failures,
+            next,
+            disabled,
+        } => BackupRecord::FactorFailures {
+            account: account_of(account)?,
+            factor,
+            counter: FailureCounter {
+                failures,
+                next_allowed_at: next.map(Timestamp),
+                disabled,
             },
         },
         Line::End { .. } => return Ok(None),
@@ -268,4 +417,58 @@ fn open_new_private(path: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .truncate(true)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_records_survive_a_backup_line() {
+        let account = AccountId::from_bytes([7; 16]);
+        let records = vec![
+            BackupRecord::Account(Account {
+                id: account.clone(),
+                username: "Alice".to_owned(),
+                role: Role::PrivacyOfficer,
+                practitioner: Some(ResourceId::new("pr1").unwrap()),
+                patient: None,
+                active: false,
+                created: Timestamp(1),
+                deactivated: Some(Timestamp(2)),
+                profile: vec![0, 255],
+            }),
+            BackupRecord::Credentials {
+                account: account.clone(),
+                credentials: Credentials {
+                    password_hash: Some(b"$argon2id$".to_vec()),
+                    totp_secret: None,
+                    totp_last_step: Some(u64::MAX),
+                },
+            },
+            BackupRecord::RecoveryCode {
+                account: account.clone(),
+                hash: vec![1, 2],
+            },
+            BackupRecord::Passkey {
+                account: account.clone(),
+                credential_id: vec![3],
+                data: vec![],
+            },
+            BackupRecord::FactorFailures {
+                account,
+                factor: "totp".to_owned(),
+                counter: FailureCounter {
+                    failures: 100,
+                    next_allowed_at: None,
+                    disabled: true,
+                },
+            },
+        ];
+        for r in records {
+            let json = serde_json::to_string(&to_line(r.clone())).unwrap();
+            let back: Line = serde_json::from_str(&json).unwrap();
+            assert_eq!(from_line(back).unwrap(), Some(r), "{json}");
+        }
+    }
 }
