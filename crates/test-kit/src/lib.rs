@@ -107,6 +107,8 @@ macro_rules! store_story_tests {
             crossed_batches_have_one_winner,
             totp_step_is_compare_and_set,
             recovery_codes_are_consumed_once,
+            concurrent_signups_have_one_winner,
+            no_session_outlives_a_racing_deactivation,
         ]);
     };
     (@each $fixture:ty, $kind:ident; [$($name:ident),* $(,)?]) => {

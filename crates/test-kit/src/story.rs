@@ -2083,3 +2083,48 @@ pub async fn sessions_create_touch_revoke_expire(store: &dyn Store) {
     assert_eq!(store.revoke_sessions_of(&a.id).await.unwrap(), 0);
     assert!(store.session(&[5; 32]).await.unwrap().unwrap().revoked);
 }
+
+pub async fn concurrent_signups_have_one_winner(store: &Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for n in 1..=8_u8 {
+        let s = Arc::clone(store);
+        // Same name in different cases, different ids.
+        let name = if n % 2 == 0 { "Carol" } else { "cAROL" };
+        let a = account(n, name, Role::Nurse);
+        tasks.push(tokio::spawn(async move { s.create_account(&a).await }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::UsernameTaken) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.accounts(None, 100).await.unwrap().len(), 1);
+}
+
+pub async fn no_session_outlives_a_racing_deactivation(store: &Arc<dyn Store>) {
+    let a = account(1, "racer", Role::Nurse);
+    store.create_account(&a).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 1..=16_u8 {
+        let (s, id) = (Arc::clone(store), a.id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.create_session(&session(n, &id, 1_000)).await.unwrap();
+        }));
+    }
+    let (s, id) = (Arc::clone(store), a.id.clone());
+    let deactivate =
+        tokio::spawn(async move { s.deactivate_account(&id, Timestamp(1_500)).await.unwrap() });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(deactivate.await.unwrap());
+    for n in 1..=16_u8 {
+        if let Some(s) = store.session(&[n; 32]).await.unwrap() {
+            assert!(s.revoked, "session {n} survived the deactivation");
+        }
+    }
+}
