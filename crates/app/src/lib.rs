@@ -308,9 +308,11 @@ impl Vigil {
             if !records::has_memory_params(rtype) {
                 continue;
             }
+            // No limit: a bulk load on another node must not leave names out
+            // (ids only here; decryption goes in chunks below).
             let query = store::IndexQuery {
                 last_updated_from: Some(from),
-                limit: self.config.limits.search_window,
+                limit: usize::MAX,
                 ..store::IndexQuery::default()
             };
             let ids = self.store.find(rtype, &query).await?;
