@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use fhir::IssueCode;
 use model::{ResourceId, ResourceType, VersionId};
 use serde_json::{Value, json};
-use store::{Precondition, StoreError};
+use store::Precondition;
 
 use crate::error::issue;
-use crate::records::{has_memory_params, new_id};
+use crate::records::new_id;
 use crate::{AppError, Principal, Versioned, Vigil};
 
 /// What one entry asks for.
@@ -390,29 +390,11 @@ impl Vigil {
                 }
             }
         }
-        let mut ops: Vec<store::WriteOp> = deletes.iter().map(|(_, op)| op.clone()).collect();
-        ops.extend(prepared.iter().map(|(_, p)| p.op.clone()));
-        self.store.commit_with_keys(unit.wrapped(), ops).await.map_err(|e| match e {
-            StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
-                "{rtype}/{id} was changed concurrently ({reason}); the transaction was not applied"
-            )),
-            StoreError::KeyExists => AppError::Conflict(
-                "a concurrent write created a key this transaction needed; retry".into(),
-            ),
-            other => AppError::Store(other),
-        })?;
-        self.keys.committed(unit);
-        for (_, op) in &deletes {
-            if has_memory_params(op.version.rtype) {
-                self.mem.set(op.version.rtype, &op.version.id, Vec::new());
-            }
-        }
+        let delete_ops = deletes.iter().map(|(_, op)| op.clone()).collect();
+        let (indexes, written): (Vec<usize>, Vec<_>) = prepared.into_iter().unzip();
+        self.commit_unit(delete_ops, &written, unit).await?;
         let mut responses: BTreeMap<usize, Value> = BTreeMap::new();
-        for (index, p) in prepared {
-            if has_memory_params(p.versioned.rtype) {
-                self.mem
-                    .set(p.versioned.rtype, &p.versioned.id, p.memory_terms.clone());
-            }
+        for (index, p) in indexes.into_iter().zip(written) {
             let status = if p.created { "201 Created" } else { "200 OK" };
             responses.insert(index, response_for(&p.versioned, status));
         }

@@ -215,10 +215,7 @@ impl Vigil {
     ) -> Result<(), AppError> {
         let mut done = 0u64;
         for rtype in ResourceType::ALL {
-            let has_memory = fhir::search::params_for(rtype)
-                .iter()
-                .any(|p| matches!(p.strategy, fhir::search::Strategy::Memory));
-            if !has_memory {
+            if !records::has_memory_params(rtype) {
                 continue;
             }
             let mut after: Option<ResourceId> = None;
@@ -227,10 +224,7 @@ impl Vigil {
                 let Some(last) = batch.last() else { break };
                 after = Some(last.id.clone());
                 for sv in &batch {
-                    let v = self.open_version(sv).await?;
-                    if let Some(res) = &v.resource {
-                        self.mem.set(rtype, &sv.id, memory_terms(rtype, res));
-                    }
+                    self.index_names(sv).await?;
                     done += 1;
                 }
                 progress(done, 0);
@@ -318,14 +312,21 @@ impl Vigil {
             let ids = self.store.find(rtype, &query).await?;
             for chunk in ids.chunks(500) {
                 for sv in self.store.current_many(rtype, chunk).await? {
-                    let v = self.open_version(&sv).await?;
-                    if let Some(res) = &v.resource {
-                        self.mem.set(rtype, &sv.id, memory_terms(rtype, res));
-                    }
+                    self.index_names(&sv).await?;
                 }
             }
         }
         Ok(now)
+    }
+}
+
+impl Vigil {
+    /// Decrypts a stored version and puts its name terms into the in-memory index.
+    async fn index_names(&self, sv: &store::StoredVersion) -> Result<(), AppError> {
+        if let Some(res) = &self.open_version(sv).await?.resource {
+            self.mem.set(sv.rtype, &sv.id, memory_terms(sv.rtype, res));
+        }
+        Ok(())
     }
 }
 

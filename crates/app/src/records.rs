@@ -183,24 +183,47 @@ impl Vigil {
         prepared: Vec<Prepared>,
         unit: NewKeys,
     ) -> Result<Vec<Prepared>, AppError> {
-        let ops = prepared.iter().map(|p| p.op.clone()).collect();
+        self.commit_unit(Vec::new(), &prepared, unit).await?;
+        Ok(prepared)
+    }
+
+    /// The one commit path for writes: delete markers and prepared versions
+    /// (with the data keys they need) commit atomically; then the new keys
+    /// are cached and the in-memory name index follows the change.
+    pub(crate) async fn commit_unit(
+        &self,
+        deletes: Vec<WriteOp>,
+        prepared: &[Prepared],
+        unit: NewKeys,
+    ) -> Result<(), AppError> {
+        let removed: Vec<(ResourceType, ResourceId)> = deletes
+            .iter()
+            .map(|op| (op.version.rtype, op.version.id.clone()))
+            .collect();
+        let mut ops = deletes;
+        ops.extend(prepared.iter().map(|p| p.op.clone()));
         self.store
             .commit_with_keys(unit.wrapped(), ops)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
-                    "{rtype}/{id} was changed concurrently ({reason}); retry"
+                    "{rtype}/{id} was changed concurrently ({reason}); nothing was written; retry"
                 )),
                 other => AppError::Store(other),
             })?;
         self.keys.committed(unit);
-        for p in &prepared {
+        for (rtype, id) in removed {
+            if has_memory_params(rtype) {
+                self.mem.set(rtype, &id, Vec::new());
+            }
+        }
+        for p in prepared {
             let rtype = p.versioned.rtype;
             if has_memory_params(rtype) {
                 self.mem.set(rtype, &p.versioned.id, p.memory_terms.clone());
             }
         }
-        Ok(prepared)
+        Ok(())
     }
 
     /// `POST /Type`: create with a server-assigned id.
@@ -333,15 +356,7 @@ impl Vigil {
             return Ok(None);
         };
         let version = op.version.version;
-        self.store.commit(vec![op]).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => {
-                AppError::Conflict("the resource was changed concurrently; retry".into())
-            }
-            other => AppError::Store(other),
-        })?;
-        if has_memory_params(rtype) {
-            self.mem.set(rtype, id, Vec::new());
-        }
+        self.commit_unit(vec![op], &[], NewKeys::default()).await?;
         Ok(Some(version))
     }
 
