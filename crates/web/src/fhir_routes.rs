@@ -140,12 +140,10 @@ fn check_format(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<(), A
                 "json" | "application/json" | "application/fhir+json"
             )
         {
-            return Err(ApiError(AppError::BadRequest(vec![fhir::Issue {
-                severity: fhir::Severity::Error,
-                code: IssueCode::NotSupported,
-                diagnostics: "only JSON is supported (_format=json)".into(),
-                expression: vec![],
-            }])));
+            return Err(bad(
+                IssueCode::NotSupported,
+                "only JSON is supported (_format=json)",
+            ));
         }
     }
     if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
