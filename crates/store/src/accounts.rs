@@ -168,6 +168,93 @@ impl Session {
     }
 }
 
+/// A WebAuthn credential. `data` is the sealed credential (public key,
+/// counter) as the app serialised it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    /// The credential id the authenticator chose (unique across accounts).
+    pub credential_id: Vec<u8>,
+    pub account: AccountId,
+    /// A label the user gave it (not PHI: "work laptop").
+    pub name: String,
+    pub created: Timestamp,
+    pub last_used: Option<Timestamp>,
+    pub data: Vec<u8>,
+}
+
+/// A short-lived, single-use secret the app hands out: a pending sign-in
+/// (password checked, second factor due), a WebAuthn challenge, an
+/// authorisation code, an enrolment or password-reset link, a client
+/// assertion's `jti` (kept to refuse replays). Stored by the SHA-256 of the
+/// secret; `payload` is sealed by the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// What it is for (`signin`, `authcode`, `reset`, …); a lookup names the
+    /// purpose it expects, so a secret for one thing never passes for another.
+    pub purpose: String,
+    pub account: Option<AccountId>,
+    pub payload: Vec<u8>,
+    pub expires: Timestamp,
+}
+
+/// An OAuth client (a SMART app or a backend service). `data` is the app's
+/// JSON description (redirect URIs, allowed scopes, public key); it holds no
+/// secret, since Vigil's clients are public (PKCE) or sign assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClient {
+    /// Chosen by the app: `[A-Za-z0-9._-]{1,64}`.
+    pub client_id: String,
+    pub name: String,
+    pub active: bool,
+    pub created: Timestamp,
+    pub revoked: Option<Timestamp>,
+    pub data: Vec<u8>,
+}
+
+/// A refresh token, stored by the SHA-256 of its value. Tokens descending
+/// from one authorisation share a `family`; presenting a used token again
+/// revokes the whole family (RFC 9700 §4.14.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub hash: [u8; 32],
+    /// 32 lowercase hex digits.
+    pub family: String,
+    pub account: AccountId,
+    pub client_id: String,
+    /// The sealed grant (scopes, launch context).
+    pub payload: Vec<u8>,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+}
+
+/// What presenting a refresh token for rotation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The token was live: it is now used and the new one stored. Carries the old token.
+    Rotated(RefreshToken),
+    /// The token had been used (or its family revoked): the family is now revoked.
+    Reused,
+    /// Unknown, expired, or its account or client is no longer active.
+    Invalid,
+}
+
+/// A message waiting in (or sent from) the outbox. `payload` (recipient
+/// address, subject, body with its links) is sealed by the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// 32 lowercase hex digits.
+    pub id: String,
+    pub created: Timestamp,
+    pub account: Option<AccountId>,
+    /// `enrolment`, `password-reset`, `one-time-code`, …
+    pub kind: String,
+    pub payload: Vec<u8>,
+    pub sent_at: Option<Timestamp>,
+    pub attempts: u32,
+    /// The last delivery error (from the relay; never message content).
+    pub last_error: Option<String>,
+}
+
 /// Accounts, credentials, throttling counters and sessions.
 #[async_trait]
 pub trait AccountStore: Send + Sync + 'static {
@@ -181,8 +268,9 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn account_by_username(&self, username: &str) -> Result<Option<Account>>;
     /// Accounts with id greater than `after`, ordered by id.
     async fn accounts(&self, after: Option<&AccountId>, limit: usize) -> Result<Vec<Account>>;
-    /// Marks the account inactive and revokes all its sessions, in one
-    /// transaction. Returns `false` if there is no such active account.
+    /// Marks the account inactive and revokes all its sessions and refresh
+    /// tokens, in one transaction (its access tokens fail
+    /// [`AccountStore::access_token_live`] from then on). Returns `false` if there is no such active account.
     async fn deactivate_account(&self, id: &AccountId, at: Timestamp) -> Result<bool>;
 
     // ---- credentials ----
@@ -232,4 +320,103 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Deletes sessions that are revoked, past their absolute expiry or idle
     /// for longer than their timeout at `now`. Returns how many.
     async fn delete_expired_sessions(&self, now: Timestamp) -> Result<u64>;
+
+    // ---- second factors ----
+    /// Removes every second factor of an account (TOTP secret, passkeys,
+    /// recovery codes), clears its factor failure counters and revokes its
+    /// sessions and refresh tokens, in one transaction. Administrators use it
+    /// when a user lost their devices.
+    async fn reset_second_factors(&self, id: &AccountId) -> Result<()>;
+    /// Stores a passkey; `false` when its credential id is already registered.
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<bool>;
+    /// The account's passkeys, oldest first.
+    async fn passkeys(&self, id: &AccountId) -> Result<Vec<StoredPasskey>>;
+    /// Replaces a passkey's sealed data (its signature counter moved) and
+    /// records when it was used.
+    async fn update_passkey(&self, credential_id: &[u8], data: &[u8], used: Timestamp)
+    -> Result<bool>;
+    async fn delete_passkey(&self, id: &AccountId, credential_id: &[u8]) -> Result<bool>;
+
+    // ---- challenges ----
+    /// Stores a challenge under `key_hash`; `false` (and nothing changes)
+    /// when that key is already present, which is how replays are caught.
+    async fn put_challenge(&self, key_hash: &[u8; 32], challenge: &Challenge) -> Result<bool>;
+    /// The challenge, if present, of that purpose and not expired at `now`.
+    async fn challenge(
+        &self,
+        key_hash: &[u8; 32],
+        purpose: &str,
+        now: Timestamp,
+    ) -> Result<Option<Challenge>>;
+    /// Removes and returns the challenge if it is of that purpose and not
+    /// expired at `now`. Of concurrent callers exactly one gets it.
+    async fn take_challenge(
+        &self,
+        key_hash: &[u8; 32],
+        purpose: &str,
+        now: Timestamp,
+    ) -> Result<Option<Challenge>>;
+    /// Removes the account's challenges of one purpose (a new reset link
+    /// voids older ones). Returns how many.
+    async fn delete_challenges_of(&self, id: &AccountId, purpose: &str) -> Result<u64>;
+    async fn delete_expired_challenges(&self, now: Timestamp) -> Result<u64>;
+
+    // ---- OAuth clients ----
+    /// `false` when the client id is taken.
+    async fn create_client(&self, client: &OAuthClient) -> Result<bool>;
+    async fn client(&self, client_id: &str) -> Result<Option<OAuthClient>>;
+    /// Every client, ordered by id.
+    async fn clients(&self) -> Result<Vec<OAuthClient>>;
+    /// Marks the client inactive and revokes its refresh tokens, in one
+    /// transaction. `false` if there is no such active client.
+    async fn revoke_client(&self, client_id: &str, at: Timestamp) -> Result<bool>;
+
+    // ---- tokens ----
+    /// Stores a new refresh token if its account and client are active
+    /// (checked in the same transaction). Returns `false` otherwise.
+    async fn put_refresh_token(&self, token: &RefreshToken) -> Result<bool>;
+    /// Rotation: if `old_hash` is live (not used, not revoked, not expired at
+    /// `now`, account and client active), marks it used and stores `new` in
+    /// the same family, atomically. A used token revokes its family.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &[u8; 32],
+        new: &RefreshToken,
+        now: Timestamp,
+    ) -> Result<RefreshOutcome>;
+    /// The token if it is live at `now` (for introspection).
+    async fn live_refresh_token(
+        &self,
+        hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<RefreshToken>>;
+    /// Revokes the token's whole family. `false` if unknown.
+    async fn revoke_refresh_token(&self, hash: &[u8; 32]) -> Result<bool>;
+    /// Records an access token's `jti` as revoked until `expires`.
+    async fn revoke_access_token(&self, jti: &str, expires: Timestamp) -> Result<()>;
+    /// The per-request check of a signature-verified access token, in one
+    /// query: the account (if any) exists and is active, the client (if any)
+    /// exists and is active, and the `jti` was not revoked.
+    async fn access_token_live(
+        &self,
+        account: Option<&AccountId>,
+        client_id: Option<&str>,
+        jti: &str,
+    ) -> Result<bool>;
+    /// Deletes expired refresh tokens and revoked-`jti` records.
+    async fn delete_expired_tokens(&self, now: Timestamp) -> Result<u64>;
+
+    // ---- outbox ----
+    async fn enqueue_message(&self, message: &OutboxMessage) -> Result<()>;
+    /// Unsent messages with fewer than `max_attempts` attempts, oldest first.
+    async fn unsent_messages(&self, max_attempts: u32, limit: usize) -> Result<Vec<OutboxMessage>>;
+    async fn mark_message_sent(&self, id: &str, at: Timestamp) -> Result<()>;
+    /// Counts a failed delivery attempt and keeps its error.
+    async fn mark_message_failed(&self, id: &str, error: &str) -> Result<()>;
+    /// Messages newest first, created before `before` when given.
+    async fn messages(
+        &self,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>>;
 }

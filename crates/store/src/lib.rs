@@ -8,7 +8,8 @@
 mod accounts;
 
 pub use accounts::{
-    Account, AccountId, AccountStore, Credentials, FailureCounter, Role, Session, username_key,
+    Account, AccountId, AccountStore, Challenge, Credentials, FailureCounter, OAuthClient,
+    OutboxMessage, RefreshOutcome, RefreshToken, Role, Session, StoredPasskey, username_key,
 };
 
 use async_trait::async_trait;
