@@ -9,7 +9,17 @@
 //! [index]
 //! id = "idx-…"
 //! key = "<base64 of 32 bytes>"
+//! [identity]
+//! id = "idn-…"
+//! created = "…"
+//! pepper = "<base64 of 32 bytes>"   # Argon2id secret (the password pepper)
+//! session = "<base64 of 32 bytes>"  # CSRF tokens
+//! token = "<base64 of 32 bytes>"    # access-token signatures (HS256)
+//! signing = "<base64 of 32 bytes>"  # seed of the id_token signing key (ES256)
 //! ```
+//!
+//! A key file written before the identity capability has no `[identity]`
+//! table; loading it from a path adds one (atomically, keeping mode 0600).
 //!
 //! The newest `[[kek]]` wraps new data keys; older ones stay to unwrap keys not yet re-wrapped.
 //! Later capabilities add their secrets (password pepper, audit signing keys) as new tables.
@@ -60,10 +70,47 @@ impl std::fmt::Debug for KeyEntry {
     }
 }
 
+/// The identity capability's secrets. Every node must share them (sessions
+/// and tokens issued by one node are checked by another), so they live in
+/// the key file, never in the database.
+#[derive(Clone)]
+pub struct IdentityKeys {
+    pub id: String,
+    pub created: String,
+    pub pepper: Secret32,
+    pub session: Secret32,
+    pub token: Secret32,
+    pub signing: Secret32,
+}
+
+impl std::fmt::Debug for IdentityKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityKeys")
+            .field("id", &self.id)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityKeys {
+    fn generate() -> IdentityKeys {
+        let e = new_entry("idn");
+        IdentityKeys {
+            id: e.id,
+            created: e.created,
+            pepper: Secret32::random(),
+            session: Secret32::random(),
+            token: Secret32::random(),
+            signing: Secret32::random(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct KeyFile {
     keks: Vec<KeyEntry>,
     index: KeyEntry,
+    identity: Option<IdentityKeys>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,10 +121,61 @@ struct RawEntry {
 }
 
 #[derive(Serialize, Deserialize)]
+struct RawIdentity {
+    id: String,
+    created: String,
+    pepper: String,
+    session: String,
+    token: String,
+    signing: String,
+}
+
+#[derive(Serialize, Deserialize)]
 struct RawFile {
     version: u32,
     kek: Vec<RawEntry>,
     index: RawEntry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<RawIdentity>,
+}
+
+fn decode_secret(what: &str, text: &str) -> Result<Secret32, KeyFileError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| KeyFileError::Invalid(format!("identity {what} is not base64")))?;
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyFileError::Invalid(format!("identity {what} is not 32 bytes")))?;
+    Ok(Secret32::from_bytes(arr))
+}
+
+fn decode_identity(raw: RawIdentity) -> Result<IdentityKeys, KeyFileError> {
+    if raw.id.is_empty() || raw.id.len() > 100 {
+        return Err(KeyFileError::Invalid(
+            "identity id must be 1 to 100 characters".to_owned(),
+        ));
+    }
+    Ok(IdentityKeys {
+        pepper: decode_secret("pepper", &raw.pepper)?,
+        session: decode_secret("session", &raw.session)?,
+        token: decode_secret("token", &raw.token)?,
+        signing: decode_secret("signing", &raw.signing)?,
+        id: raw.id,
+        created: raw.created,
+    })
+}
+
+fn encode_identity(k: &IdentityKeys) -> RawIdentity {
+    let b64 = |s: &Secret32| base64::engine::general_purpose::STANDARD.encode(s.expose());
+    RawIdentity {
+        id: k.id.clone(),
+        created: k.created.clone(),
+        pepper: b64(&k.pepper),
+        session: b64(&k.session),
+        token: b64(&k.token),
+        signing: b64(&k.signing),
+    }
 }
 
 fn now_compact() -> (String, String) {
@@ -141,7 +239,14 @@ impl KeyFile {
         KeyFile {
             keks: vec![new_entry("kek")],
             index: new_entry("idx"),
+            identity: Some(IdentityKeys::generate()),
         }
+    }
+
+    /// The identity secrets; `None` only for a key file from before the
+    /// identity capability given inline (a path is upgraded on load).
+    pub fn identity(&self) -> Option<&IdentityKeys> {
+        self.identity.as_ref()
     }
 
     pub fn keks(&self) -> &[KeyEntry] {
@@ -189,6 +294,7 @@ impl KeyFile {
         Ok(KeyFile {
             keks,
             index: decode_entry(raw.index)?,
+            identity: raw.identity.map(decode_identity).transpose()?,
         })
     }
 
@@ -197,6 +303,7 @@ impl KeyFile {
             version: 1,
             kek: self.keks.iter().map(encode_entry).collect(),
             index: encode_entry(&self.index),
+            identity: self.identity.as_ref().map(encode_identity),
         };
         let body = toml::to_string(&raw).map_err(|e| KeyFileError::Invalid(e.to_string()))?;
         Ok(format!(
@@ -213,7 +320,21 @@ impl KeyFile {
             KeyFileSource::Path(path) => match std::fs::read_to_string(path) {
                 Ok(text) => {
                     check_permissions(path)?;
-                    Ok((KeyFile::parse(&text)?, false))
+                    let mut kf = KeyFile::parse(&text)?;
+                    if kf.identity.is_none() {
+                        // Written before the identity capability: add its
+                        // secrets once, atomically. Two processes racing
+                        // here would each write their own, so the loser
+                        // re-reads what won.
+                        kf.identity = Some(IdentityKeys::generate());
+                        kf.save(path)?;
+                        let text = std::fs::read_to_string(path).map_err(|e| KeyFileError::Io {
+                            path: path.clone(),
+                            source: e,
+                        })?;
+                        kf = KeyFile::parse(&text)?;
+                    }
+                    Ok((kf, false))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                     let kf = KeyFile::generate();
@@ -366,6 +487,35 @@ mod tests {
         let good = KeyFile::generate().to_toml().unwrap();
         let short = good.replacen("key = \"", "key = \"AAAA", 1);
         assert!(KeyFile::parse(&short).is_err());
+    }
+
+    #[test]
+    fn identity_keys_round_trip_and_old_files_gain_them() {
+        let kf = KeyFile::generate();
+        let again = KeyFile::parse(&kf.to_toml().unwrap()).unwrap();
+        let (a, b) = (kf.identity().unwrap(), again.identity().unwrap());
+        assert_eq!(a.pepper.expose(), b.pepper.expose());
+        assert_eq!(a.signing.expose(), b.signing.expose());
+        assert_ne!(a.pepper.expose(), a.token.expose());
+
+        let mut old = kf.clone();
+        old.identity = None;
+        let text = old.to_toml().unwrap();
+        assert!(!text.contains("[identity]"));
+        assert!(KeyFile::parse(&text).unwrap().identity().is_none());
+        let dir = std::env::temp_dir().join(format!("vigil-kf-{}", hex_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.toml");
+        old.save(&path).unwrap();
+        let src = KeyFileSource::Path(path.clone());
+        let (up, _) = KeyFile::load(&src, false).unwrap();
+        let (again, _) = KeyFile::load(&src, false).unwrap();
+        assert_eq!(
+            up.identity().unwrap().pepper.expose(),
+            again.identity().unwrap().pepper.expose()
+        );
+        assert_eq!(up.index_key().expose(), kf.index_key().expose());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
