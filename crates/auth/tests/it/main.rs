@@ -1,6 +1,8 @@
 //! The identity story through the public API: choose a password, hash it, enrol TOTP and
 //! recovery codes, sign in, and get throttled.
 
+mod assertion;
+
 use auth::hash::{HashConfig, Pepper, Verified, VerifyError};
 use auth::password::{Context, PasswordPolicy, PasswordRefusal};
 use auth::recovery::{self, RecoveryError};
