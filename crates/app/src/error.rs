@@ -11,6 +11,9 @@ pub enum AppError {
     /// 401: no or wrong credentials.
     #[error("authentication required")]
     Unauthenticated,
+    /// 403: authenticated, but this is beyond the caller's scopes or role.
+    #[error("forbidden")]
+    Forbidden(String),
     /// 405: the interaction is not supported on this URL.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -63,6 +66,7 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => 400,
             AppError::Unauthenticated => 401,
+            AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::MethodNotAllowed => 405,
             AppError::NotAcceptable => 406,
@@ -86,6 +90,7 @@ impl AppError {
             AppError::Unauthenticated => {
                 vec![issue(IssueCode::Login, "a valid bearer token is required")]
             }
+            AppError::Forbidden(m) => vec![issue(IssueCode::Forbidden, m.clone())],
             AppError::NotFound(m) => vec![issue(IssueCode::NotFound, m.clone())],
             AppError::MethodNotAllowed => vec![issue(
                 IssueCode::NotSupported,

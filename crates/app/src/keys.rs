@@ -173,6 +173,28 @@ impl Keys {
         Ok(fresh.dek)
     }
 
+    /// The data key of `owner`, created and stored at once if missing. For
+    /// data outside the record commit path (identity secrets, the outbox):
+    /// racing creators agree on the one key the store kept.
+    pub async fn ensure(&self, owner: &KeyOwner) -> Result<Dek, AppError> {
+        if let Some(d) = self.for_read(owner).await? {
+            return Ok(d);
+        }
+        self.reload_if_changed()?;
+        let fresh = self.ring().new_dek(owner).map_err(key_err)?;
+        let stored = self
+            .store
+            .put_key_if_absent(&WrappedKey {
+                owner: owner.clone(),
+                kek_id: fresh.kek_id,
+                wrapped: fresh.wrapped,
+            })
+            .await?;
+        let dek = self.unwrap(&stored)?;
+        self.remember(owner, &dek);
+        Ok(dek)
+    }
+
     /// After a successful commit: the unit's keys are stored, cache them.
     pub fn committed(&self, unit: NewKeys) {
         for (owner, (dek, _)) in unit.keys {

@@ -9,9 +9,11 @@
 //! Architecture Invariant: plaintext exists only in memory. Everything handed to
 //! the store is ciphertext, a wrapped key or a keyed token.
 
+mod access;
 mod bundle;
 pub mod demo;
 mod error;
+pub mod identity;
 pub mod json;
 pub mod keys;
 mod memindex;
@@ -27,6 +29,11 @@ use store::Store;
 
 pub use bundle::parse_query_string;
 pub use error::AppError;
+pub use identity::{
+    AccountSummary, AccountView, AuthorizeRequest, Caller, ClientSummary, ConsentView, Endpoints,
+    IdentityConfig, Mailer, NewAccount, NewClient, NewSession, OAuthError, OutboxView,
+    PasskeyView, SessionProblem, SessionView, SignInError, SignInStep, TokenRequest, Via,
+};
 pub use keys::RotateReport;
 pub use search::SearchPage;
 
@@ -82,14 +89,13 @@ impl Default for Config {
     }
 }
 
-/// Who is asking. The identity capability adds real accounts; until then the
-/// only principal is the bootstrap administrator (or an operator at the CLI).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is asking.
+#[derive(Debug, Clone)]
 pub enum Principal {
-    /// The holder of the bootstrap admin bearer token.
-    BootstrapAdmin,
     /// An operator running a CLI verb on the server's machine with the key file.
     Operator,
+    /// A signed-in user (session or access token) or a backend service.
+    User(Caller),
 }
 
 /// One version of a resource as returned to callers.
@@ -120,6 +126,8 @@ pub struct Vigil {
     mem: memindex::MemIndex,
     /// SHA-256 of the bootstrap token (from the environment or the database).
     bootstrap_hash: std::sync::RwLock<Option<Vec<u8>>>,
+    /// `None` only for a key file without identity secrets.
+    identity: Option<identity::Identity>,
 }
 
 impl Vigil {
@@ -133,6 +141,10 @@ impl Vigil {
         config: Config,
     ) -> Result<Vigil, AppError> {
         let keys = keys::Keys::new(key_file, key_source, Arc::clone(&store))?;
+        let identity = match key_file.identity() {
+            Some(_) => Some(identity::Identity::new(key_file, IdentityConfig::default())?),
+            None => None,
+        };
         let v = Vigil {
             store,
             keys,
@@ -140,9 +152,24 @@ impl Vigil {
             config,
             mem: memindex::MemIndex::default(),
             bootstrap_hash: std::sync::RwLock::new(None),
+            identity,
         };
         v.rebuild_memory_index(&|_, _| {}).await?;
         Ok(v)
+    }
+
+    /// Applies the `[identity]` settings (before the server starts).
+    pub fn configure_identity(
+        &mut self,
+        key_file: &KeyFile,
+        cfg: IdentityConfig,
+    ) -> Result<(), AppError> {
+        self.identity = Some(identity::Identity::new(key_file, cfg)?);
+        Ok(())
+    }
+
+    pub fn identity_config(&self) -> Option<&IdentityConfig> {
+        self.identity.as_ref().map(|i| &i.cfg)
     }
 
     pub fn config(&self) -> &Config {
@@ -193,18 +220,14 @@ impl Vigil {
         }
     }
 
-    /// Checks a bearer token. Constant-time; fails closed.
-    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, AppError> {
-        let Some(token) = bearer else {
-            return Err(AppError::Unauthenticated);
-        };
+    /// Whether `token` is the bootstrap token (constant time). It serves
+    /// only to set up the first administrator.
+    pub fn bootstrap_matches(&self, token: &str) -> bool {
         let Ok(g) = self.bootstrap_hash.read() else {
-            return Err(AppError::Unauthenticated);
+            return false;
         };
-        match g.as_deref() {
-            Some(h) if crypto::token_matches(token, h) => Ok(Principal::BootstrapAdmin),
-            _ => Err(AppError::Unauthenticated),
-        }
+        g.as_deref()
+            .is_some_and(|h| crypto::token_matches(token, h))
     }
 
     /// Re-reads every resource with memory-indexed parameters and rebuilds the

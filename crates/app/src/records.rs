@@ -7,6 +7,8 @@ use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId}
 use serde_json::{Map, Value};
 use store::{IndexRow, Precondition, StoreError, StoredVersion, WriteOp};
 
+use crate::access::Access;
+use auth::scope::Interaction;
 use crate::error::issue;
 use crate::keys::NewKeys;
 use crate::{AppError, Principal, Versioned, Vigil, Written};
@@ -229,13 +231,15 @@ impl Vigil {
     /// `POST /Type`: create with a server-assigned id.
     pub async fn create(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         body: Value,
     ) -> Result<Written, AppError> {
+        let access = self.permit(who, rtype, Interaction::Create)?;
         self.check_body(rtype, &body)?;
-        self.check_references(&body, &BTreeSet::new()).await?;
         let id = new_id();
+        access.allows(&key_owner(rtype, &id, &body))?;
+        self.check_references(&body, &BTreeSet::new()).await?;
         retry_key_race(|| async {
             let mut unit = NewKeys::default();
             let p = self
@@ -265,13 +269,20 @@ impl Vigil {
     /// version from an `If-Match` header.
     pub async fn update(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
         body: Value,
         if_match: Option<VersionId>,
     ) -> Result<Written, AppError> {
+        let access = self.permit(who, rtype, Interaction::Update)?;
         self.check_body(rtype, &body)?;
+        access.allows(&key_owner(rtype, id, &body))?;
+        if let Access::Compartment(_) = access
+            && let Some(old) = self.store.current(rtype, id).await?
+        {
+            access.allows(&old.key_owner)?;
+        }
         match body.get("id").and_then(Value::as_str) {
             Some(b) if b == id.as_str() => {}
             Some(_) => {
@@ -348,10 +359,16 @@ impl Vigil {
     /// something absent or already deleted succeeds (idempotent, as the spec allows).
     pub async fn delete(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<Option<VersionId>, AppError> {
+        let access = self.permit(who, rtype, Interaction::Delete)?;
+        if let Access::Compartment(_) = access
+            && let Some(old) = self.store.current(rtype, id).await?
+        {
+            access.allows(&old.key_owner)?;
+        }
         let Some(op) = self.delete_op(rtype, id, self.now()).await? else {
             return Ok(None);
         };
@@ -427,15 +444,17 @@ impl Vigil {
     /// the fast path for reads by id.
     pub async fn read_raw(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<(Versioned, Vec<u8>), AppError> {
+        let access = self.permit(who, rtype, Interaction::Read)?;
         let sv = self
             .store
             .current(rtype, id)
             .await?
             .ok_or_else(|| not_found(rtype, id))?;
+        access.allows(&sv.key_owner)?;
         if sv.deleted {
             return Err(AppError::Gone(format!("{rtype}/{id} is deleted")));
         }
@@ -461,15 +480,17 @@ impl Vigil {
     /// `GET /Type/id`.
     pub async fn read(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<Versioned, AppError> {
+        let access = self.permit(who, rtype, Interaction::Read)?;
         let sv = self
             .store
             .current(rtype, id)
             .await?
             .ok_or_else(|| not_found(rtype, id))?;
+        access.allows(&sv.key_owner)?;
         if sv.deleted {
             return Err(AppError::Gone(format!("{rtype}/{id} is deleted")));
         }
@@ -479,16 +500,18 @@ impl Vigil {
     /// `GET /Type/id/_history/vid`.
     pub async fn vread(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
         version: VersionId,
     ) -> Result<Versioned, AppError> {
+        let access = self.permit(who, rtype, Interaction::Read)?;
         let sv = self
             .store
             .version(rtype, id, version)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("{rtype}/{id} has no version {version}")))?;
+        access.allows(&sv.key_owner)?;
         if sv.deleted {
             return Err(AppError::Gone(format!(
                 "{rtype}/{id} version {version} is a deletion"
@@ -500,13 +523,17 @@ impl Vigil {
     /// `GET /Type/id/_history`: every version, newest first.
     pub async fn history(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<Vec<Versioned>, AppError> {
+        let access = self.permit(who, rtype, Interaction::Read)?;
         let versions = self.store.history(rtype, id).await?;
         if versions.is_empty() {
             return Err(not_found(rtype, id));
+        }
+        for sv in &versions {
+            access.allows(&sv.key_owner)?;
         }
         let mut out = Vec::with_capacity(versions.len());
         for sv in &versions {

@@ -15,6 +15,7 @@ use model::{ResourceId, ResourceType};
 use serde_json::Value;
 use store::{IndexClause, IndexQuery};
 
+use crate::access::Access;
 use crate::{AppError, Principal, Versioned, Vigil};
 
 /// One page of search results.
@@ -51,19 +52,20 @@ impl Vigil {
 
     async fn run_search(
         &self,
-        _who: &Principal,
+        who: &Principal,
         rtype: ResourceType,
         req: &SearchRequest,
     ) -> Result<SearchPage, AppError> {
+        let access = self.permit(who, rtype, auth::scope::Interaction::Search)?;
         let limits = &self.config.limits;
         let count = req
             .count
             .unwrap_or(limits.default_count)
             .min(limits.max_count);
-        if req.clauses.is_empty() && req.sort.is_empty() {
+        if req.clauses.is_empty() && req.sort.is_empty() && access == Access::All {
             return self.list_by_id(rtype, req, count).await;
         }
-        let mut matched = self.matching(rtype, &req.clauses).await?;
+        let mut matched = self.matching(rtype, &req.clauses, &access).await?;
         sort(&mut matched, req);
         let total = matched.len();
         let offset = req.offset.min(total);
@@ -76,7 +78,11 @@ impl Vigil {
         let included = if req.summary_count {
             Vec::new()
         } else {
-            self.includes(rtype, req, &page).await?
+            self.includes(rtype, req, &page)
+                .await?
+                .into_iter()
+                .filter(|v| access.allows_versioned(v))
+                .collect()
         };
         let wants_total =
             req.summary_count || matches!(req.total, fhir::search::TotalMode::Accurate);
@@ -151,6 +157,7 @@ impl Vigil {
         &self,
         rtype: ResourceType,
         clauses: &[Clause],
+        access: &Access,
     ) -> Result<Vec<Versioned>, AppError> {
         let ids = Box::pin(self.candidates(rtype, clauses)).await?;
         let mut out = Vec::new();
@@ -158,6 +165,9 @@ impl Vigil {
             let mut stored = self.store.current_many(rtype, chunk).await?;
             stored.sort_by(|a, b| a.id.cmp(&b.id));
             for sv in &stored {
+                if access.allows(&sv.key_owner).is_err() {
+                    continue;
+                }
                 let v = self.open_version(sv).await?;
                 let Some(res) = &v.resource else { continue };
                 let ok = clauses.iter().all(|c| clause_holds(rtype, c, res, &v));
@@ -194,7 +204,7 @@ impl Vigil {
                 Clause::LastUpdated(_) => {}
                 Clause::Chain { def, target, inner } => {
                     let inner_ids =
-                        Box::pin(self.matching(*target, std::slice::from_ref(inner.as_ref())))
+                        Box::pin(self.matching(*target, std::slice::from_ref(inner.as_ref()), &Access::All))
                             .await?;
                     let tokens = inner_ids
                         .iter()
@@ -211,7 +221,7 @@ impl Vigil {
                     inner,
                 } => {
                     let sources =
-                        Box::pin(self.matching(*source, std::slice::from_ref(inner.as_ref())))
+                        Box::pin(self.matching(*source, std::slice::from_ref(inner.as_ref()), &Access::All))
                             .await?;
                     let mut ids = BTreeSet::new();
                     for v in &sources {

@@ -234,6 +234,20 @@ fn csrf_mac(key: &CsrfKey, session: &SessionId) -> Hmac<Sha256> {
     mac
 }
 
+/// HMAC-SHA-256 under the session key of `data`, separated by `label`: a
+/// keyed digest for values that must not be stored in a guessable form
+/// (e.g. the throttling counter of a user name that has no account).
+pub fn keyed_digest(key: &CsrfKey, label: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).unwrap_or_else(|_| {
+        // HMAC takes keys of any length; this branch cannot run.
+        <Hmac<Sha256> as Mac>::new(&Default::default())
+    });
+    mac.update(&(label.len() as u64).to_be_bytes());
+    mac.update(label);
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 /// The CSRF token for `session`.
 pub fn csrf_token(key: &CsrfKey, session: &SessionId) -> CsrfToken {
     CsrfToken(URL_SAFE_NO_PAD.encode(csrf_mac(key, session).finalize().into_bytes()))

@@ -48,6 +48,8 @@ pub enum IssueCode {
     Processing,
     Security,
     Login,
+    /// Authenticated but not allowed (403).
+    Forbidden,
     Exception,
     Duplicate,
     BusinessRule,
@@ -77,6 +79,7 @@ impl IssueCode {
             IssueCode::Processing => "processing",
             IssueCode::Security => "security",
             IssueCode::Login => "login",
+            IssueCode::Forbidden => "forbidden",
             IssueCode::Exception => "exception",
             IssueCode::Duplicate => "duplicate",
             IssueCode::BusinessRule => "business-rule",

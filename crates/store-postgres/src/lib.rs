@@ -1013,7 +1013,7 @@ impl Store for PgStore {
         .map_err(db)?
         .try_get(0)
         .map_err(db)?;
-        if non_empty || accounts::has_accounts(&mut tx).await? {
+        if non_empty || accounts::has_identity(&mut tx).await? {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
             ));
@@ -1086,8 +1086,9 @@ impl Store for PgStore {
                 BackupRecord::Account(_)
                 | BackupRecord::Credentials { .. }
                 | BackupRecord::RecoveryCode { .. }
-                | BackupRecord::Passkey { .. }
-                | BackupRecord::FactorFailures { .. } => {
+                | BackupRecord::Passkey(_)
+                | BackupRecord::FactorFailures { .. }
+                | BackupRecord::Client(_) => {
                     accounts::load_identity(&mut tx, record).await?;
                 }
             }

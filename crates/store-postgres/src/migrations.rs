@@ -141,4 +141,71 @@ CREATE INDEX sessions_account ON sessions (account);
 CREATE INDEX sessions_absolute_expiry ON sessions (absolute_expiry);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "identity-2",
+        sql: r#"
+-- Passkeys gain a label and their use times (rows from migration 2 get an
+-- empty label and time 0).
+ALTER TABLE passkeys ADD COLUMN name text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE passkeys ADD COLUMN created bigint NOT NULL DEFAULT 0;
+ALTER TABLE passkeys ADD COLUMN last_used bigint;
+
+-- Single-use secrets by the SHA-256 of their value.
+CREATE TABLE challenges (
+    key_hash bytea NOT NULL PRIMARY KEY,
+    purpose  text COLLATE "C" NOT NULL,
+    account  text COLLATE "C" REFERENCES accounts (id),
+    payload  bytea NOT NULL,
+    expires  bigint NOT NULL
+);
+CREATE INDEX challenges_expires ON challenges (expires);
+CREATE INDEX challenges_account ON challenges (account, purpose);
+
+CREATE TABLE oauth_clients (
+    client_id text COLLATE "C" NOT NULL PRIMARY KEY,
+    name      text COLLATE "C" NOT NULL,
+    active    boolean NOT NULL,
+    created   bigint NOT NULL,
+    revoked   bigint,
+    data      bytea NOT NULL
+);
+
+-- Refresh tokens by the SHA-256 of their value. Used tokens are kept until
+-- they expire: presenting one again is how a stolen token is caught.
+CREATE TABLE refresh_tokens (
+    hash      bytea NOT NULL PRIMARY KEY,
+    family    text COLLATE "C" NOT NULL,
+    account   text COLLATE "C" NOT NULL REFERENCES accounts (id),
+    client_id text COLLATE "C" NOT NULL REFERENCES oauth_clients (client_id),
+    payload   bytea NOT NULL,
+    created   bigint NOT NULL,
+    expires   bigint NOT NULL,
+    used      boolean NOT NULL,
+    revoked   boolean NOT NULL
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+CREATE INDEX refresh_tokens_account ON refresh_tokens (account);
+CREATE INDEX refresh_tokens_client_id ON refresh_tokens (client_id);
+
+-- Revoked access tokens, kept until the token would have expired anyway.
+CREATE TABLE revoked_jtis (
+    jti     text COLLATE "C" NOT NULL PRIMARY KEY,
+    expires bigint NOT NULL
+);
+
+-- Mail waiting to be relayed (and a record of what was sent).
+CREATE TABLE outbox (
+    id         text COLLATE "C" NOT NULL PRIMARY KEY,
+    created    bigint NOT NULL,
+    account    text COLLATE "C" REFERENCES accounts (id),
+    kind       text COLLATE "C" NOT NULL,
+    payload    bytea NOT NULL,
+    sent_at    bigint,
+    attempts   bigint NOT NULL,
+    last_error text COLLATE "C"
+);
+CREATE INDEX outbox_unsent ON outbox (sent_at, created);
+"#,
+    },
 ];

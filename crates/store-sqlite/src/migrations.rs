@@ -139,4 +139,71 @@ CREATE INDEX sessions_account ON sessions (account);
 CREATE INDEX sessions_absolute_expiry ON sessions (absolute_expiry);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "identity-2",
+        sql: r#"
+-- Passkeys gain a label and their use times (rows from migration 2 get an
+-- empty label and time 0).
+ALTER TABLE passkeys ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE passkeys ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE passkeys ADD COLUMN last_used INTEGER;
+
+-- Single-use secrets by the SHA-256 of their value.
+CREATE TABLE challenges (
+    key_hash BLOB    NOT NULL PRIMARY KEY,
+    purpose  TEXT    NOT NULL,
+    account  TEXT    REFERENCES accounts (id),
+    payload  BLOB    NOT NULL,
+    expires  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX challenges_expires ON challenges (expires);
+CREATE INDEX challenges_account ON challenges (account, purpose);
+
+CREATE TABLE oauth_clients (
+    client_id TEXT    NOT NULL PRIMARY KEY,
+    name      TEXT    NOT NULL,
+    active    INTEGER NOT NULL CHECK (active IN (0, 1)),
+    created   INTEGER NOT NULL,
+    revoked   INTEGER,
+    data      BLOB    NOT NULL
+) STRICT;
+
+-- Refresh tokens by the SHA-256 of their value. Used tokens are kept until
+-- they expire: presenting one again is how a stolen token is caught.
+CREATE TABLE refresh_tokens (
+    hash      BLOB    NOT NULL PRIMARY KEY,
+    family    TEXT    NOT NULL,
+    account   TEXT    NOT NULL REFERENCES accounts (id),
+    client_id TEXT    NOT NULL REFERENCES oauth_clients (client_id),
+    payload   BLOB    NOT NULL,
+    created   INTEGER NOT NULL,
+    expires   INTEGER NOT NULL,
+    used      INTEGER NOT NULL CHECK (used IN (0, 1)),
+    revoked   INTEGER NOT NULL CHECK (revoked IN (0, 1))
+) STRICT;
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+CREATE INDEX refresh_tokens_account ON refresh_tokens (account);
+CREATE INDEX refresh_tokens_client_id ON refresh_tokens (client_id);
+
+-- Revoked access tokens, kept until the token would have expired anyway.
+CREATE TABLE revoked_jtis (
+    jti     TEXT    NOT NULL PRIMARY KEY,
+    expires INTEGER NOT NULL
+) STRICT;
+
+-- Mail waiting to be relayed (and a record of what was sent).
+CREATE TABLE outbox (
+    id         TEXT    NOT NULL PRIMARY KEY,
+    created    INTEGER NOT NULL,
+    account    TEXT    REFERENCES accounts (id),
+    kind       TEXT    NOT NULL,
+    payload    BLOB    NOT NULL,
+    sent_at    INTEGER,
+    attempts   INTEGER NOT NULL,
+    last_error TEXT
+) STRICT;
+CREATE INDEX outbox_unsent ON outbox (sent_at, created);
+"#,
+    },
 ];

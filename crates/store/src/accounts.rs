@@ -333,8 +333,12 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn passkeys(&self, id: &AccountId) -> Result<Vec<StoredPasskey>>;
     /// Replaces a passkey's sealed data (its signature counter moved) and
     /// records when it was used.
-    async fn update_passkey(&self, credential_id: &[u8], data: &[u8], used: Timestamp)
-    -> Result<bool>;
+    async fn update_passkey(
+        &self,
+        credential_id: &[u8],
+        data: &[u8],
+        used: Timestamp,
+    ) -> Result<bool>;
     async fn delete_passkey(&self, id: &AccountId, credential_id: &[u8]) -> Result<bool>;
 
     // ---- challenges ----
@@ -414,9 +418,6 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Counts a failed delivery attempt and keeps its error.
     async fn mark_message_failed(&self, id: &str, error: &str) -> Result<()>;
     /// Messages newest first, created before `before` when given.
-    async fn messages(
-        &self,
-        before: Option<Timestamp>,
-        limit: usize,
-    ) -> Result<Vec<OutboxMessage>>;
+    async fn messages(&self, before: Option<Timestamp>, limit: usize)
+    -> Result<Vec<OutboxMessage>>;
 }

@@ -180,8 +180,11 @@ pub enum BackupRecord {
         row: IndexRow,
     },
     /// Identity records follow the index rows, accounts before what refers
-    /// to them. Sessions and per-address counters are ephemeral and never
-    /// backed up: a restore signs everyone out.
+    /// to them, then OAuth clients. What is ephemeral or only meaningful
+    /// while the node runs is never backed up: sessions, per-address
+    /// counters, challenges (pending sign-ins, links, codes), refresh tokens,
+    /// revoked access-token `jti`s and the outbox. A restore therefore signs
+    /// everyone out, voids outstanding links and drops undelivered mail.
     Account(Account),
     Credentials {
         account: AccountId,
@@ -191,16 +194,13 @@ pub enum BackupRecord {
         account: AccountId,
         hash: Vec<u8>,
     },
-    Passkey {
-        account: AccountId,
-        credential_id: Vec<u8>,
-        data: Vec<u8>,
-    },
+    Passkey(StoredPasskey),
     FactorFailures {
         account: AccountId,
         factor: String,
         counter: FailureCounter,
     },
+    Client(OAuthClient),
 }
 
 /// The storage a Vigil node uses. It includes [`AccountStore`] (identity).
@@ -292,11 +292,12 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn refresh_statistics(&self) -> Result<()>;
     /// Every record, read in one consistent snapshot, in dependency order
     /// (settings, keys, versions, index rows, then accounts, credentials,
-    /// recovery codes, passkeys, factor failure counters). Sent in chunks to
-    /// `sink`. Sessions and per-address counters are not included.
+    /// recovery codes, passkeys, factor failure counters, OAuth clients).
+    /// Sent in chunks to `sink`. What [`BackupRecord`] leaves out (sessions,
+    /// per-address counters, challenges, tokens, the outbox) is not included.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
     /// Loads records into an empty store, in one transaction.
     /// Fails with [`StoreError::Backup`] if the store already holds resources,
-    /// keys, settings or accounts.
+    /// keys, settings, accounts or OAuth clients.
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
 }

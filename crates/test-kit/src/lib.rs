@@ -96,6 +96,12 @@ macro_rules! store_story_tests {
             deactivation_revokes_every_session,
             failure_counters_round_trip,
             sessions_create_touch_revoke_expire,
+            reset_second_factors_removes_everything,
+            passkeys_add_list_update_delete,
+            clients_create_list_revoke,
+            refresh_tokens_rotate_and_catch_reuse,
+            access_token_liveness,
+            outbox_enqueue_send_and_retry,
         ]);
         // Scenarios that spawn tasks and so take `&Arc<dyn Store>`.
         $crate::store_story_tests!(@each $fixture, arc; [
@@ -109,6 +115,8 @@ macro_rules! store_story_tests {
             recovery_codes_are_consumed_once,
             concurrent_signups_have_one_winner,
             no_session_outlives_a_racing_deactivation,
+            challenges_are_taken_once,
+            concurrent_rotations_have_one_winner,
         ]);
     };
     (@each $fixture:ty, $kind:ident; [$($name:ident),* $(,)?]) => {

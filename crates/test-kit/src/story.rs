@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId};
 use store::{
-    Account, AccountId, BackupRecord, ConflictReason, Credentials, EraseReport, FailureCounter,
-    IndexClause, IndexQuery, IndexRow, Precondition, Role, Session, Stats, Store, StoreError,
+    Account, AccountId, BackupRecord, Challenge, ConflictReason, Credentials, EraseReport,
+    FailureCounter, IndexClause, IndexQuery, IndexRow, OAuthClient, OutboxMessage, Precondition,
+    RefreshOutcome, RefreshToken, Role, Session, Stats, Store, StoreError, StoredPasskey,
     StoredVersion, WrappedKey, WriteOp,
 };
 
@@ -1251,7 +1252,9 @@ pub async fn stats_count_everything(store: &dyn Store) {
 
 /// Dumps `from`, loads it into the empty `to`, and checks both dumps agree.
 /// Works across backends: the backup format is the same.
-/// Accounts with credentials, recovery codes, counters and sessions.
+/// Accounts with credentials, recovery codes, passkeys, counters and
+/// sessions; OAuth clients; and what is never backed up (a challenge, a
+/// refresh token, a revoked jti, an outbox message).
 pub async fn populate_identity(store: &dyn Store) {
     let a = account(1, "Alice", Role::Physician);
     let mut b = account(2, "bob", Role::Patient);
@@ -1288,6 +1291,33 @@ pub async fn populate_identity(store: &dyn Store) {
             .await
             .unwrap()
     );
+    let mut used = passkey(1, &a.id, 1_100);
+    used.last_used = Some(Timestamp(1_200));
+    assert!(store.add_passkey(&used).await.unwrap());
+    assert!(store.add_passkey(&passkey(2, &b.id, 1_100)).await.unwrap());
+    assert!(store.create_client(&client("app")).await.unwrap());
+    assert!(store.create_client(&client("gone")).await.unwrap());
+    assert!(store.revoke_client("gone", Timestamp(1_300)).await.unwrap());
+    assert!(
+        store
+            .put_challenge(&[1; 32], &challenge("reset", Some(&a.id), 9_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_refresh_token(&refresh_token(1, 1, &a.id, "app", 9_000))
+            .await
+            .unwrap()
+    );
+    store
+        .revoke_access_token("jti-1", Timestamp(9_000))
+        .await
+        .unwrap();
+    store
+        .enqueue_message(&message(1, 1_000, Some(&a.id)))
+        .await
+        .unwrap();
     assert!(
         store
             .deactivate_account(&b.id, Timestamp(2_000))
@@ -1309,14 +1339,15 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
         BackupRecord::Account(_) => 4,
         BackupRecord::Credentials { .. } => 5,
         BackupRecord::RecoveryCode { .. } => 6,
-        BackupRecord::Passkey { .. } => 7,
+        BackupRecord::Passkey(_) => 7,
         BackupRecord::FactorFailures { .. } => 8,
+        BackupRecord::Client(_) => 9,
     };
     assert!(records.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
     assert_eq!(
         records.iter().map(rank).filter(|&r| r >= 4).count(),
-        7,
-        "2 accounts, 2 credentials, 2 recovery codes, 1 counter"
+        11,
+        "2 accounts, 2 credentials, 2 recovery codes, 2 passkeys, 1 counter, 2 clients"
     );
     assert_eq!(
         records.iter().filter(|r| rank(r) == 2).count(),
@@ -1390,6 +1421,37 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
         FailureCounter::default()
     );
     assert_eq!(to.session(&[1; 32]).await.unwrap(), None);
+    // Passkeys and clients survive whole.
+    for who in [&alice.id, &account_id(2)] {
+        let passkeys = to.passkeys(who).await.unwrap();
+        assert_eq!(passkeys.len(), 1);
+        assert_eq!(passkeys, from.passkeys(who).await.unwrap());
+    }
+    assert_eq!(
+        to.passkeys(&alice.id).await.unwrap()[0].last_used,
+        Some(Timestamp(1_200))
+    );
+    assert_eq!(to.clients().await.unwrap(), from.clients().await.unwrap());
+    assert!(!to.client("gone").await.unwrap().unwrap().active);
+    // Challenges, refresh tokens, revoked jtis and the outbox do not.
+    assert_eq!(
+        to.challenge(&[1; 32], "reset", Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        to.live_refresh_token(&[1; 32], Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        to.access_token_live(Some(&alice.id), Some("app"), "jti-1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(to.messages(None, 10).await.unwrap(), Vec::new());
     // And refuses a second load.
     assert!(matches!(to.load(records).await, Err(StoreError::Backup(_))));
 }
@@ -2127,4 +2189,875 @@ pub async fn no_session_outlives_a_racing_deactivation(store: &Arc<dyn Store>) {
             assert!(s.revoked, "session {n} survived the deactivation");
         }
     }
+}
+
+// ---- identity: second factors, challenges, OAuth clients, tokens, outbox ----
+
+pub fn passkey(n: u8, account: &AccountId, at: i64) -> StoredPasskey {
+    StoredPasskey {
+        credential_id: vec![n, 0, 0xff],
+        account: account.clone(),
+        name: format!("key {n}"),
+        created: Timestamp(at),
+        last_used: None,
+        data: vec![n, 1],
+    }
+}
+
+pub fn challenge(purpose: &str, account: Option<&AccountId>, expires: i64) -> Challenge {
+    Challenge {
+        purpose: purpose.to_owned(),
+        account: account.cloned(),
+        payload: vec![0xff, 7],
+        expires: Timestamp(expires),
+    }
+}
+
+pub fn client(id: &str) -> OAuthClient {
+    OAuthClient {
+        client_id: id.to_owned(),
+        name: format!("App {id}"),
+        active: true,
+        created: Timestamp(100),
+        revoked: None,
+        data: br#"{"redirect_uris":[]}"#.to_vec(),
+    }
+}
+
+/// 32 lowercase hex digits.
+pub fn family(n: u8) -> String {
+    format!("{n:032x}")
+}
+
+pub fn refresh_token(
+    n: u8,
+    family_no: u8,
+    account: &AccountId,
+    client_id: &str,
+    expires: i64,
+) -> RefreshToken {
+    RefreshToken {
+        hash: [n; 32],
+        family: family(family_no),
+        account: account.clone(),
+        client_id: client_id.to_owned(),
+        payload: vec![n, 0xfe],
+        created: Timestamp(10),
+        expires: Timestamp(expires),
+    }
+}
+
+pub fn message(n: u8, created: i64, account: Option<&AccountId>) -> OutboxMessage {
+    OutboxMessage {
+        id: format!("{n:032x}"),
+        created: Timestamp(created),
+        account: account.cloned(),
+        kind: "password-reset".to_owned(),
+        payload: vec![n, 0],
+        sent_at: None,
+        attempts: 0,
+        last_error: None,
+    }
+}
+
+pub async fn reset_second_factors_removes_everything(store: &dyn Store) {
+    let a = account(1, "a", Role::Physician);
+    let b = account(2, "b", Role::Nurse);
+    for x in [&a, &b] {
+        store.create_account(x).await.unwrap();
+        store.set_password_hash(&x.id, b"$argon2id$").await.unwrap();
+        store.set_totp_secret(&x.id, Some(&[1, 2])).await.unwrap();
+        assert!(store.advance_totp_step(&x.id, None, 5).await.unwrap());
+        store.set_recovery_codes(&x.id, &[vec![1]]).await.unwrap();
+        store
+            .put_factor_failures(
+                &x.id,
+                "totp",
+                &FailureCounter {
+                    failures: 2,
+                    next_allowed_at: None,
+                    disabled: true,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store.create_client(&client("app")).await.unwrap());
+    assert!(store.add_passkey(&passkey(1, &a.id, 10)).await.unwrap());
+    assert!(store.add_passkey(&passkey(2, &a.id, 11)).await.unwrap());
+    assert!(store.add_passkey(&passkey(3, &b.id, 12)).await.unwrap());
+    for (n, who) in [(1, &a), (2, &a), (3, &b)] {
+        assert!(
+            store
+                .create_session(&session(n, &who.id, 5_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .put_refresh_token(&refresh_token(n, n, &who.id, "app", 1_000))
+                .await
+                .unwrap()
+        );
+    }
+
+    store.reset_second_factors(&a.id).await.unwrap();
+
+    let creds = store.credentials(&a.id).await.unwrap();
+    assert_eq!(creds.password_hash.as_deref(), Some(&b"$argon2id$"[..]));
+    assert_eq!((creds.totp_secret, creds.totp_last_step), (None, None));
+    assert_eq!(store.passkeys(&a.id).await.unwrap(), Vec::new());
+    assert_eq!(
+        store.recovery_codes(&a.id).await.unwrap(),
+        Vec::<Vec<u8>>::new()
+    );
+    assert_eq!(
+        store.factor_failures(&a.id, "totp").await.unwrap(),
+        FailureCounter::default()
+    );
+    for n in [1, 2] {
+        assert!(store.session(&[n; 32]).await.unwrap().unwrap().revoked);
+        assert_eq!(
+            store
+                .live_refresh_token(&[n; 32], Timestamp(20))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert!(store.account(&a.id).await.unwrap().unwrap().active);
+
+    // The other account keeps everything.
+    let creds = store.credentials(&b.id).await.unwrap();
+    assert_eq!(creds.totp_last_step, Some(5));
+    assert_eq!(store.passkeys(&b.id).await.unwrap().len(), 1);
+    assert_eq!(store.recovery_codes(&b.id).await.unwrap().len(), 1);
+    assert!(store.factor_failures(&b.id, "totp").await.unwrap().disabled);
+    assert!(!store.session(&[3; 32]).await.unwrap().unwrap().revoked);
+    assert!(
+        store
+            .live_refresh_token(&[3; 32], Timestamp(20))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Resetting an account with nothing left (or none at all) is fine.
+    store.reset_second_factors(&a.id).await.unwrap();
+    store.reset_second_factors(&account_id(9)).await.unwrap();
+}
+
+pub async fn passkeys_add_list_update_delete(store: &dyn Store) {
+    let a = account(1, "a", Role::Physician);
+    let b = account(2, "b", Role::Nurse);
+    store.create_account(&a).await.unwrap();
+    store.create_account(&b).await.unwrap();
+    let (p1, p2) = (passkey(1, &a.id, 20), passkey(2, &a.id, 10));
+    assert!(store.add_passkey(&p1).await.unwrap());
+    assert!(store.add_passkey(&p2).await.unwrap());
+    // Oldest first.
+    assert_eq!(
+        store.passkeys(&a.id).await.unwrap(),
+        vec![p2.clone(), p1.clone()]
+    );
+
+    // A credential id is registered once, whichever account tries again.
+    let mut dup = passkey(1, &b.id, 30);
+    dup.data = vec![9];
+    assert!(!store.add_passkey(&dup).await.unwrap());
+    dup.account = a.id.clone();
+    assert!(!store.add_passkey(&dup).await.unwrap());
+    assert_eq!(store.passkeys(&b.id).await.unwrap(), Vec::new());
+    assert_eq!(store.passkeys(&a.id).await.unwrap()[1], p1);
+
+    assert!(
+        store
+            .update_passkey(&p1.credential_id, &[7, 7], Timestamp(40))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_passkey(&[0xee], &[7], Timestamp(40))
+            .await
+            .unwrap()
+    );
+    let updated = StoredPasskey {
+        data: vec![7, 7],
+        last_used: Some(Timestamp(40)),
+        ..p1.clone()
+    };
+    assert_eq!(
+        store.passkeys(&a.id).await.unwrap(),
+        vec![p2.clone(), updated]
+    );
+
+    // Only the owner deletes a passkey.
+    assert!(
+        !store
+            .delete_passkey(&b.id, &p1.credential_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.passkeys(&a.id).await.unwrap().len(), 2);
+    assert!(
+        store
+            .delete_passkey(&a.id, &p1.credential_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_passkey(&a.id, &p1.credential_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.passkeys(&a.id).await.unwrap(), vec![p2]);
+    // The freed credential id can be registered again.
+    assert!(store.add_passkey(&passkey(1, &b.id, 50)).await.unwrap());
+}
+
+pub async fn challenges_are_taken_once(store: &Arc<dyn Store>) {
+    let a = account(1, "a", Role::Physician);
+    let b = account(2, "b", Role::Nurse);
+    store.create_account(&a).await.unwrap();
+    store.create_account(&b).await.unwrap();
+    let key = [1_u8; 32];
+    let c = challenge("signin", Some(&a.id), 1_000);
+    assert!(store.put_challenge(&key, &c).await.unwrap());
+    // A replay of the same key is refused and changes nothing.
+    let mut other = challenge("signin", Some(&b.id), 5_000);
+    other.payload = vec![1];
+    assert!(!store.put_challenge(&key, &other).await.unwrap());
+    assert_eq!(
+        store
+            .challenge(&key, "signin", Timestamp(999))
+            .await
+            .unwrap(),
+        Some(c.clone())
+    );
+    // Peeking does not consume.
+    assert!(
+        store
+            .challenge(&key, "signin", Timestamp(10))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A secret for one purpose never passes for another.
+    assert_eq!(
+        store.challenge(&key, "reset", Timestamp(10)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_challenge(&key, "reset", Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+    // Expired at its expiry time.
+    assert_eq!(
+        store
+            .challenge(&key, "signin", Timestamp(1_000))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_challenge(&key, "signin", Timestamp(1_000))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_challenge(&[9; 32], "signin", Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Of concurrent takers exactly one gets it.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            s.take_challenge(&key, "signin", Timestamp(10))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut taken = Vec::new();
+    for t in tasks {
+        taken.extend(t.await.unwrap());
+    }
+    assert_eq!(taken, vec![c]);
+    assert_eq!(
+        store
+            .challenge(&key, "signin", Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+    // Once taken, the key may be used again.
+    assert!(store.put_challenge(&key, &other).await.unwrap());
+
+    // An account's challenges of one purpose go together.
+    let jti = challenge("jti", None, 3_000);
+    assert!(store.put_challenge(&[2; 32], &jti).await.unwrap());
+    for (n, who, purpose, expires) in [
+        (3, &a, "reset", 2_000),
+        (4, &a, "reset", 4_000),
+        (5, &a, "enrolment", 4_000),
+        (6, &b, "reset", 4_000),
+    ] {
+        assert!(
+            store
+                .put_challenge(&[n; 32], &challenge(purpose, Some(&who.id), expires))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(store.delete_challenges_of(&a.id, "reset").await.unwrap(), 2);
+    assert_eq!(store.delete_challenges_of(&a.id, "reset").await.unwrap(), 0);
+    for (n, purpose, present) in [
+        (3, "reset", false),
+        (4, "reset", false),
+        (5, "enrolment", true),
+        (6, "reset", true),
+        (2, "jti", true),
+    ] {
+        assert_eq!(
+            store
+                .challenge(&[n; 32], purpose, Timestamp(10))
+                .await
+                .unwrap()
+                .is_some(),
+            present,
+            "challenge {n}"
+        );
+    }
+    assert_eq!(
+        store
+            .challenge(&[2; 32], "jti", Timestamp(10))
+            .await
+            .unwrap()
+            .unwrap()
+            .account,
+        None
+    );
+
+    // Expired ones are cleaned up: [2] at 3 000, [5], [6] and [1] (b's) later.
+    assert_eq!(
+        store
+            .delete_expired_challenges(Timestamp(3_000))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_expired_challenges(Timestamp(3_000))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_expired_challenges(Timestamp(i64::MAX))
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+pub async fn clients_create_list_revoke(store: &dyn Store) {
+    let a = account(1, "a", Role::Physician);
+    store.create_account(&a).await.unwrap();
+    let (x, y) = (client("b.app"), client("a-app"));
+    assert!(store.create_client(&x).await.unwrap());
+    assert!(store.create_client(&y).await.unwrap());
+    let mut dup = client("a-app");
+    dup.name = "Impostor".to_owned();
+    assert!(!store.create_client(&dup).await.unwrap());
+    assert_eq!(store.client("a-app").await.unwrap(), Some(y.clone()));
+    assert_eq!(store.client("c").await.unwrap(), None);
+    assert_eq!(store.clients().await.unwrap(), vec![y.clone(), x.clone()]);
+
+    for (n, c) in [(1, "a-app"), (2, "b.app")] {
+        assert!(
+            store
+                .put_refresh_token(&refresh_token(n, n, &a.id, c, 1_000))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .access_token_live(Some(&a.id), Some("a-app"), "j")
+            .await
+            .unwrap()
+    );
+
+    assert!(store.revoke_client("a-app", Timestamp(50)).await.unwrap());
+    assert!(!store.revoke_client("a-app", Timestamp(60)).await.unwrap());
+    assert!(!store.revoke_client("c", Timestamp(60)).await.unwrap());
+    let revoked = store.client("a-app").await.unwrap().unwrap();
+    assert_eq!(
+        revoked,
+        OAuthClient {
+            active: false,
+            revoked: Some(Timestamp(50)),
+            ..y
+        }
+    );
+
+    // Its refresh tokens and access tokens are dead, the other client's live.
+    assert_eq!(
+        store
+            .live_refresh_token(&[1; 32], Timestamp(20))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(
+                &[1; 32],
+                &refresh_token(3, 1, &a.id, "a-app", 1_000),
+                Timestamp(20)
+            )
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert!(
+        !store
+            .put_refresh_token(&refresh_token(4, 4, &a.id, "a-app", 1_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .access_token_live(Some(&a.id), Some("a-app"), "j")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .access_token_live(None, Some("a-app"), "j")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .live_refresh_token(&[2; 32], Timestamp(20))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .access_token_live(Some(&a.id), Some("b.app"), "j")
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn refresh_tokens_rotate_and_catch_reuse(store: &dyn Store) {
+    let a = account(1, "a", Role::Physician);
+    let b = account(2, "b", Role::Patient);
+    store.create_account(&a).await.unwrap();
+    store.create_account(&b).await.unwrap();
+    assert!(store.create_client(&client("app")).await.unwrap());
+    assert!(store.create_client(&client("other")).await.unwrap());
+
+    let t1 = refresh_token(1, 1, &a.id, "app", 1_000);
+    assert!(store.put_refresh_token(&t1).await.unwrap());
+    // Unknown account or client: nothing stored.
+    assert!(
+        !store
+            .put_refresh_token(&refresh_token(20, 20, &account_id(9), "app", 1_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_refresh_token(&refresh_token(21, 21, &a.id, "nope", 1_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&[20; 32], Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t1.hash, Timestamp(10))
+            .await
+            .unwrap(),
+        Some(t1.clone())
+    );
+
+    // Rotation: the old token is used, the new one lives in the same family
+    // (whatever family the caller wrote into it).
+    let t2 = refresh_token(2, 99, &a.id, "app", 2_000);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&t1.hash, &t2, Timestamp(10))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated(t1.clone())
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t1.hash, Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t2.hash, Timestamp(10))
+            .await
+            .unwrap(),
+        Some(RefreshToken {
+            family: family(1),
+            ..t2.clone()
+        })
+    );
+
+    // Presenting the old token again revokes the family: the new one is dead too.
+    let t3 = refresh_token(3, 1, &a.id, "app", 2_000);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&t1.hash, &t3, Timestamp(20))
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t2.hash, Timestamp(20))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t3.hash, Timestamp(20))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(&t2.hash, &t3, Timestamp(20))
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused
+    );
+
+    // Unknown and expired tokens are invalid; an expired token is not used up.
+    assert_eq!(
+        store
+            .rotate_refresh_token(&[30; 32], &t3, Timestamp(20))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    let t5 = refresh_token(5, 5, &a.id, "app", 100);
+    assert!(store.put_refresh_token(&t5).await.unwrap());
+    let t6 = refresh_token(6, 5, &a.id, "app", 2_000);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&t5.hash, &t6, Timestamp(100))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t5.hash, Timestamp(100))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t5.hash, Timestamp(99))
+            .await
+            .unwrap(),
+        Some(t5.clone())
+    );
+    // Presented for another client: invalid, and not used up either.
+    let t7 = refresh_token(7, 5, &a.id, "other", 2_000);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&t5.hash, &t7, Timestamp(50))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert!(matches!(
+        store
+            .rotate_refresh_token(&t5.hash, &t6, Timestamp(50))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated(_)
+    ));
+
+    // Explicit revocation takes the whole family.
+    assert!(store.revoke_refresh_token(&t5.hash).await.unwrap());
+    assert!(!store.revoke_refresh_token(&[30; 32]).await.unwrap());
+    assert_eq!(
+        store
+            .live_refresh_token(&t6.hash, Timestamp(50))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A deactivated account's tokens are revoked and no longer rotate.
+    let t8 = refresh_token(8, 8, &b.id, "app", 2_000);
+    assert!(store.put_refresh_token(&t8).await.unwrap());
+    assert!(
+        store
+            .deactivate_account(&b.id, Timestamp(60))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&t8.hash, Timestamp(70))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(
+                &t8.hash,
+                &refresh_token(9, 8, &b.id, "app", 2_000),
+                Timestamp(70)
+            )
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert!(
+        !store
+            .put_refresh_token(&refresh_token(10, 10, &b.id, "app", 2_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .live_refresh_token(&[9; 32], Timestamp(70))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Expired tokens are deleted (used and revoked ones are kept until then,
+    // to catch replays), and so are revoked jtis.
+    store
+        .revoke_access_token("gone", Timestamp(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete_expired_tokens(Timestamp(1_000)).await.unwrap(),
+        3,
+        "t1, t5 and the jti"
+    );
+    assert_eq!(
+        store.delete_expired_tokens(Timestamp(1_000)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(&t1.hash, &t3, Timestamp(20))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert_eq!(
+        store.delete_expired_tokens(Timestamp(2_000)).await.unwrap(),
+        3,
+        "t2, t6 and t8"
+    );
+}
+
+pub async fn concurrent_rotations_have_one_winner(store: &Arc<dyn Store>) {
+    let a = account(1, "a", Role::Physician);
+    store.create_account(&a).await.unwrap();
+    assert!(store.create_client(&client("app")).await.unwrap());
+    let t1 = refresh_token(1, 1, &a.id, "app", 1_000);
+    assert!(store.put_refresh_token(&t1).await.unwrap());
+    let mut tasks = Vec::new();
+    for n in 10..18_u8 {
+        let (s, new) = (Arc::clone(store), refresh_token(n, 1, &a.id, "app", 2_000));
+        tasks.push(tokio::spawn(async move {
+            s.rotate_refresh_token(&[1; 32], &new, Timestamp(10))
+                .await
+                .unwrap()
+        }));
+    }
+    let (mut rotated, mut reused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            RefreshOutcome::Rotated(old) => {
+                assert_eq!(old, t1);
+                rotated += 1;
+            }
+            RefreshOutcome::Reused => reused += 1,
+            RefreshOutcome::Invalid => panic!("a live token was found invalid"),
+        }
+    }
+    assert_eq!((rotated, reused), (1, 7));
+    // The replays revoked the family, the winner's new token included.
+    for n in 10..18_u8 {
+        assert_eq!(
+            store
+                .live_refresh_token(&[n; 32], Timestamp(10))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
+
+pub async fn access_token_liveness(store: &dyn Store) {
+    let a = account(1, "a", Role::Physician);
+    store.create_account(&a).await.unwrap();
+    assert!(store.create_client(&client("app")).await.unwrap());
+    let live = |account: Option<&AccountId>, client_id: Option<&str>, jti: &str| {
+        let (account, client_id, jti) = (
+            account.cloned(),
+            client_id.map(str::to_owned),
+            jti.to_owned(),
+        );
+        async move {
+            store
+                .access_token_live(account.as_ref(), client_id.as_deref(), &jti)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(live(Some(&a.id), Some("app"), "j1").await);
+    assert!(live(Some(&a.id), None, "j1").await);
+    // Backend services hold client-only tokens.
+    assert!(live(None, Some("app"), "j1").await);
+    assert!(live(None, None, "j1").await);
+    assert!(!live(Some(&account_id(9)), None, "j1").await);
+    assert!(!live(Some(&account_id(9)), Some("app"), "j1").await);
+    assert!(!live(None, Some("nope"), "j1").await);
+    assert!(!live(Some(&a.id), Some("nope"), "j1").await);
+
+    store
+        .revoke_access_token("j1", Timestamp(100))
+        .await
+        .unwrap();
+    // Revoking twice is harmless; the later expiry is kept.
+    store
+        .revoke_access_token("j1", Timestamp(50))
+        .await
+        .unwrap();
+    assert!(!live(Some(&a.id), Some("app"), "j1").await);
+    assert!(!live(None, Some("app"), "j1").await);
+    assert!(!live(None, None, "j1").await);
+    assert!(live(Some(&a.id), Some("app"), "j2").await);
+    assert_eq!(store.delete_expired_tokens(Timestamp(50)).await.unwrap(), 0);
+    assert!(!live(None, None, "j1").await);
+    assert_eq!(
+        store.delete_expired_tokens(Timestamp(100)).await.unwrap(),
+        1
+    );
+    assert!(live(None, None, "j1").await);
+
+    assert!(
+        store
+            .deactivate_account(&a.id, Timestamp(60))
+            .await
+            .unwrap()
+    );
+    assert!(!live(Some(&a.id), Some("app"), "j2").await);
+    assert!(!live(Some(&a.id), None, "j2").await);
+    assert!(live(None, Some("app"), "j2").await);
+}
+
+pub async fn outbox_enqueue_send_and_retry(store: &dyn Store) {
+    let a = account(1, "a", Role::Physician);
+    store.create_account(&a).await.unwrap();
+    let (m1, m2, m3) = (
+        message(1, 30, Some(&a.id)),
+        message(2, 10, Some(&a.id)),
+        message(3, 20, None),
+    );
+    for m in [&m1, &m2, &m3] {
+        store.enqueue_message(m).await.unwrap();
+    }
+    assert!(store.enqueue_message(&m1).await.is_err(), "ids are unique");
+    // Oldest first.
+    assert_eq!(
+        store.unsent_messages(3, 10).await.unwrap(),
+        vec![m2.clone(), m3.clone(), m1.clone()]
+    );
+    assert_eq!(
+        store.unsent_messages(3, 2).await.unwrap(),
+        vec![m2.clone(), m3.clone()]
+    );
+
+    for _ in 0..3 {
+        store
+            .mark_message_failed(&m2.id, "550 relay refused")
+            .await
+            .unwrap();
+    }
+    let failed = OutboxMessage {
+        attempts: 3,
+        last_error: Some("550 relay refused".to_owned()),
+        ..m2.clone()
+    };
+    assert_eq!(
+        store.unsent_messages(3, 10).await.unwrap(),
+        vec![m3.clone(), m1.clone()]
+    );
+    assert_eq!(
+        store.unsent_messages(4, 10).await.unwrap(),
+        vec![failed.clone(), m3.clone(), m1.clone()]
+    );
+
+    store
+        .mark_message_sent(&m3.id, Timestamp(40))
+        .await
+        .unwrap();
+    let sent = OutboxMessage {
+        sent_at: Some(Timestamp(40)),
+        ..m3.clone()
+    };
+    assert_eq!(
+        store.unsent_messages(4, 10).await.unwrap(),
+        vec![failed.clone(), m1.clone()]
+    );
+
+    // Newest first, optionally before a time.
+    assert_eq!(
+        store.messages(None, 10).await.unwrap(),
+        vec![m1.clone(), sent.clone(), failed.clone()]
+    );
+    assert_eq!(store.messages(None, 1).await.unwrap(), vec![m1.clone()]);
+    assert_eq!(
+        store.messages(Some(Timestamp(30)), 10).await.unwrap(),
+        vec![sent, failed]
+    );
+    assert_eq!(
+        store.messages(Some(Timestamp(10)), 10).await.unwrap(),
+        Vec::new()
+    );
 }

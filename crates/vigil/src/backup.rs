@@ -7,7 +7,10 @@
 //! {"t":"end","records":N,"sha256":"<hex of every byte before this line>"}
 //! ```
 //! Identity records (`account`, `credentials`, `recovery`, `passkey`,
-//! `failures`) follow the index rows; sessions are never backed up.
+//! `failures`, then `client`) follow the index rows. Sessions, challenges,
+//! refresh tokens, revoked `jti`s and the outbox are never backed up. A
+//! `passkey` line written before passkeys had a label and use times reads
+//! back with an empty label and time 0.
 //! A backup holds ciphertext, wrapped data keys and keyed tokens only (and
 //! password hashes, sealed TOTP secrets and sealed profiles). Without
 //! the key file it is unreadable; keep the two apart.
@@ -22,8 +25,8 @@ use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::{
-    Account, AccountId, BackupRecord, Credentials, FailureCounter, IndexRow, Role, Store,
-    StoredVersion, WrappedKey,
+    Account, AccountId, BackupRecord, Credentials, FailureCounter, IndexRow, OAuthClient, Role,
+    Store, StoredPasskey, StoredVersion, WrappedKey,
 };
 
 const MAGIC: &str = "VIGIL-BACKUP 1";
@@ -79,6 +82,12 @@ enum Line {
     Passkey {
         account: String,
         cred: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        created: i64,
+        #[serde(default)]
+        last_used: Option<i64>,
         data: String,
     },
     Failures {
@@ -87,6 +96,14 @@ enum Line {
         failures: u32,
         next: Option<i64>,
         disabled: bool,
+    },
+    Client {
+        id: String,
+        name: String,
+        active: bool,
+        created: i64,
+        revoked: Option<i64>,
+        data: String,
     },
     End {
         records: u64,
@@ -152,14 +169,13 @@ fn to_line(r: BackupRecord) -> Line {
             account: account.as_str().to_owned(),
             hash: B64.encode(hash),
         },
-        BackupRecord::Passkey {
-            account,
-            credential_id,
-            data,
-        } => Line::Passkey {
-            account: account.as_str().to_owned(),
-            cred: B64.encode(credential_id),
-            data: B64.encode(data),
+        BackupRecord::Passkey(p) => Line::Passkey {
+            account: p.account.as_str().to_owned(),
+            cred: B64.encode(p.credential_id),
+            name: p.name,
+            created: p.created.0,
+            last_used: p.last_used.map(|t| t.0),
+            data: B64.encode(p.data),
         },
         BackupRecord::FactorFailures {
             account,
@@ -171,6 +187,14 @@ fn to_line(r: BackupRecord) -> Line {
             failures: counter.failures,
             next: counter.next_allowed_at.map(|t| t.0),
             disabled: counter.disabled,
+        },
+        BackupRecord::Client(c) => Line::Client {
+            id: c.client_id,
+            name: c.name,
+            active: c.active,
+            created: c.created.0,
+            revoked: c.revoked.map(|t| t.0),
+            data: B64.encode(c.data),
         },
     }
 }
@@ -262,12 +286,18 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
         Line::Passkey {
             account,
             cred,
+            name,
+            created,
+            last_used,
             data,
-        } => BackupRecord::Passkey {
-            account: account_of(account)?,
+        } => BackupRecord::Passkey(StoredPasskey {
             credential_id: b(&cred)?,
+            account: account_of(account)?,
+            name,
+            created: Timestamp(created),
+            last_used: last_used.map(Timestamp),
             data: b(&data)?,
-        },
+        }),
         Line::Failures {
             account,
             factor,
@@ -283,6 +313,21 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
                 disabled,
             },
         },
+        Line::Client {
+            id,
+            name,
+            active,
+            created,
+            revoked,
+            data,
+        } => BackupRecord::Client(OAuthClient {
+            client_id: id,
+            name,
+            active,
+            created: Timestamp(created),
+            revoked: revoked.map(Timestamp),
+            data: b(&data)?,
+        }),
         Line::End { .. } => return Ok(None),
     }))
 }
@@ -450,13 +495,16 @@ mod tests {
                 account: account.clone(),
                 hash: vec![1, 2],
             },
-            BackupRecord::Passkey {
-                account: account.clone(),
+            BackupRecord::Passkey(StoredPasskey {
                 credential_id: vec![3],
+                account: account.clone(),
+                name: "work laptop".to_owned(),
+                created: Timestamp(3),
+                last_used: Some(Timestamp(4)),
                 data: vec![],
-            },
+            }),
             BackupRecord::FactorFailures {
-                account,
+                account: account.clone(),
                 factor: "totp".to_owned(),
                 counter: FailureCounter {
                     failures: 100,
@@ -464,11 +512,36 @@ mod tests {
                     disabled: true,
                 },
             },
+            BackupRecord::Client(OAuthClient {
+                client_id: "smart.app-1".to_owned(),
+                name: "Growth charts".to_owned(),
+                active: false,
+                created: Timestamp(5),
+                revoked: Some(Timestamp(6)),
+                data: b"{}".to_vec(),
+            }),
         ];
         for r in records {
             let json = serde_json::to_string(&to_line(r.clone())).unwrap();
             let back: Line = serde_json::from_str(&json).unwrap();
             assert_eq!(from_line(back).unwrap(), Some(r), "{json}");
         }
+    }
+    #[test]
+    fn a_passkey_line_from_before_labels_still_reads() {
+        let account = AccountId::from_bytes([7; 16]);
+        let json = format!(r#"{{"t":"passkey","account":"{account}","cred":"Aw==","data":""}}"#);
+        let line: Line = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            from_line(line).unwrap(),
+            Some(BackupRecord::Passkey(StoredPasskey {
+                credential_id: vec![3],
+                account,
+                name: String::new(),
+                created: Timestamp(0),
+                last_used: None,
+                data: Vec::new(),
+            }))
+        );
     }
 }

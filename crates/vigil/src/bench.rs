@@ -196,6 +196,7 @@ async fn run_one(
     let router = web::router(web::WebState {
         vigil: Arc::clone(&vigil),
         public_base: None,
+        proxies: Default::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

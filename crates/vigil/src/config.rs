@@ -13,6 +13,11 @@
 //! | bootstrap admin token | – | `VIGIL_BOOTSTRAP_TOKEN` | – |
 //! | requests in flight | `max_concurrent_requests` | – | – |
 //! | limits | `[fhir.limits]` | – | – |
+//! | TLS certificate chain (PEM) | `tls_cert` | `VIGIL_TLS_CERT` | `--tls-cert` |
+//! | TLS private key (PEM) | `tls_key` | `VIGIL_TLS_KEY` | `--tls-key` |
+//! | trusted reverse proxies (CIDRs) | `proxy.trusted` | `VIGIL_TRUSTED_PROXIES` | – |
+//! | their forwarding header | `proxy.header` | – | – |
+//! | SMTP relay for the outbox | `[smtp]` | `VIGIL_SMTP_PASSWORD` | – |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +38,71 @@ pub struct FileConfig {
     /// Requests handled at once; more wait in line (default 512).
     pub max_concurrent_requests: Option<usize>,
     pub fhir: app::Config,
+    /// PEM certificate chain; with `tls_key`, `serve` speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `[proxy]`: the reverse proxies whose forwarding header is believed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// CIDR blocks, IPv4 or IPv6 (`10.0.0.0/8`, `::1/128`).
+    pub trusted: Vec<String>,
+    /// `x-forwarded-for` (default) or `forwarded` (RFC 7239).
+    pub header: Option<String>,
+}
+
+/// `[smtp]`: the relay the outbox is delivered through.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub relay: String,
+    /// Default: 587 with STARTTLS, 465 with TLS, 25 without.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Or `VIGIL_SMTP_PASSWORD`, which wins.
+    pub password: Option<String>,
+    /// The `From` address, e.g. `Vigil <vigil@clinic.example>`.
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("relay", &self.relay)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required, never optional).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only for a relay on the same machine, and tests.
+    None,
+}
+
+/// Where `serve` finds its TLS certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The resolved settings.
@@ -46,6 +116,10 @@ pub struct Settings {
     pub allow_unsafe_durability: bool,
     pub max_concurrent_requests: usize,
     pub fhir: app::Config,
+    /// HTTPS when set.
+    pub tls: Option<TlsFiles>,
+    pub proxies: web::TrustedProxies,
+    pub smtp: Option<SmtpConfig>,
 }
 
 /// Command-line values that override the file and the environment
@@ -57,6 +131,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub listen: Option<String>,
     pub key_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -95,6 +171,37 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
     if let Some(b) = env_bool("VIGIL_REFERENTIAL_INTEGRITY")? {
         fhir.referential_integrity = b;
     }
+    let tls = match (
+        o.tls_cert.clone().or(file.tls_cert),
+        o.tls_key.clone().or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => bail!(
+            "a TLS certificate was given without its private key (set both --tls-cert and --tls-key, or neither)"
+        ),
+        (None, Some(_)) => bail!(
+            "a TLS private key was given without its certificate (set both --tls-cert and --tls-key, or neither)"
+        ),
+    };
+    let trusted: Vec<String> = match env("VIGIL_TRUSTED_PROXIES") {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => file.proxy.trusted,
+    };
+    let header = match &file.proxy.header {
+        Some(h) => h.parse().context("[proxy] header")?,
+        None => web::client_addr::ForwardedHeader::default(),
+    };
+    let proxies = web::TrustedProxies::new(&trusted, header).context("trusted proxies")?;
+    let mut smtp = file.smtp;
+    if let (Some(smtp), Some(pw)) = (smtp.as_mut(), env("VIGIL_SMTP_PASSWORD")) {
+        smtp.password = Some(pw);
+    }
     Ok(Settings {
         database_url: o.database_url.clone().or(file.database_url),
         listen: o
@@ -109,6 +216,9 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
             .unwrap_or(file.allow_unsafe_durability),
         fhir,
         data_dir,
+        tls,
+        proxies,
+        smtp,
     })
 }
 

@@ -4,8 +4,10 @@
 pub mod backup;
 pub mod bench;
 pub mod config;
+pub mod mail;
 pub mod pgadmin;
 pub mod serve;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +52,12 @@ pub enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, env = "VIGIL_LISTEN")]
         listen: Option<String>,
+        /// PEM certificate chain for HTTPS (with --tls-key).
+        #[arg(long, env = "VIGIL_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for HTTPS (with --tls-cert).
+        #[arg(long, env = "VIGIL_TLS_KEY")]
+        tls_key: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -140,6 +148,8 @@ fn overrides(c: &Common, listen: Option<String>) -> config::Overrides {
         database_url: c.database_url.clone(),
         listen,
         key_file: c.key_file.clone(),
+        tls_cert: None,
+        tls_key: None,
     }
 }
 
@@ -157,9 +167,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             demo,
             listen,
+            tls_cert,
+            tls_key,
             common,
         } => {
-            let s = config::load(&overrides(&common, listen))?;
+            let s = config::load(&config::Overrides {
+                tls_cert,
+                tls_key,
+                ..overrides(&common, listen)
+            })?;
             serve::serve(s, demo).await
         }
         Command::Keys {

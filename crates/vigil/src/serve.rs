@@ -1,8 +1,10 @@
 //! `vigil serve`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use model::SystemClock;
 
@@ -89,6 +91,9 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             }
         })
     };
+    // Read the certificate before binding: a bad file fails the start at once.
+    let tls = s.tls.as_ref().map(crate::tls::server_config).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;
@@ -96,6 +101,7 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     let router = web::router(web::WebState {
         vigil: Arc::clone(&vigil),
         public_base: s.public_url.clone(),
+        proxies: Arc::new(s.proxies.clone()),
     })
     // Bodies are limited per route by the configured limit; axum's own
     // default is turned off so the configured value is the only one in force.
@@ -104,7 +110,7 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     .layer(tower::limit::ConcurrencyLimitLayer::new(
         s.max_concurrent_requests,
     ));
-    println!("Vigil is listening on http://{addr}/ (FHIR base http://{addr}/fhir)");
+    println!("Vigil is listening on {scheme}://{addr}/ (FHIR base {scheme}://{addr}/fhir)");
     match (&new_token, &env_token) {
         (Some(t), _) => {
             println!(
@@ -112,7 +118,7 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             );
             println!("  {t}");
             println!(
-                "  e.g. curl -H 'Authorization: Bearer {t}' http://{addr}/fhir/Patient?family=smith"
+                "  e.g. curl -H 'Authorization: Bearer {t}' {scheme}://{addr}/fhir/Patient?family=smith"
             );
         }
         (None, Some(_)) => println!("Sign in with the bootstrap token from VIGIL_BOOTSTRAP_TOKEN."),
@@ -121,10 +127,24 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
         ),
     }
     tracing::info!(%addr, backend = vigil.store().backend(), "ready");
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving");
+    // The TCP peer reaches handlers as `ConnectInfo` (see `web::ClientAddr`).
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let served = match tls {
+        Some(config) => {
+            // `tap_io` does nothing to the stream; it only gives axum's generic
+            // `ConnectInfo<SocketAddr>` implementation a listener type to use.
+            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+    }
+    .context("serving");
     watcher.abort();
     served?;
     tracing::info!("stopped");

@@ -80,7 +80,11 @@ fn bad(code: IssueCode, msg: &str) -> ApiError {
     ApiError(AppError::bad_request(code, msg.to_owned()))
 }
 
-fn principal(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// Who is calling: a bearer access token (apps, scripts), or the session
+/// cookie of the first-party pages, which must then also send its CSRF token
+/// in `X-CSRF-Token` (so another site can never drive the API through a
+/// signed-in browser).
+async fn principal(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -89,7 +93,29 @@ fn principal(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiErro
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    Ok(state.vigil.authenticate(bearer)?)
+    if let Some(token) = bearer {
+        return Ok(state
+            .vigil
+            .authenticate_bearer(token, &base_url(state, headers))
+            .await?);
+    }
+    if let Some(cookie) = crate::session::session_cookie(headers) {
+        let csrf = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !state.vigil.check_csrf(&cookie, csrf) {
+            return Err(ApiError(AppError::Forbidden(
+                "a session request needs its CSRF token in X-CSRF-Token".into(),
+            )));
+        }
+        return match state.vigil.session(&cookie).await {
+            Ok(v) => Ok(Principal::User(v.caller)),
+            Err(app::SessionProblem::Failed(e)) => Err(ApiError(e)),
+            Err(_) => Err(ApiError(AppError::Unauthenticated)),
+        };
+    }
+    Err(ApiError(AppError::Unauthenticated))
 }
 
 fn rtype_of(s: &str) -> Result<ResourceType, ApiError> {
@@ -115,7 +141,7 @@ fn id_of(s: &str) -> Result<ResourceId, ApiError> {
 }
 
 /// The FHIR base URL for links and `Location` headers.
-fn base_url(state: &WebState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(state: &WebState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.public_base {
         return b.trim_end_matches('/').to_owned();
     }
@@ -297,7 +323,7 @@ pub async fn not_found(
     uri: axum::http::Uri,
 ) -> ApiResult {
     if uri.path().starts_with("/fhir") {
-        principal(&state, &headers)?;
+        principal(&state, &headers).await?;
     }
     Err(ApiError(AppError::NotFound(
         "no such endpoint on this server".into(),
@@ -309,7 +335,7 @@ async fn unsupported_method() -> ApiResult {
 }
 
 async fn bundle(State(state): State<WebState>, headers: HeaderMap, body: Body) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let value = json_body(&state, &headers, body).await?;
     let base = base_url(&state, &headers);
     let out = state.vigil.bundle(&who, value, &base).await?;
@@ -322,7 +348,7 @@ async fn search(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     let pairs = pairs(q);
     check_format(&headers, &pairs)?;
@@ -336,7 +362,7 @@ async fn search_post(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -375,7 +401,7 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     if headers.contains_key("if-none-exist") {
         return Err(bad(
@@ -405,7 +431,7 @@ async fn read(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     check_format(&headers, &pairs(q))?;
@@ -432,7 +458,7 @@ async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     let vid = vid
@@ -449,7 +475,7 @@ async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     let if_match = if_match(&headers)?;
@@ -477,7 +503,7 @@ async fn delete(
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     let version = state.vigil.delete(&who, rtype, &id).await?;
@@ -495,7 +521,7 @@ async fn history(
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let who = principal(&state, &headers)?;
+    let who = principal(&state, &headers).await?;
     let rtype = rtype_of(&rtype)?;
     let id = id_of(&id)?;
     let versions = state.vigil.history(&who, rtype, &id).await?;

@@ -6,8 +6,10 @@
 //! touches the store or keys.
 
 mod capability;
+pub mod client_addr;
 mod fhir_routes;
 mod pages;
+mod session;
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use axum::http::{HeaderName, HeaderValue, Request};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+pub use client_addr::{ClientAddr, TrustedProxies};
 pub use fhir_routes::FHIR_JSON;
 
 /// Everything a handler needs.
@@ -26,6 +29,14 @@ pub struct WebState {
     /// The public base URL of the FHIR API (e.g. `https://vigil.example/fhir`).
     /// When `None`, it is derived from the request's `Host` header.
     pub public_base: Option<String>,
+    /// Reverse proxies whose forwarding header names the client (`ClientAddr`).
+    pub proxies: Arc<client_addr::TrustedProxies>,
+}
+
+impl axum::extract::FromRef<WebState> for Arc<client_addr::TrustedProxies> {
+    fn from_ref(state: &WebState) -> Self {
+        Arc::clone(&state.proxies)
+    }
 }
 
 /// The whole HTTP surface. Tests drive it with `oneshot`, no sockets.

@@ -89,6 +89,10 @@ pub fn vigil_cmd(args: &[&str], envs: &[(&str, &str)]) -> Command {
         "VIGIL_CONFIG",
         "VIGIL_BOOTSTRAP_TOKEN",
         "VIGIL_LISTEN",
+        "VIGIL_TLS_CERT",
+        "VIGIL_TLS_KEY",
+        "VIGIL_TRUSTED_PROXIES",
+        "VIGIL_SMTP_PASSWORD",
     ] {
         c.env_remove(k);
     }
@@ -167,9 +171,11 @@ impl Server {
         let started = Instant::now();
         loop {
             let text = std::fs::read_to_string(&s.stdout).unwrap_or_default();
-            if let Some(rest) = text.split("listening on http://").nth(1) {
+            if let Some(rest) = text.split("listening on ").nth(1)
+                && let Some((scheme, rest)) = rest.split_once("://")
+            {
                 let addr = rest.split('/').next().unwrap();
-                s.base = format!("http://{addr}");
+                s.base = format!("{scheme}://{addr}");
                 break;
             }
             if let Ok(Some(status)) = s.child.try_wait() {

@@ -15,3 +15,4 @@
 mod harness;
 mod lifecycle;
 mod plaintext;
+mod tls;

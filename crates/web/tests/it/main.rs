@@ -96,6 +96,7 @@ pub async fn setup_with(config: app::Config) -> T {
     let router = web::router(web::WebState {
         vigil: vigil.clone(),
         public_base: Some("http://vigil.test/fhir".into()),
+        proxies: Default::default(),
     });
     T {
         router,

@@ -1,0 +1,132 @@
+//! Access tokens: checking a bearer token on every API request, and the
+//! operator's `vigil token issue`.
+
+use auth::scope::{Context, Scope, ScopeSet};
+use auth::token::Claims;
+use fhir::IssueCode;
+use model::ResourceId;
+use store::AccountId;
+
+use super::{Caller, Via, unix};
+use crate::{AppError, Principal, Vigil};
+
+/// The `client_id` of tokens an operator issues at the command line.
+pub const OPERATOR_CLIENT: &str = "vigil-cli";
+
+impl Vigil {
+    /// Checks a bearer token presented to the FHIR base `audience`: the
+    /// signature and lifetime (microseconds, no IO), then in one query that
+    /// its account or client is still active and it was not revoked.
+    pub async fn authenticate_bearer(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Principal, AppError> {
+        let id = self.identity()?;
+        let now = unix(self.now());
+        let claims = auth::token::verify(token, &id.token_key, audience, now)
+            .map_err(|_| AppError::Unauthenticated)?;
+        self.principal_of(&claims).await
+    }
+
+    pub(crate) async fn principal_of(&self, claims: &Claims) -> Result<Principal, AppError> {
+        let scopes = claims.scopes().map_err(|_| AppError::Unauthenticated)?;
+        let service = claims.sub == claims.client_id;
+        let account = if service {
+            None
+        } else {
+            Some(AccountId::new(claims.sub.clone()).ok_or(AppError::Unauthenticated)?)
+        };
+        let operator = claims.client_id == OPERATOR_CLIENT;
+        let client = (!operator).then_some(claims.client_id.as_str());
+        if !self
+            .store
+            .access_token_live(account.as_ref(), client, &claims.jti)
+            .await?
+        {
+            return Err(AppError::Unauthenticated);
+        }
+        let patient = match &claims.patient {
+            Some(p) => Some(ResourceId::new(p.clone()).map_err(|_| AppError::Unauthenticated)?),
+            None => None,
+        };
+        let jti = claims.jti.clone();
+        Ok(Principal::User(Caller {
+            account,
+            role: None,
+            username: None,
+            client_id: Some(claims.client_id.clone()),
+            scopes,
+            patient,
+            via: if operator {
+                Via::OperatorToken { jti }
+            } else {
+                Via::Token { jti }
+            },
+        }))
+    }
+
+    /// Issues a short-lived access token for `username` (operators' scripts
+    /// and smoke tests). Needs the key file; refused when the configuration
+    /// switches operator tokens off. Scopes may be `user/` or, for a patient
+    /// account, `patient/`.
+    pub async fn issue_operator_token(
+        &self,
+        username: &str,
+        scopes: &str,
+        ttl_secs: u64,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<String, AppError> {
+        let id = self.identity()?;
+        if !id.cfg.operator_tokens {
+            return Err(AppError::Forbidden(
+                "operator tokens are switched off ([identity] operator_tokens = false)".into(),
+            ));
+        }
+        if ttl_secs == 0 || ttl_secs > auth::token::MAX_TTL_SECS {
+            return Err(AppError::bad_request(
+                IssueCode::Invalid,
+                "the lifetime must be between 1 second and 1 hour",
+            ));
+        }
+        let account = self.account_by_username(username).await?;
+        if !account.active {
+            return Err(AppError::Forbidden("the account is deactivated".into()));
+        }
+        let set = ScopeSet::parse(scopes)
+            .map_err(|e| AppError::bad_request(IssueCode::Invalid, e.to_string()))?;
+        let patient = super::signin::patient_context(&account);
+        for s in set.iter() {
+            if let Scope::Resource(r) = s {
+                let ok = match r.context {
+                    Context::User => account.role != store::Role::Patient,
+                    Context::Patient => patient.is_some(),
+                    Context::System => false,
+                };
+                if !ok {
+                    return Err(AppError::bad_request(
+                        IssueCode::Invalid,
+                        format!("scope {s} does not fit a {} account", account.role),
+                    ));
+                }
+            }
+        }
+        let now = unix(self.now());
+        let claims = Claims {
+            iss: issuer.to_owned(),
+            sub: account.id.to_string(),
+            aud: audience.to_owned(),
+            exp: now + ttl_secs,
+            iat: now,
+            jti: auth::token::new_jti(&mut rand::rngs::OsRng),
+            scope: set.to_string(),
+            client_id: OPERATOR_CLIENT.to_owned(),
+            patient: patient.map(|p| p.to_string()),
+        };
+        let token = auth::token::issue(&claims, &id.token_key)
+            .map_err(|e| AppError::Keys(format!("token: {e}")))?;
+        tracing::info!(account = %account.id, jti = %claims.jti, "operator issued an access token");
+        Ok(token.into_string())
+    }
+}

@@ -1,0 +1,1 @@
+//! SMTP delivery of the outbox.
