@@ -5,9 +5,13 @@
 //! requests into calls on `app::Vigil` and results into responses; it never
 //! touches the store or keys.
 
+mod admin_pages;
 mod capability;
 pub mod client_addr;
 mod fhir_routes;
+pub mod html;
+mod identity_pages;
+mod oauth_routes;
 mod pages;
 mod session;
 
@@ -53,6 +57,9 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(fhir_routes::routes())
         .merge(pages::routes())
+        .merge(identity_pages::routes())
+        .merge(admin_pages::routes())
+        .merge(oauth_routes::routes())
         .fallback(fhir_routes::not_found)
         .with_state(state)
         .layer(trace)

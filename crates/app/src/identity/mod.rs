@@ -50,9 +50,11 @@ pub struct IdentityConfig {
     /// Roles that must sign in with a passkey (phishing-resistant), e.g.
     /// `["administrator", "privacy-officer"]`.
     pub passkey_required_roles: Vec<String>,
-    pub session_idle_minutes: u64,
-    pub session_absolute_hours: u64,
-    pub patient_session_idle_minutes: u64,
+    /// Workforce sessions end after this many seconds without a request.
+    pub session_idle_seconds: u64,
+    /// Every session ends this many seconds after sign-in.
+    pub session_absolute_seconds: u64,
+    pub patient_session_idle_seconds: u64,
     /// Lifetime of OAuth access tokens (at most 60).
     pub access_token_minutes: u64,
     /// Lifetime of refresh tokens with `offline_access`.
@@ -75,9 +77,9 @@ impl Default for IdentityConfig {
             password_max_length: 128,
             workforce_mfa: true,
             passkey_required_roles: Vec::new(),
-            session_idle_minutes: 15,
-            session_absolute_hours: 12,
-            patient_session_idle_minutes: 30,
+            session_idle_seconds: 15 * 60,
+            session_absolute_seconds: 12 * 3600,
+            patient_session_idle_seconds: 30 * 60,
             access_token_minutes: 15,
             refresh_token_days: 30,
             operator_tokens: true,
@@ -161,15 +163,15 @@ impl Identity {
             cfg.argon2_lanes,
         )
         .map_err(config_err)?;
-        let minutes = |m: u64| std::time::Duration::from_secs(m.saturating_mul(60));
+        let secs = std::time::Duration::from_secs;
         let workforce_sessions = SessionPolicy::new(
-            minutes(cfg.session_idle_minutes),
-            minutes(cfg.session_absolute_hours.saturating_mul(60)),
+            secs(cfg.session_idle_seconds),
+            secs(cfg.session_absolute_seconds),
         )
         .map_err(config_err)?;
         let patient_sessions = SessionPolicy::new(
-            minutes(cfg.patient_session_idle_minutes),
-            minutes(cfg.session_absolute_hours.saturating_mul(60)),
+            secs(cfg.patient_session_idle_seconds),
+            secs(cfg.session_absolute_seconds),
         )
         .map_err(config_err)?;
         if cfg.access_token_minutes == 0 || cfg.access_token_minutes > 60 {
