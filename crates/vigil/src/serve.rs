@@ -91,6 +91,31 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             }
         })
     };
+    // The outbox goes out through the SMTP relay when one is configured;
+    // without one (demo mode), messages stay in the outbox for its page.
+    let mailer = s
+        .smtp
+        .as_ref()
+        .map(crate::mail::SmtpMailer::new)
+        .transpose()?;
+    let postman = mailer.map(|mailer| {
+        let vigil = Arc::clone(&vigil);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                match vigil.deliver_outbox(&mailer, 50).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sent = n, "outbox delivered"),
+                    Err(e) => tracing::warn!(error = %e, "could not deliver the outbox"),
+                }
+            }
+        })
+    });
+    if let Some(smtp) = &s.smtp {
+        tracing::info!(relay = %smtp.relay, "outbox delivered by SMTP");
+    } else {
+        tracing::info!("no [smtp] relay: messages stay in the outbox");
+    }
     // Read the certificate before binding: a bad file fails the start at once.
     let tls = s.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -146,6 +171,9 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     }
     .context("serving");
     watcher.abort();
+    if let Some(p) = postman {
+        p.abort();
+    }
     served?;
     tracing::info!("stopped");
     Ok(())

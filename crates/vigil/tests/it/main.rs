@@ -14,5 +14,6 @@
 
 mod harness;
 mod lifecycle;
+mod mail;
 mod plaintext;
 mod tls;
