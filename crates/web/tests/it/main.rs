@@ -91,8 +91,32 @@ pub async fn setup_with(config: app::Config) -> T {
             .await
             .unwrap(),
     );
-    let token = crypto::random_token();
-    vigil.init_bootstrap_token(Some(&token)).await.unwrap();
+    // The API takes access tokens: an administrator's, issued as an operator would.
+    vigil
+        .create_account(
+            &app::Principal::Operator,
+            app::NewAccount {
+                username: "it-admin".into(),
+                role: store::Role::Administrator,
+                practitioner: None,
+                patient: None,
+                display_name: None,
+                email: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let token = vigil
+        .issue_operator_token(
+            "it-admin",
+            "user/*.cruds",
+            3600,
+            "http://vigil.test",
+            "http://vigil.test/fhir",
+        )
+        .await
+        .unwrap();
     let router = web::router(web::WebState {
         vigil: vigil.clone(),
         public_base: Some("http://vigil.test/fhir".into()),
