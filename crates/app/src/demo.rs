@@ -449,3 +449,61 @@ impl Vigil {
         }))
     }
 }
+
+/// The accounts of the demo clinic: one per role, sharing one password that
+/// is printed once. Workforce accounts enrol a second factor at first sign-in.
+pub const DEMO_ACCOUNTS: &[(&str, store::Role, Option<&str>, Option<&str>)] = &[
+    // username, role, practitioner, patient
+    ("admin", store::Role::Administrator, None, None),
+    ("privacy", store::Role::PrivacyOfficer, None, None),
+    ("dr.adams", store::Role::Physician, Some("pr-adams"), None),
+    ("nurse.evans", store::Role::Nurse, None, None),
+    ("frontdesk", store::Role::FrontDesk, None, None),
+    ("billing", store::Role::Billing, None, None),
+    ("patient", store::Role::Patient, None, Some("pat-00000")),
+];
+
+impl Vigil {
+    /// Creates the demo accounts (first start only) with `password`; returns
+    /// whether they were created.
+    pub async fn seed_demo_accounts(&self, password: &str) -> Result<bool, AppError> {
+        if self.store.account_by_username("admin").await?.is_some() {
+            return Ok(false);
+        }
+        for (username, role, practitioner, patient) in DEMO_ACCOUNTS {
+            let practitioner = match practitioner {
+                Some(p)
+                    if self
+                        .read(
+                            &Principal::Operator,
+                            ResourceType::Practitioner,
+                            &ResourceId::new(*p).map_err(|_| AppError::Keys("demo id".into()))?,
+                        )
+                        .await
+                        .is_ok() =>
+                {
+                    ResourceId::new(*p).ok()
+                }
+                _ => None,
+            };
+            let patient = match patient {
+                Some(p) => Some(ResourceId::new(*p).map_err(|_| AppError::Keys("demo id".into()))?),
+                None => None,
+            };
+            self.create_account(
+                &Principal::Operator,
+                crate::NewAccount {
+                    username: (*username).to_owned(),
+                    role: *role,
+                    practitioner,
+                    patient,
+                    display_name: None,
+                    email: Some(format!("{username}@riverside.example")),
+                },
+                Some(password),
+            )
+            .await?;
+        }
+        Ok(true)
+    }
+}

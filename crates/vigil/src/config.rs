@@ -44,6 +44,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub proxy: ProxyConfig,
     pub smtp: Option<SmtpConfig>,
+    pub identity: app::IdentityConfig,
 }
 
 /// `[proxy]`: the reverse proxies whose forwarding header is believed.
@@ -116,6 +117,7 @@ pub struct Settings {
     pub allow_unsafe_durability: bool,
     pub max_concurrent_requests: usize,
     pub fhir: app::Config,
+    pub identity: app::IdentityConfig,
     /// HTTPS when set.
     pub tls: Option<TlsFiles>,
     pub proxies: web::TrustedProxies,
@@ -215,6 +217,7 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
         allow_unsafe_durability: env_bool("VIGIL_ALLOW_UNSAFE_DURABILITY")?
             .unwrap_or(file.allow_unsafe_durability),
         fhir,
+        identity: file.identity,
         data_dir,
         tls,
         proxies,

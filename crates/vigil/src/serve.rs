@@ -18,7 +18,7 @@ pub async fn open_vigil(
     let store = config::open_store(s).await?;
     let (kf, created) =
         crypto::KeyFile::load(&s.key_source, create_keys).context("loading the key file")?;
-    let vigil = app::Vigil::open(
+    let mut vigil = app::Vigil::open(
         store,
         &kf,
         s.key_source.clone(),
@@ -27,6 +27,9 @@ pub async fn open_vigil(
     )
     .await
     .context("opening the record store")?;
+    vigil
+        .configure_identity(&kf, s.identity.clone())
+        .context("[identity] settings")?;
     Ok((Arc::new(vigil), created))
 }
 
@@ -70,6 +73,16 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             None => eprintln!("Demo clinic already present."),
         }
     }
+    let demo_password = if demo {
+        let password = crypto::random_token();
+        vigil
+            .seed_demo_accounts(&password)
+            .await
+            .context("creating the demo accounts")?
+            .then_some(password)
+    } else {
+        None
+    };
     // Work done by other processes and nodes: erasures by `vigil patient
     // erase` (drop cached keys and name terms derived from erased data) and
     // writes on other nodes (their names enter this node's in-memory index).
@@ -136,20 +149,38 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
         s.max_concurrent_requests,
     ));
     println!("Vigil is listening on {scheme}://{addr}/ (FHIR base {scheme}://{addr}/fhir)");
-    match (&new_token, &env_token) {
-        (Some(t), _) => {
-            println!(
-                "Sign in with this bootstrap admin token (shown once; only its hash is stored):"
-            );
-            println!("  {t}");
-            println!(
-                "  e.g. curl -H 'Authorization: Bearer {t}' {scheme}://{addr}/fhir/Patient?family=smith"
-            );
+    let site = s
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').trim_end_matches("/fhir").to_owned())
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    if let Some(pw) = &demo_password {
+        println!("Demo accounts (shown once), all with the password {pw}:");
+        for (username, role, _, _) in app::demo::DEMO_ACCOUNTS {
+            println!("  {username:<12} {role}");
         }
-        (None, Some(_)) => println!("Sign in with the bootstrap token from VIGIL_BOOTSTRAP_TOKEN."),
-        (None, None) => println!(
-            "Sign in with the bootstrap admin token printed at first start (or set VIGIL_BOOTSTRAP_TOKEN)."
-        ),
+        println!(
+            "Sign in at {site}/signin; workforce accounts enrol a second factor (an authenticator app or a passkey) at first sign-in. Messages land in {site}/admin/outbox."
+        );
+    }
+    if !vigil.has_administrator().await? {
+        match (&new_token, &env_token) {
+            (Some(t), _) => {
+                println!(
+                    "Set up the first administrator at {site}/setup with this bootstrap token (shown once; only its hash is stored):"
+                );
+                println!("  {t}");
+                println!(
+                    "  or run: vigil user add --username NAME --role administrator --password-stdin"
+                );
+            }
+            (None, Some(_)) => println!(
+                "Set up the first administrator at {site}/setup with the bootstrap token from VIGIL_BOOTSTRAP_TOKEN."
+            ),
+            (None, None) => println!(
+                "Set up the first administrator at {site}/setup with the bootstrap token printed at first start, or with `vigil user add`."
+            ),
+        }
     }
     tracing::info!(%addr, backend = vigil.store().backend(), "ready");
     // The TCP peer reaches handlers as `ConnectInfo` (see `web::ClientAddr`).

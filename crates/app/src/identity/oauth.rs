@@ -224,7 +224,9 @@ impl Vigil {
         self.require_admin(who)?;
         let bad = |m: &str| AppError::unprocessable(fhir::IssueCode::Invalid, m.to_owned());
         if !valid_client_id(&new.client_id) || new.client_id == OPERATOR_CLIENT {
-            return Err(bad("a client id has 1 to 64 of A-Z a-z 0-9 . _ - (and is not vigil-cli)"));
+            return Err(bad(
+                "a client id has 1 to 64 of A-Z a-z 0-9 . _ - (and is not vigil-cli)",
+            ));
         }
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -490,7 +492,10 @@ impl Vigil {
         tracing::info!(account = %account.id, client = %grant.client_id, "authorisation code issued");
         Ok(with_query(
             &redirect,
-            &[("code", Some(code.as_str())), ("state", req.state.as_deref())],
+            &[
+                ("code", Some(code.as_str())),
+                ("state", req.state.as_deref()),
+            ],
         ))
     }
 
@@ -590,7 +595,11 @@ impl Vigil {
         }
     }
 
-    async fn token_from_code(&self, req: &TokenRequest, ep: &Endpoints) -> Result<Value, OAuthError> {
+    async fn token_from_code(
+        &self,
+        req: &TokenRequest,
+        ep: &Endpoints,
+    ) -> Result<Value, OAuthError> {
         let (client, _) = self.authenticate_client(req, ep).await?;
         let code = req.code.as_deref().unwrap_or("");
         let hash = crypto::token_hash(code);
@@ -610,8 +619,11 @@ impl Vigil {
         if req.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
             return Err(OAuthError::new("invalid_grant", "redirect_uri mismatch"));
         }
-        auth::pkce::verify_pkce(req.code_verifier.as_deref().unwrap_or(""), &grant.code_challenge)
-            .map_err(|e| OAuthError::new("invalid_grant", e.to_string()))?;
+        auth::pkce::verify_pkce(
+            req.code_verifier.as_deref().unwrap_or(""),
+            &grant.code_challenge,
+        )
+        .map_err(|e| OAuthError::new("invalid_grant", e.to_string()))?;
         let family = random_hex();
         self.grant_tokens(&grant, ep, &family, true).await
     }
@@ -656,16 +668,23 @@ impl Vigil {
             "scope": grant.scope,
         });
         if let Some(p) = &grant.patient {
-            body["patient"] = json!(p);
-            body["need_patient_banner"] = json!(account.role != Role::Patient);
+            set(&mut body, "patient", json!(p));
+            set(
+                &mut body,
+                "need_patient_banner",
+                json!(account.role != Role::Patient),
+            );
         }
         if scopes.contains(&Scope::OfflineAccess) || scopes.contains(&Scope::OnlineAccess) {
             let (secret, hash) = super::new_secret();
             let t = self.refresh_record(grant, &account, hash, family).await?;
             if !self.store.put_refresh_token(&t).await? {
-                return Err(OAuthError::new("invalid_grant", "the account or client is not active"));
+                return Err(OAuthError::new(
+                    "invalid_grant",
+                    "the account or client is not active",
+                ));
             }
-            body["refresh_token"] = json!(secret);
+            set(&mut body, "refresh_token", json!(secret));
         }
         if with_id_token && scopes.contains(&Scope::OpenId) && scopes.contains(&Scope::FhirUser) {
             let fhir_user = match (&account.practitioner, &account.patient) {
@@ -686,7 +705,7 @@ impl Vigil {
                 &id.id_token_key,
             )
             .map_err(|e| AppError::Keys(format!("id_token: {e}")))?;
-            body["id_token"] = json!(token);
+            set(&mut body, "id_token", json!(token));
         }
         tracing::info!(account = %account.id, client = %grant.client_id, jti = %claims.jti, "access token issued");
         Ok(body)
@@ -710,9 +729,7 @@ impl Vigil {
             family: family.to_owned(),
             account: account.id.clone(),
             client_id: grant.client_id.clone(),
-            payload: self
-                .seal_json(&format!("refresh|{family}"), grant)
-                .await?,
+            payload: self.seal_json(&format!("refresh|{family}"), grant).await?,
             created: now,
             expires: plus_secs(now, secs),
         })
@@ -725,11 +742,9 @@ impl Vigil {
     ) -> Result<Value, OAuthError> {
         let (client, _) = self.authenticate_client(req, ep).await?;
         let old_hash = crypto::token_hash(req.refresh_token.as_deref().unwrap_or(""));
-        let invalid = || OAuthError::new("invalid_grant", "the refresh token is invalid or expired");
-        let old = self
-            .store
-            .live_refresh_token(&old_hash, self.now())
-            .await?;
+        let invalid =
+            || OAuthError::new("invalid_grant", "the refresh token is invalid or expired");
+        let old = self.store.live_refresh_token(&old_hash, self.now()).await?;
         let Some(old) = old else {
             // A used token comes back as reuse: revoke its family.
             if let RefreshOutcome::Reused = self
@@ -752,7 +767,10 @@ impl Vigil {
                 .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
             let had = ScopeSet::parse(&grant.scope).unwrap_or_default();
             if asked.iter().any(|s| !had.contains(s)) {
-                return Err(OAuthError::new("invalid_scope", "a refresh cannot widen scopes"));
+                return Err(OAuthError::new(
+                    "invalid_scope",
+                    "a refresh cannot widen scopes",
+                ));
             }
             grant.scope = asked.to_string();
         }
@@ -762,7 +780,9 @@ impl Vigil {
             .await?
             .ok_or_else(invalid)?;
         let (secret, hash) = super::new_secret();
-        let new = self.refresh_record(&grant, &account, hash, &old.family).await?;
+        let new = self
+            .refresh_record(&grant, &account, hash, &old.family)
+            .await?;
         match self
             .store
             .rotate_refresh_token(&old_hash, &new, self.now())
@@ -778,11 +798,15 @@ impl Vigil {
         // The new refresh token is already stored; issue the access token
         // without storing another.
         let mut body = self.grant_tokens_no_refresh(&grant, ep).await?;
-        body["refresh_token"] = json!(secret);
+        set(&mut body, "refresh_token", json!(secret));
         Ok(body)
     }
 
-    async fn grant_tokens_no_refresh(&self, grant: &Grant, ep: &Endpoints) -> Result<Value, OAuthError> {
+    async fn grant_tokens_no_refresh(
+        &self,
+        grant: &Grant,
+        ep: &Endpoints,
+    ) -> Result<Value, OAuthError> {
         let mut g = grant.clone();
         let scopes: Vec<String> = ScopeSet::parse(&g.scope)
             .unwrap_or_default()
@@ -793,11 +817,15 @@ impl Vigil {
         let original_scope = g.scope.clone();
         g.scope = scopes.join(" ");
         let mut body = self.grant_tokens(&g, ep, "", false).await?;
-        body["scope"] = json!(original_scope);
+        set(&mut body, "scope", json!(original_scope));
         Ok(body)
     }
 
-    async fn token_for_service(&self, req: &TokenRequest, ep: &Endpoints) -> Result<Value, OAuthError> {
+    async fn token_for_service(
+        &self,
+        req: &TokenRequest,
+        ep: &Endpoints,
+    ) -> Result<Value, OAuthError> {
         if req.client_assertion.is_none() {
             return Err(OAuthError::new(
                 "invalid_client",
@@ -849,7 +877,11 @@ impl Vigil {
     }
 
     /// RFC 7662 introspection, for an authenticated confidential client.
-    pub async fn introspect(&self, req: &TokenRequest, ep: &Endpoints) -> Result<Value, OAuthError> {
+    pub async fn introspect(
+        &self,
+        req: &TokenRequest,
+        ep: &Endpoints,
+    ) -> Result<Value, OAuthError> {
         if req.client_assertion.is_none() {
             return Err(OAuthError::new(
                 "invalid_client",
@@ -993,4 +1025,11 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Sets a member of a JSON object (a no-op on anything else).
+fn set(body: &mut Value, key: &str, value: Value) {
+    if let Some(o) = body.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
 }
