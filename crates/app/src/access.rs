@@ -32,18 +32,16 @@ impl Access {
         match self {
             Access::All => Ok(()),
             Access::Compartment(o) if o == owner => Ok(()),
-            Access::Compartment(_) => Err(AppError::Forbidden(
-                "outside the patient in context".into(),
-            )),
+            Access::Compartment(_) => {
+                Err(AppError::Forbidden("outside the patient in context".into()))
+            }
         }
     }
 
     pub(crate) fn allows_versioned(&self, v: &Versioned) -> bool {
         match (self, &v.resource) {
             (Access::All, _) => true,
-            (Access::Compartment(o), Some(r)) => {
-                crate::records::key_owner(v.rtype, &v.id, r) == *o
-            }
+            (Access::Compartment(o), Some(r)) => crate::records::key_owner(v.rtype, &v.id, r) == *o,
             (Access::Compartment(_), None) => false,
         }
     }

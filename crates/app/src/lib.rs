@@ -31,8 +31,8 @@ pub use bundle::parse_query_string;
 pub use error::AppError;
 pub use identity::{
     AccountSummary, AccountView, AuthorizeRequest, Caller, ClientSummary, ConsentView, Endpoints,
-    IdentityConfig, Mailer, NewAccount, NewClient, NewSession, OAuthError, OutboxView,
-    PasskeyView, SessionProblem, SessionView, SignInError, SignInStep, TokenRequest, Via,
+    IdentityConfig, Mailer, NewAccount, NewClient, NewSession, OAuthError, OutboxView, PasskeyView,
+    SessionProblem, SessionView, SignInError, SignInStep, TokenRequest, Via,
 };
 pub use keys::RotateReport;
 pub use search::SearchPage;
@@ -142,7 +142,10 @@ impl Vigil {
     ) -> Result<Vigil, AppError> {
         let keys = keys::Keys::new(key_file, key_source, Arc::clone(&store))?;
         let identity = match key_file.identity() {
-            Some(_) => Some(identity::Identity::new(key_file, IdentityConfig::default())?),
+            Some(_) => Some(identity::Identity::new(
+                key_file,
+                IdentityConfig::default(),
+            )?),
             None => None,
         };
         let v = Vigil {

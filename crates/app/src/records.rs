@@ -8,10 +8,10 @@ use serde_json::{Map, Value};
 use store::{IndexRow, Precondition, StoreError, StoredVersion, WriteOp};
 
 use crate::access::Access;
-use auth::scope::Interaction;
 use crate::error::issue;
 use crate::keys::NewKeys;
 use crate::{AppError, Principal, Versioned, Vigil, Written};
+use auth::scope::Interaction;
 
 /// A resource about to be written, checked and stamped.
 pub(crate) struct Prepared {

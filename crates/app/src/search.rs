@@ -203,9 +203,12 @@ impl Vigil {
                 Clause::Id(ids) => narrow(ids.iter().cloned().collect(), &mut restrict),
                 Clause::LastUpdated(_) => {}
                 Clause::Chain { def, target, inner } => {
-                    let inner_ids =
-                        Box::pin(self.matching(*target, std::slice::from_ref(inner.as_ref()), &Access::All))
-                            .await?;
+                    let inner_ids = Box::pin(self.matching(
+                        *target,
+                        std::slice::from_ref(inner.as_ref()),
+                        &Access::All,
+                    ))
+                    .await?;
                     let tokens = inner_ids
                         .iter()
                         .map(|v| ring.blind_token(rtype, def.name, &format!("{}/{}", target, v.id)))
@@ -220,9 +223,12 @@ impl Vigil {
                     ref_param,
                     inner,
                 } => {
-                    let sources =
-                        Box::pin(self.matching(*source, std::slice::from_ref(inner.as_ref()), &Access::All))
-                            .await?;
+                    let sources = Box::pin(self.matching(
+                        *source,
+                        std::slice::from_ref(inner.as_ref()),
+                        &Access::All,
+                    ))
+                    .await?;
                     let mut ids = BTreeSet::new();
                     for v in &sources {
                         if let Some(res) = &v.resource {

@@ -96,9 +96,7 @@ fn check_username(raw: &str) -> Result<String, AppError> {
     let u = auth::password::normalise(raw.trim());
     let n = u.chars().count();
     if !(3..=64).contains(&n) || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "a user name has 3 to 64 characters and no spaces",
-        ));
+        return Err(invalid("a user name has 3 to 64 characters and no spaces"));
     }
     Ok(u)
 }
@@ -109,7 +107,9 @@ fn check_email(e: &str) -> Result<String, AppError> {
         && e.split_once('@').is_some_and(|(l, d)| {
             !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
         })
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
     if ok {
         Ok(e.to_owned())
     } else {
@@ -235,12 +235,15 @@ impl Vigil {
             deactivated: None,
             profile,
         };
-        self.store.create_account(&account).await.map_err(|e| match e {
-            store::StoreError::UsernameTaken => {
-                AppError::Conflict("that user name is already taken".into())
-            }
-            e => AppError::Store(e),
-        })?;
+        self.store
+            .create_account(&account)
+            .await
+            .map_err(|e| match e {
+                store::StoreError::UsernameTaken => {
+                    AppError::Conflict("that user name is already taken".into())
+                }
+                e => AppError::Store(e),
+            })?;
         if let Some(phc) = phc {
             self.store
                 .set_password_hash(&account_id, phc.as_bytes())
@@ -292,11 +295,7 @@ impl Vigil {
         let id = self
             .create_account(&Principal::Operator, new, Some(password))
             .await?;
-        let account = self
-            .store
-            .account(&id)
-            .await?
-            .ok_or(SignInError::Expired)?;
+        let account = self.store.account(&id).await?.ok_or(SignInError::Expired)?;
         tracing::info!(account = %id, "first administrator set up with the bootstrap token");
         self.after_password(&account).await
     }
@@ -329,7 +328,9 @@ impl Vigil {
         let to = profile
             .email
             .ok_or_else(|| invalid("the account has no e-mail address"))?;
-        self.store.delete_challenges_of(id, PURPOSE_ENROLMENT).await?;
+        self.store
+            .delete_challenges_of(id, PURPOSE_ENROLMENT)
+            .await?;
         let (secret, hash) = new_secret();
         self.store
             .put_challenge(
@@ -372,11 +373,7 @@ impl Vigil {
             .await?
             .ok_or(SignInError::Expired)?;
         let id = c.account.ok_or(SignInError::Expired)?;
-        let a = self
-            .store
-            .account(&id)
-            .await?
-            .ok_or(SignInError::Expired)?;
+        let a = self.store.account(&id).await?.ok_or(SignInError::Expired)?;
         if !a.active {
             return Err(SignInError::Deactivated);
         }
@@ -720,7 +717,9 @@ impl Vigil {
         let name = name.trim();
         let name = if name.is_empty() { "Passkey" } else { name };
         if name.chars().count() > 64 {
-            return Err(SignInError::App(invalid("a passkey name has at most 64 characters")));
+            return Err(SignInError::App(invalid(
+                "a passkey name has at most 64 characters",
+            )));
         }
         let c = self
             .store
@@ -801,10 +800,7 @@ impl Vigil {
     }
 
     /// Ends the enrolment step once the account has what it needs.
-    pub async fn finish_enrolment_sign_in(
-        &self,
-        pending: &str,
-    ) -> Result<NewSession, SignInError> {
+    pub async fn finish_enrolment_sign_in(&self, pending: &str) -> Result<NewSession, SignInError> {
         let a = self.enrolling_account(pending).await?;
         let ident = self.identity()?;
         let f = self.factors_of(&a.id).await?;
@@ -812,7 +808,11 @@ impl Vigil {
             return Err(SignInError::App(invalid("enrol a second factor first")));
         }
         self.store
-            .take_challenge(&crypto::token_hash(pending), PURPOSE_ENROL_FACTOR, self.now())
+            .take_challenge(
+                &crypto::token_hash(pending),
+                PURPOSE_ENROL_FACTOR,
+                self.now(),
+            )
             .await?
             .ok_or(SignInError::Expired)?;
         Ok(self.start_session(&a).await?)
@@ -822,14 +822,21 @@ impl Vigil {
     /// answer is the same whether or not the account exists.
     pub async fn request_password_reset(&self, username: &str, site: &str) -> Result<(), AppError> {
         let u = auth::password::normalise(username.trim());
-        let Some(a) = self.store.account_by_username(&u).await?.filter(|a| a.active) else {
+        let Some(a) = self
+            .store
+            .account_by_username(&u)
+            .await?
+            .filter(|a| a.active)
+        else {
             return Ok(());
         };
         let Some(to) = self.profile(&a).await?.email else {
             tracing::info!(account = %a.id, "password reset asked for an account without e-mail");
             return Ok(());
         };
-        self.store.delete_challenges_of(&a.id, PURPOSE_RESET).await?;
+        self.store
+            .delete_challenges_of(&a.id, PURPOSE_RESET)
+            .await?;
         let (secret, hash) = new_secret();
         self.store
             .put_challenge(
@@ -881,7 +888,10 @@ impl Vigil {
         self.check_password(&a.username, display.as_deref(), a.role, new_password)
             .map_err(SignInError::Password)?;
         if f.totp || f.recovery || f.passkey {
-            match (totp.filter(|s| !s.is_empty()), recovery.filter(|s| !s.is_empty())) {
+            match (
+                totp.filter(|s| !s.is_empty()),
+                recovery.filter(|s| !s.is_empty()),
+            ) {
                 (Some(code), _) if f.totp => self.check_totp(&a, code).await?,
                 (_, Some(code)) if f.recovery => self.check_recovery_code(&a, code).await?,
                 _ if f.passkey && !f.totp && !f.recovery => {

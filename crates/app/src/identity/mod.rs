@@ -31,9 +31,9 @@ pub use accounts::{AccountSummary, AccountView, NewAccount, PasskeyView};
 pub use oauth::{
     AuthorizeRequest, ClientSummary, ConsentView, Endpoints, NewClient, OAuthError, TokenRequest,
 };
-pub use tokens::OPERATOR_CLIENT;
 pub use outbox::{Mailer, OutboxView};
 pub use signin::{NewSession, SessionProblem, SessionView, SignInError, SignInStep};
+pub use tokens::OPERATOR_CLIENT;
 
 /// The `[identity]` settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -291,7 +291,11 @@ pub(crate) fn from_unix(secs: u64) -> model::Timestamp {
 
 pub(crate) fn plus_secs(t: model::Timestamp, secs: u64) -> model::Timestamp {
     model::Timestamp(
-        t.0.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1_000_000)),
+        t.0.saturating_add(
+            i64::try_from(secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+        ),
     )
 }
 
@@ -347,7 +351,10 @@ mod tests {
 
     #[test]
     fn relying_party_ids_come_from_origins() {
-        assert_eq!(rp_id_of("http://localhost:8080").as_deref(), Some("localhost"));
+        assert_eq!(
+            rp_id_of("http://localhost:8080").as_deref(),
+            Some("localhost")
+        );
         assert_eq!(
             rp_id_of("https://Vigil.Example").as_deref(),
             Some("vigil.example")

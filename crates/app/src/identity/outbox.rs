@@ -76,7 +76,8 @@ impl Vigil {
     }
 
     async fn open_message(&self, m: &OutboxMessage) -> Result<Sealed, AppError> {
-        self.open_json(&format!("outbox|{}", m.id), &m.payload).await
+        self.open_json(&format!("outbox|{}", m.id), &m.payload)
+            .await
     }
 
     /// The newest messages, for administrators (the demo's outbox page).

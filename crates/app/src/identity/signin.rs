@@ -54,7 +54,10 @@ pub enum SignInStep {
         passkey_only: bool,
     },
     /// The account must enrol a second factor before it gets a session.
-    Enrol { pending: String, passkey_only: bool },
+    Enrol {
+        pending: String,
+        passkey_only: bool,
+    },
 }
 
 /// Why a sign-in step failed. The messages are what the page shows.
@@ -301,9 +304,7 @@ impl Vigil {
         let account = self.store.account_by_username(&username).await?;
         let subject = match &account {
             Some(a) => FactorSubject::Account(a.id.clone()),
-            None => FactorSubject::Unknown(self.unknown_user_key(&store::username_key(
-                &username,
-            ))?),
+            None => FactorSubject::Unknown(self.unknown_user_key(&store::username_key(&username))?),
         };
         Self::gate(&self.factor_counter(&subject, "password").await?, now)?;
         let phc = match &account {
@@ -406,11 +407,7 @@ impl Vigil {
             .await?
             .ok_or(SignInError::Expired)?;
         let id = c.account.ok_or(SignInError::Expired)?;
-        let a = self
-            .store
-            .account(&id)
-            .await?
-            .ok_or(SignInError::Expired)?;
+        let a = self.store.account(&id).await?.ok_or(SignInError::Expired)?;
         if !a.active {
             return Err(SignInError::Deactivated);
         }
@@ -441,10 +438,9 @@ impl Vigil {
     ) -> Result<NewSession, SignInError> {
         let now = self.now();
         self.address_gate(addr, now).await?;
-        let account = self
-            .pending_account(pending, PURPOSE_SECOND_FACTOR)
-            .await?;
-        if self.identity()?.needs_passkey(account.role) && self.factors_of(&account.id).await?.passkey
+        let account = self.pending_account(pending, PURPOSE_SECOND_FACTOR).await?;
+        if self.identity()?.needs_passkey(account.role)
+            && self.factors_of(&account.id).await?.passkey
         {
             return Err(SignInError::UsePasskey);
         }
@@ -454,7 +450,11 @@ impl Vigil {
     }
 
     /// Checks a TOTP code of an account (throttled; each code once).
-    pub(crate) async fn check_totp(&self, account: &Account, code: &str) -> Result<(), SignInError> {
+    pub(crate) async fn check_totp(
+        &self,
+        account: &Account,
+        code: &str,
+    ) -> Result<(), SignInError> {
         let now = self.now();
         let subject = FactorSubject::Account(account.id.clone());
         Self::gate(&self.factor_counter(&subject, "totp").await?, now)?;
@@ -513,10 +513,9 @@ impl Vigil {
     ) -> Result<NewSession, SignInError> {
         let now = self.now();
         self.address_gate(addr, now).await?;
-        let account = self
-            .pending_account(pending, PURPOSE_SECOND_FACTOR)
-            .await?;
-        if self.identity()?.needs_passkey(account.role) && self.factors_of(&account.id).await?.passkey
+        let account = self.pending_account(pending, PURPOSE_SECOND_FACTOR).await?;
+        if self.identity()?.needs_passkey(account.role)
+            && self.factors_of(&account.id).await?.passkey
         {
             return Err(SignInError::UsePasskey);
         }
@@ -630,8 +629,11 @@ impl Vigil {
         let subject = FactorSubject::Account(account.id.clone());
         Self::gate(&self.factor_counter(&subject, "passkey").await?, now)?;
         let state = zeroize::Zeroizing::new(
-            self.open_private(&format!("{PURPOSE_PASSKEY_SIGNIN}|{}", account.id), &c.payload)
-                .await?,
+            self.open_private(
+                &format!("{PURPOSE_PASSKEY_SIGNIN}|{}", account.id),
+                &c.payload,
+            )
+            .await?,
         );
         let stored = self.passkey_data(&account.id).await?;
         let rp = self.identity()?.passkeys(origin)?;
@@ -705,7 +707,9 @@ impl Vigil {
         tracing::info!(account = %account.id, "signed in");
         Ok(NewSession {
             cookie: sid.to_cookie_value().to_string(),
-            csrf: auth::session::csrf_token(&id.csrf, &sid).as_str().to_owned(),
+            csrf: auth::session::csrf_token(&id.csrf, &sid)
+                .as_str()
+                .to_owned(),
             account: account.id.clone(),
         })
     }
@@ -748,7 +752,9 @@ impl Vigil {
                 patient: patient_context(&account),
                 via: Via::Session,
             },
-            csrf: auth::session::csrf_token(&id.csrf, &sid).as_str().to_owned(),
+            csrf: auth::session::csrf_token(&id.csrf, &sid)
+                .as_str()
+                .to_owned(),
             account,
         })
     }
