@@ -8,6 +8,7 @@ pub mod mail;
 pub mod pgadmin;
 pub mod serve;
 pub mod tls;
+pub mod users;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,6 +85,21 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// User accounts.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// OAuth clients (SMART apps and backend services).
+    Client {
+        #[command(subcommand)]
+        action: ClientCommand,
+    },
+    /// Access tokens for scripts.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -108,6 +124,104 @@ pub enum PatientCommand {
     /// Crypto-shreds a patient: destroys their data key and deletes their data.
     Erase {
         id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Creates an account.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// physician, nurse, other-clinical, front-desk, billing, privacy-officer, administrator or patient.
+        #[arg(long)]
+        role: String,
+        /// The Practitioner this workforce account is.
+        #[arg(long, conflicts_with = "patient")]
+        practitioner: Option<String>,
+        /// The Patient this patient account is.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Reads the password from one line of standard input (never from argv).
+        #[arg(long, conflicts_with = "send_enrolment")]
+        password_stdin: bool,
+        /// Puts an enrolment link (set a password and second factor) in the outbox.
+        #[arg(long)]
+        send_enrolment: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Lists accounts.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Deactivates an account; its sessions and tokens stop working.
+    Deactivate {
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Removes every second factor of an account (lost device).
+    ResetMfa {
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Registers a client: a public app with PKCE, or with --jwks-file a
+    /// confidential app or backend service (private_key_jwt).
+    Add {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        redirect_uri: Vec<String>,
+        /// The most this client may ever be granted, e.g. "launch/patient patient/*.rs".
+        #[arg(long)]
+        scope: String,
+        /// The client's public keys (a JWK Set, JSON).
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Lists clients.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revokes a client and its tokens.
+    Revoke {
+        client_id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Prints an access token for an account (only the token, for scripts).
+    Issue {
+        #[arg(long)]
+        username: String,
+        /// e.g. "user/Patient.rs".
+        #[arg(long)]
+        scope: String,
+        /// Lifetime: 900s, 15m, 1h (at most an hour).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
         #[command(flatten)]
         common: Common,
     },
@@ -243,6 +357,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Restored {n} records from {}.", file.display());
             Ok(())
         }
+        Command::User { action } => user(action).await,
+        Command::Client { action } => client(action).await,
+        Command::Token {
+            action:
+                TokenCommand::Issue {
+                    username,
+                    scope,
+                    ttl,
+                    common,
+                },
+        } => {
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            users::token_issue(&vigil, &s, &username, &scope, &ttl).await
+        }
         Command::Bench {
             what:
                 BenchCommand::Fhir {
@@ -271,6 +400,101 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 sqlite_readers,
             })
             .await
+        }
+    }
+}
+
+fn resource_id(kind: &str, id: Option<String>) -> anyhow::Result<Option<model::ResourceId>> {
+    id.map(|i| model::ResourceId::new(i).with_context(|| format!("invalid {kind} id")))
+        .transpose()
+}
+
+async fn user(action: UserCommand) -> anyhow::Result<()> {
+    match action {
+        UserCommand::Add {
+            username,
+            role,
+            practitioner,
+            patient,
+            name,
+            email,
+            password_stdin,
+            send_enrolment,
+            common,
+        } => {
+            let role = store::Role::parse(&role).with_context(|| {
+                let all: Vec<String> = store::Role::ALL.iter().map(ToString::to_string).collect();
+                format!("unknown role {role:?} (one of {})", all.join(", "))
+            })?;
+            let account = app::NewAccount {
+                username,
+                role,
+                practitioner: resource_id("Practitioner", practitioner)?,
+                patient: resource_id("Patient", patient)?,
+                display_name: name,
+                email,
+            };
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            users::user_add(
+                &vigil,
+                &s,
+                users::AddUser {
+                    account,
+                    password_stdin,
+                    send_enrolment,
+                },
+            )
+            .await
+        }
+        UserCommand::List { common } => {
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            users::user_list(&vigil).await
+        }
+        UserCommand::Deactivate { username, common } => {
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            users::user_deactivate(&vigil, &username).await
+        }
+        UserCommand::ResetMfa { username, common } => {
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            users::user_reset_mfa(&vigil, &username).await
+        }
+    }
+}
+
+async fn client(action: ClientCommand) -> anyhow::Result<()> {
+    match action {
+        ClientCommand::Add {
+            client_id,
+            name,
+            redirect_uri,
+            scope,
+            jwks_file,
+            common,
+        } => {
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            let new = app::NewClient {
+                client_id,
+                name,
+                redirect_uris: redirect_uri,
+                scope,
+                jwks: None,
+            };
+            users::client_add(&vigil, new, jwks_file.as_deref()).await
+        }
+        ClientCommand::List { common } => {
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            users::client_list(&vigil).await
+        }
+        ClientCommand::Revoke { client_id, common } => {
+            let s = config::load(&overrides(&common, None))?;
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            users::client_revoke(&vigil, &client_id).await
         }
     }
 }

@@ -93,6 +93,7 @@ pub fn vigil_cmd(args: &[&str], envs: &[(&str, &str)]) -> Command {
         "VIGIL_TLS_KEY",
         "VIGIL_TRUSTED_PROXIES",
         "VIGIL_SMTP_PASSWORD",
+        "VIGIL_PUBLIC_URL",
     ] {
         c.env_remove(k);
     }

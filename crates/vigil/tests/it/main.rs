@@ -17,3 +17,4 @@ mod lifecycle;
 mod mail;
 mod plaintext;
 mod tls;
+mod users;
