@@ -203,3 +203,50 @@ async fn users_tokens_and_clients_from_the_command_line() {
     assert!(err.contains("no such active client"), "{err}");
     s.stop();
 }
+
+#[test]
+fn token_issue_is_refused_when_operator_tokens_are_off() {
+    let dir = Scratch::new("optokens");
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    // The key file is created by the server's first start.
+    let s = Server::start(&["--data-dir", d], &[], &dir.0);
+    s.stop();
+    let (ok, out, err) = run_with_stdin(
+        &[
+            "user",
+            "add",
+            "--username",
+            "nurse.bo",
+            "--role",
+            "nurse",
+            "--password-stdin",
+            "--data-dir",
+            d,
+        ],
+        &[],
+        &format!("{STRONG}\n"),
+    );
+    assert!(ok, "{out}{err}");
+    let config = dir.0.join("vigil.toml");
+    std::fs::write(&config, "[identity]\noperator_tokens = false\n").unwrap();
+    let c = config.to_str().unwrap();
+    let (ok, out, err) = run(
+        &[
+            "token",
+            "issue",
+            "--username",
+            "nurse.bo",
+            "--scope",
+            "user/Patient.rs",
+            "--config",
+            c,
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("operator_tokens = false"), "{err}");
+}
