@@ -14,7 +14,7 @@ function config() {
   const base = process.env.VIGIL_URL;
   const token = process.env.VIGIL_TOKEN;
   if (!base || !token) {
-    console.error('FAIL: set VIGIL_URL (e.g. http://127.0.0.1:8080) and VIGIL_TOKEN (the bootstrap bearer token)');
+    console.error('FAIL: set VIGIL_URL (e.g. http://localhost:8080) and VIGIL_TOKEN (an access token: vigil token issue)');
     process.exit(2);
   }
   return { base: base.replace(/\/+$/, ''), fhir: base.replace(/\/+$/, '') + '/fhir', token };

@@ -20,7 +20,7 @@ def config():
     base = os.environ.get("VIGIL_URL")
     token = os.environ.get("VIGIL_TOKEN")
     if not base or not token:
-        print("FAIL: set VIGIL_URL (e.g. http://127.0.0.1:8080) and VIGIL_TOKEN (the bootstrap bearer token)")
+        print("FAIL: set VIGIL_URL (e.g. http://localhost:8080) and VIGIL_TOKEN (an access token: vigil token issue)")
         sys.exit(2)
     base = base.rstrip("/")
     return {"base": base, "fhir": base + "/fhir", "token": token}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::server::{Options, Server};
+use crate::server::{ADMIN_USER, Options, Server, passphrase};
 use crate::{cmd, deps};
 
 /// The longest one external script may run.
@@ -54,17 +54,41 @@ enum Program {
     Python,
 }
 
-/// Runs every external script against the server it needs; fails when any failed.
-pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
-    let mut outcomes: Vec<(String, Option<String>)> = Vec::new();
-    let rounds: [(&str, Options, Vec<Script>); 3] = [
-        (
-            "examples-server",
-            Options {
+/// What a round's server needs beyond `ext-admin` before its scripts run.
+#[derive(Clone, Copy)]
+enum Setup {
+    Nothing,
+    /// A patient account on a Patient, and the SMART app `ext-smart` (fhirclient's launch).
+    Clients,
+    /// The physician `dr.ada` (the identity pages' browser tests).
+    Identity,
+}
+
+/// The `[identity]` settings of the identity round: a short idle timeout to test.
+const IDENTITY_CONFIG: &str = "\
+[identity]
+session_idle_seconds = 8
+organisation = \"Riverside Community Clinic\"
+";
+
+struct Round {
+    server: &'static str,
+    opts: Options,
+    setup: Setup,
+    scripts: Vec<Script>,
+}
+
+fn rounds() -> Vec<Round> {
+    vec![
+        Round {
+            server: "examples-server",
+            opts: Options {
                 referential_integrity: false,
                 demo: false,
+                config: None,
             },
-            vec![
+            setup: Setup::Nothing,
+            scripts: vec![
                 Script {
                     name: "official R4 examples round trip",
                     program: Program::Node,
@@ -76,40 +100,155 @@ pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
                     file: "validate_resources.py",
                 },
             ],
-        ),
-        (
-            "clients-server",
-            Options {
+        },
+        Round {
+            server: "clients-server",
+            opts: Options {
                 referential_integrity: true,
                 demo: false,
+                config: None,
             },
-            vec![
+            setup: Setup::Clients,
+            scripts: vec![
                 Script {
                     name: "fhir-kit-client (Node)",
                     program: Program::Node,
                     file: "client-fhirkit.js",
                 },
                 Script {
-                    name: "fhirclient (Python, SMART)",
+                    name: "fhirclient (Python, SMART launch with PKCE)",
                     program: Program::Python,
                     file: "client_fhirclient.py",
                 },
+                Script {
+                    name: "backend service (client credentials, ES384 assertion)",
+                    program: Program::Python,
+                    file: "backend_service.py",
+                },
             ],
-        ),
-        (
-            "browser-server",
-            Options {
+        },
+        Round {
+            server: "browser-server",
+            opts: Options {
                 referential_integrity: true,
                 demo: true,
+                config: None,
             },
-            vec![Script {
+            setup: Setup::Nothing,
+            scripts: vec![Script {
                 name: "record browser page (Chromium, playwright-core)",
                 program: Program::Node,
                 file: "browser.js",
             }],
-        ),
-    ];
-    for (server_name, opts, scripts) in rounds {
+        },
+        Round {
+            server: "identity-server",
+            opts: Options {
+                referential_integrity: true,
+                demo: false,
+                config: Some(IDENTITY_CONFIG),
+            },
+            setup: Setup::Identity,
+            scripts: vec![Script {
+                name: "identity pages (Chromium: TOTP, passkey, idle timeout, CSRF, reset)",
+                program: Program::Node,
+                file: "identity-browser.js",
+            }],
+        },
+    ]
+}
+
+/// Creates what the round's scripts expect; returns the environment that tells them.
+fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    match setup {
+        Setup::Nothing => {}
+        Setup::Clients => {
+            let patient = "ext-pat-jones";
+            server.put(
+                &format!("Patient/{patient}"),
+                &format!(
+                    r#"{{"resourceType":"Patient","id":"{patient}","name":[{{"family":"Jones","given":["Pat"]}}],"gender":"female","birthDate":"1984-05-06"}}"#
+                ),
+            )?;
+            let password = passphrase()?;
+            server.cli(
+                &[
+                    "user",
+                    "add",
+                    "--username",
+                    "pat.jones",
+                    "--role",
+                    "patient",
+                    "--patient",
+                    patient,
+                    "--password-stdin",
+                ],
+                Some(&password),
+            )?;
+            env.extend([
+                ("VIGIL_PATIENT_USER".to_owned(), "pat.jones".to_owned()),
+                ("VIGIL_PATIENT_PASSWORD".to_owned(), password),
+                ("VIGIL_PATIENT_ID".to_owned(), patient.to_owned()),
+            ]);
+            let redirect = format!("{}/ext-callback", server.url);
+            server.cli(
+                &[
+                    "client",
+                    "add",
+                    "--client-id",
+                    "ext-smart",
+                    "--name",
+                    "External SMART app",
+                    "--redirect-uri",
+                    &redirect,
+                    "--scope",
+                    "launch/patient openid fhirUser offline_access patient/*.rs",
+                ],
+                None,
+            )?;
+            env.extend([
+                ("VIGIL_SMART_CLIENT".to_owned(), "ext-smart".to_owned()),
+                ("VIGIL_SMART_REDIRECT".to_owned(), redirect),
+            ]);
+        }
+        Setup::Identity => {
+            let password = passphrase()?;
+            server.cli(
+                &[
+                    "user",
+                    "add",
+                    "--username",
+                    "dr.ada",
+                    "--role",
+                    "physician",
+                    "--password-stdin",
+                    "--email",
+                    "ada@clinic.example",
+                    "--name",
+                    "Ada Lovelace",
+                ],
+                Some(&password),
+            )?;
+            env.extend([
+                ("VIGIL_ADA_USER".to_owned(), "dr.ada".to_owned()),
+                ("VIGIL_ADA_PASSWORD".to_owned(), password),
+            ]);
+        }
+    }
+    Ok(env)
+}
+
+/// Runs every external script against the server it needs; fails when any failed.
+pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
+    let mut outcomes: Vec<(String, Option<String>)> = Vec::new();
+    for round in rounds() {
+        let Round {
+            server: server_name,
+            opts,
+            setup,
+            scripts,
+        } = round;
         let mut server = match Server::start(bin, server_name, &opts) {
             Ok(s) => s,
             Err(e) => {
@@ -127,13 +266,29 @@ pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
         };
         outcomes.push((format!("{server_name} starts"), None));
         let mut round_failed = false;
+        // A failed setup is reported, and the scripts still run: each reports what it misses.
+        let extra = match set_up(&server, setup) {
+            Ok(env) => {
+                if !matches!(setup, Setup::Nothing) {
+                    outcomes.push((format!("{server_name} setup (CLI)"), None));
+                }
+                env
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                println!("FAIL {server_name} setup: {msg}");
+                outcomes.push((format!("{server_name} setup (CLI)"), Some(msg)));
+                round_failed = true;
+                Vec::new()
+            }
+        };
         for script in &scripts {
             println!(
                 "\n--- {} ({}) against {}",
                 script.name, script.file, server.url
             );
             let started = std::time::Instant::now();
-            let outcome = run_script(ext, script, &server);
+            let outcome = run_script(ext, bin, script, &server, &extra);
             let took = cmd::secs(started.elapsed());
             if let Err(e) = &outcome {
                 println!("FAIL {}: {e:#}", script.name);
@@ -189,7 +344,16 @@ pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_script(ext: &Path, script: &Script, server: &Server) -> Result<()> {
+/// Runs one script with the server's address, the administrator's token and password, the
+/// round's extra settings, and (for scripts that use the CLI) `VIGIL_BIN` with the server's
+/// own `VIGIL_*` settings.
+fn run_script(
+    ext: &Path,
+    bin: &Path,
+    script: &Script,
+    server: &Server,
+    extra: &[(String, String)],
+) -> Result<()> {
     let mut command = match script.program {
         Program::Node => Command::new("node"),
         Program::Python => {
@@ -198,11 +362,26 @@ fn run_script(ext: &Path, script: &Script, server: &Server) -> Result<()> {
             c
         }
     };
+    command.arg(script.file).current_dir(ext);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("VIGIL_") {
+            command.env_remove(&key);
+        }
+    }
+    for (key, value) in &server.env {
+        command.env(key, value);
+    }
+    // Scripts run in tests-external: a relative VIGIL_BIN would not resolve there.
+    let bin = std::fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf());
     command
-        .arg(script.file)
-        .current_dir(ext)
+        .env("VIGIL_BIN", &bin)
         .env("VIGIL_URL", &server.url)
-        .env("VIGIL_TOKEN", &server.token);
+        .env("VIGIL_TOKEN", &server.token)
+        .env("VIGIL_ADMIN_USER", ADMIN_USER)
+        .env("VIGIL_ADMIN_PASSWORD", &server.admin_password);
+    for (key, value) in extra {
+        command.env(key, value);
+    }
     let status = cmd::status_within(&mut command, SCRIPT_LIMIT)
         .with_context(|| format!("running {}", script.file))?;
     if !status.success() {

@@ -1,5 +1,12 @@
 //! A real `vigil serve` on a random loopback port with a fresh data directory, stopped on drop.
+//!
+//! The server is reached as `http://localhost:PORT` (never `127.0.0.1`): access tokens are
+//! bound to the FHIR base URL `VIGIL_PUBLIC_URL`, and `__Host-` cookies and WebAuthn need the
+//! browser's origin to match it.
+//! Once it answers, an administrator `ext-admin` is created with the CLI and an operator token
+//! issued for it: the scripts get that token as `VIGIL_TOKEN`.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -13,16 +20,29 @@ use anyhow::{Context, Result, bail};
 /// How long a fresh server may take to answer `GET /health` with 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The administrator every server gets, whose token the scripts use.
+pub const ADMIN_USER: &str = "ext-admin";
+
 pub struct Options {
     pub referential_integrity: bool,
     /// Seeds the demo clinic (`vigil serve --demo`) for tests that browse it.
     pub demo: bool,
+    /// A TOML configuration file's text (`VIGIL_CONFIG`), for the server and its CLI.
+    pub config: Option<&'static str>,
 }
 
 pub struct Server {
     child: Option<Child>,
+    bin: PathBuf,
+    /// `http://localhost:PORT`, the origin every client uses.
     pub url: String,
+    addr: SocketAddr,
+    /// An access token of `ext-admin` with `user/*.cruds` (empty until [`Server::provision`]).
     pub token: String,
+    /// The password of `ext-admin`.
+    pub admin_password: String,
+    /// The `VIGIL_*` settings the server runs with: the CLI and the scripts get the same.
+    pub env: Vec<(String, OsString)>,
     pub dir: PathBuf,
     pub log: PathBuf,
 }
@@ -34,36 +54,38 @@ impl Server {
         fs::create_dir_all(&data)?;
         let log = dir.join("server.log");
         let port = free_port()?;
-        let token = random_hex(24)?;
         let listen = format!("127.0.0.1:{port}");
+        let url = format!("http://localhost:{port}");
+        let mut env: Vec<(String, OsString)> = vec![
+            ("VIGIL_DATA_DIR".into(), data.clone().into_os_string()),
+            ("VIGIL_PUBLIC_URL".into(), format!("{url}/fhir").into()),
+            // The bootstrap token only sets up a first administrator through the web; the
+            // CLI does that here, so this one is random and never used.
+            ("VIGIL_BOOTSTRAP_TOKEN".into(), random_hex(24)?.into()),
+        ];
+        if !opts.referential_integrity {
+            env.push(("VIGIL_REFERENTIAL_INTEGRITY".into(), "false".into()));
+        }
+        if let Some(text) = opts.config {
+            let path = dir.join("vigil.toml");
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            env.push(("VIGIL_CONFIG".into(), path.into_os_string()));
+        }
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
             .arg("--listen")
             .arg(&listen)
-            .env("VIGIL_BOOTSTRAP_TOKEN", &token)
-            .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(File::create(&log)?)
             .stderr(File::create(dir.join("server.stderr.log"))?);
-        // Only what we set here: nothing from the caller's VIGIL_* environment.
-        for (key, _) in std::env::vars_os() {
-            let key_str = key.to_string_lossy();
-            if key_str.starts_with("VIGIL_") && key_str != "VIGIL_BOOTSTRAP_TOKEN" {
-                cmd.env_remove(&key);
-            }
-        }
-        if !opts.referential_integrity {
-            cmd.env("VIGIL_REFERENTIAL_INTEGRITY", "false");
-        }
+        isolate(&mut cmd, &env);
         if opts.demo {
             cmd.arg("--demo");
         }
         println!(
-            "starting {name}: {} (data {}, referential integrity {})",
+            "starting {name}: {} with {} (referential integrity {})",
             crate::cmd::display(&cmd),
-            data.display(),
+            show_env(&env),
             if opts.referential_integrity {
                 "on"
             } else {
@@ -75,18 +97,134 @@ impl Server {
             .with_context(|| format!("cannot start {}", bin.display()))?;
         let mut server = Server {
             child: Some(child),
-            url: format!("http://{listen}"),
-            token,
+            bin: bin.to_path_buf(),
+            url,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            token: String::new(),
+            admin_password: String::new(),
+            env,
             dir,
             log,
         };
         server.wait_ready()?;
+        server.provision()?;
         Ok(server)
+    }
+
+    /// Creates the administrator `ext-admin` and issues its token (`self.token`).
+    fn provision(&mut self) -> Result<()> {
+        let start = Instant::now();
+        let password = passphrase()?;
+        self.cli(
+            &[
+                "user",
+                "add",
+                "--username",
+                ADMIN_USER,
+                "--role",
+                "administrator",
+                "--password-stdin",
+            ],
+            Some(&password),
+        )?;
+        self.admin_password = password;
+        self.token = self.issue_token(ADMIN_USER, "user/*.cruds")?;
+        println!(
+            "{ADMIN_USER} created and its token issued in {}",
+            crate::cmd::secs(start.elapsed())
+        );
+        Ok(())
+    }
+
+    /// `vigil token issue` for `username`: the printed access token.
+    pub fn issue_token(&self, username: &str, scope: &str) -> Result<String> {
+        let out = self.cli(
+            &[
+                "token",
+                "issue",
+                "--username",
+                username,
+                "--scope",
+                scope,
+                "--ttl",
+                "60m",
+            ],
+            None,
+        )?;
+        // The token is the one word shaped like a JWT (three base64url parts).
+        out.split_whitespace()
+            .find(|w| {
+                let parts: Vec<&str> = w.split('.').collect();
+                parts.len() == 3
+                    && parts.iter().all(|p| {
+                        !p.is_empty()
+                            && p.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    })
+            })
+            .map(str::to_owned)
+            .with_context(|| format!("`vigil token issue` printed no token: {out:?}"))
+    }
+
+    /// Runs `vigil ARGS` with the server's settings (data directory, key file, public URL,
+    /// configuration), writing `stdin` and a newline to its input; returns its stdout.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        isolate(&mut cmd, &self.env);
+        let shown = crate::cmd::display(&cmd);
+        println!("$ {shown}");
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `{shown}`"))?;
+        if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+            writeln!(input, "{text}").with_context(|| format!("writing to `{shown}`"))?;
+        }
+        let out = wait_output(child, CLI_TIMEOUT).with_context(|| format!("running `{shown}`"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!(
+                "`{shown}` failed ({})\nstdout: {}\nstderr: {}",
+                out.status,
+                stdout.trim(),
+                stderr.trim()
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// `PUT /fhir/{path}` of a JSON body with the administrator's token: the status code.
+    pub fn put(&self, path: &str, body: &str) -> Result<u16> {
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let host = self.url.trim_start_matches("http://");
+        write!(
+            stream,
+            "PUT /fhir/{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        let code = status_of(&answer)?;
+        if !(200..300).contains(&code) {
+            bail!("PUT /fhir/{path} answered {code}: {}", answer.trim());
+        }
+        Ok(code)
     }
 
     fn wait_ready(&mut self) -> Result<()> {
         let start = Instant::now();
-        let addr = self.addr()?;
+        let addr = self.addr;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -121,13 +259,6 @@ impl Server {
                 ),
             }
         }
-    }
-
-    fn addr(&self) -> Result<SocketAddr> {
-        let hostport = self.url.trim_start_matches("http://");
-        hostport
-            .parse()
-            .with_context(|| format!("bad server address {hostport}"))
     }
 
     /// True while the server process is alive.
@@ -204,6 +335,92 @@ impl Drop for Server {
     }
 }
 
+/// How long one CLI command may run (Argon2 hashing included).
+const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Only the given `VIGIL_*` settings: nothing from the caller's environment.
+fn isolate(cmd: &mut Command, env: &[(String, OsString)]) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("VIGIL_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env_remove("RUST_BACKTRACE");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+}
+
+/// The settings for a log line, without the bootstrap token.
+fn show_env(env: &[(String, OsString)]) -> String {
+    env.iter()
+        .filter(|(k, _)| k != "VIGIL_BOOTSTRAP_TOKEN")
+        .map(|(k, v)| format!("{k}={}", v.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Waits for `child` to exit within `limit`, collecting its output.
+fn wait_output(mut child: Child, limit: Duration) -> Result<std::process::Output> {
+    // Read the pipes on threads so a chatty child never blocks on a full pipe.
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = read(stdout.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = read(stderr.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("killed after {}s", limit.as_secs());
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Words for passphrases: common, short, and none of them the organisation's name.
+const WORDS: [&str; 64] = [
+    "amber", "anchor", "apple", "arrow", "badge", "basket", "beacon", "birch", "blossom",
+    "bramble", "breeze", "bucket", "cactus", "candle", "canyon", "carpet", "cedar", "cobalt",
+    "comet", "copper", "coral", "cotton", "crater", "dahlia", "delta", "desert", "ember", "falcon",
+    "fern", "fiddle", "gadget", "galaxy", "garnet", "glacier", "granite", "harbor", "hazel",
+    "helmet", "indigo", "island", "jasper", "juniper", "kettle", "lantern", "lemon", "lizard",
+    "magnet", "maple", "meadow", "nectar", "nutmeg", "orchid", "otter", "pebble", "pepper",
+    "quartz", "raven", "saddle", "spruce", "tundra", "velvet", "walnut", "willow", "zephyr",
+];
+
+/// A long random passphrase: five words and four digits, hyphenated.
+pub fn passphrase() -> Result<String> {
+    let mut buf = [0u8; 7];
+    File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    let mut parts: Vec<String> = buf
+        .iter()
+        .take(5)
+        .filter_map(|b| WORDS.get(usize::from(*b) % WORDS.len()))
+        .map(|w| (*w).to_owned())
+        .collect();
+    let n = u16::from_le_bytes([buf[5], buf[6]]) % 10_000;
+    parts.push(format!("{n:04}"));
+    Ok(parts.join("-"))
+}
+
 /// A port nobody listens on right now (the kernel's pick for port 0).
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
@@ -235,7 +452,12 @@ fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
     )?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head)?;
-    let line = String::from_utf8_lossy(head.get(..n).unwrap_or_default()).into_owned();
+    status_of(&String::from_utf8_lossy(head.get(..n).unwrap_or_default()))
+}
+
+/// The status code of an HTTP/1.1 answer's first line.
+fn status_of(answer: &str) -> Result<u16> {
+    let line = answer.lines().next().unwrap_or_default();
     let code = line
         .split_whitespace()
         .nth(1)
