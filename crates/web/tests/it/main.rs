@@ -11,6 +11,7 @@
 
 mod api;
 mod bundle;
+mod identity;
 mod search;
 
 use std::path::PathBuf;
