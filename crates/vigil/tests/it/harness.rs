@@ -165,7 +165,7 @@ impl Server {
         let mut s = Server {
             child,
             base: String::new(),
-            token,
+            token: String::new(),
             stdout,
             stderr,
         };
@@ -192,7 +192,77 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         eprintln!("vigil serve ready in {:?}", started.elapsed());
+        s.token = s.admin_token(args, &envs);
         s
+    }
+
+    /// An administrator's access token for this server, as an operator gets
+    /// one: `vigil user add` (once per store) and `vigil token issue`.
+    fn admin_token(&self, args: &[&str], envs: &[(&str, &str)]) -> String {
+        // The store and key file flags `serve` got, for the CLI verbs.
+        let mut common: Vec<&str> = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if matches!(
+                *a,
+                "--data-dir" | "--database-url" | "--key-file" | "--config"
+            ) && let Some(v) = it.next()
+            {
+                common.push(a);
+                common.push(v);
+            }
+        }
+        let envs: Vec<(&str, &str)> = envs
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "VIGIL_BOOTSTRAP_TOKEN" && *k != "VIGIL_LOG")
+            .collect();
+        let mut add = vec![
+            "user",
+            "add",
+            "--username",
+            "it-admin",
+            "--role",
+            "administrator",
+            "--password-stdin",
+        ];
+        add.extend_from_slice(&common);
+        let mut child = vigil_cmd(&add, &envs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(b"integration tests use a long passphrase\n")
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("taken"),
+            "user add failed: {err}"
+        );
+        let public = format!("{}/fhir", self.base);
+        let mut with_url = envs.clone();
+        with_url.push(("VIGIL_PUBLIC_URL", &public));
+        let mut issue = vec![
+            "token",
+            "issue",
+            "--username",
+            "it-admin",
+            "--scope",
+            "user/*.cruds",
+            "--ttl",
+            "60m",
+        ];
+        issue.extend_from_slice(&common);
+        let (ok, stdout, stderr) = run(&issue, &with_url);
+        assert!(ok, "token issue failed: {stderr}");
+        stdout.trim().to_owned()
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
