@@ -2,14 +2,18 @@
 // innerHTML), so nothing from a record can run as markup.
 "use strict";
 
-const TOKEN_KEY = "vigil.token";
 const $ = (id) => document.getElementById(id);
 
-function token() { return sessionStorage.getItem(TOKEN_KEY); }
+// The session's CSRF token: the API accepts the session cookie only with it.
+function csrf() {
+  const m = document.querySelector('meta[name="csrf-token"]');
+  return m ? m.getAttribute("content") : "";
+}
 
 async function fhir(path) {
   const resp = await fetch("/fhir/" + path, {
-    headers: { "Authorization": "Bearer " + token(), "Accept": "application/fhir+json" },
+    credentials: "same-origin",
+    headers: { "X-CSRF-Token": csrf(), "Accept": "application/fhir+json" },
   });
   const body = await resp.json().catch(() => null);
   if (!resp.ok) {
@@ -56,13 +60,6 @@ function codeText(cc) {
 let searchGen = 0;
 let recordGen = 0;
 
-function showSignedIn(on) {
-  $("signin").hidden = on;
-  $("browser").hidden = !on;
-  $("who").textContent = on ? "Signed in (bootstrap admin)" : "";
-  if (!on) clearData();
-}
-
 // Removes every search term and every piece of patient data from the page.
 function clearData() {
   searchGen += 1;
@@ -78,34 +75,15 @@ function clearData() {
   $("record-body").replaceChildren();
 }
 
-function signOut(message) {
-  sessionStorage.removeItem(TOKEN_KEY);
-  showSignedIn(false);
-  $("signin-error").textContent = message || "";
-}
-
-// A 401 after sign-in means the token no longer works: end the session.
+// A 401 means the session ended (timeout, sign-out elsewhere): drop the
+// data and go to the sign-in page, which brings the user back here.
 function refused(e) {
   if (e.status === 401) {
-    signOut("The server no longer accepts this token; sign in again.");
+    clearData();
+    window.location.assign("/signin?expired=1&next=%2F");
     return true;
   }
   return false;
-}
-
-async function signIn(ev) {
-  ev.preventDefault();
-  const t = $("token").value.trim();
-  sessionStorage.setItem(TOKEN_KEY, t);
-  try {
-    await fhir("Patient?_count=1");
-    $("signin-error").textContent = "";
-    $("token").value = "";
-    showSignedIn(true);
-  } catch (e) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    $("signin-error").textContent = e.status === 401 ? "That token was not accepted." : "Sign-in failed: " + e.message;
-  }
 }
 
 async function search(ev, url) {
@@ -263,8 +241,9 @@ async function openRecord(id) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("signin-form").addEventListener("submit", signIn);
   $("search-form").addEventListener("submit", (ev) => search(ev));
-  $("signout").addEventListener("click", () => signOut());
-  showSignedIn(!!token());
+  // Signing out leaves the page: wipe what it shows first (and from the
+  // back-forward cache's copy).
+  const signout = $("signout");
+  if (signout && signout.form) signout.form.addEventListener("submit", () => clearData());
 });

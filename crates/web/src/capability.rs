@@ -77,6 +77,33 @@ fn resource(rtype: ResourceType) -> Value {
     })
 }
 
+/// SMART on FHIR: how apps get tokens (the Python `fhirclient` reads the
+/// OAuth URIs from here). Absolute URLs, derived from the FHIR base.
+fn security(base: &str) -> Value {
+    let ep = crate::oauth_routes::endpoints_of(base);
+    let i = &ep.issuer;
+    json!({
+        "cors": true,
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR"
+            }],
+            "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"
+        }],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                {"url": "authorize", "valueUri": format!("{i}/oauth/authorize")},
+                {"url": "token", "valueUri": ep.token_url},
+                {"url": "introspect", "valueUri": format!("{i}/oauth/introspect")},
+                {"url": "revoke", "valueUri": format!("{i}/oauth/revoke")}
+            ]
+        }],
+        "description": "Every request except metadata needs an Authorization: Bearer access token from the OAuth endpoints (SMART App Launch; see /.well-known/smart-configuration), or, for Vigil's own pages, the session cookie with its CSRF token in X-CSRF-Token."
+    })
+}
+
 pub fn statement(state: &WebState, base: &str) -> Value {
     let cfg = state.vigil.config();
     let integrity = if cfg.referential_integrity {
@@ -100,10 +127,7 @@ pub fn statement(state: &WebState, base: &str) -> Value {
                 "Resources are encrypted at rest with a key per patient. Search parameters are answered as each parameter's documentation says. {integrity} Limits: body {} bytes, {} Bundle entries, strings {} bytes, search window {} matches, _count at most {}. Unsupported parameters and modifiers are refused with 400.",
                 cfg.limits.max_body_bytes, cfg.limits.max_bundle_entries, cfg.limits.max_string_len, cfg.limits.search_window, cfg.limits.max_count
             ),
-            "security": {
-                "cors": false,
-                "description": "Every request except metadata needs an Authorization: Bearer token."
-            },
+            "security": security(base),
             "resource": ResourceType::ALL.iter().map(|t| resource(*t)).collect::<Vec<_>>(),
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "searchParam": [
