@@ -156,14 +156,25 @@ def parse_forms(text):
     return p
 
 
+_return_ok_secure = http.cookiejar.DefaultCookiePolicy.return_ok_secure
+
+
+def _secure_ok_on_localhost(self, cookie, request):
+    """Browsers send `Secure` cookies to http://localhost (a potentially trustworthy origin)."""
+    if urllib.parse.urlsplit(request.get_full_url()).hostname == "localhost":
+        return True
+    return _return_ok_secure(self, cookie, request)
+
+
 def browser_session():
     """A requests.Session that keeps cookies like a browser on http://localhost.
 
-    Vigil's cookies are `__Host-…; Secure`. Browsers send Secure cookies to http://localhost
-    (a potentially trustworthy origin); Python's cookie jar only does for https unless told.
+    Vigil's cookies are `__Host-…; Secure`, and Python's cookie jar sends Secure cookies only
+    over https. A policy set on the session's jar would not help: requests merges cookies into
+    a fresh jar with the default policy for every request, so the default policy is patched.
     """
+    http.cookiejar.DefaultCookiePolicy.return_ok_secure = _secure_ok_on_localhost
     s = requests.Session()
-    s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(secure_protocols=("https", "wss", "http")))
     s.headers["User-Agent"] = "vigil-tests-external (fhirclient SMART launch)"
     return s
 
@@ -203,7 +214,12 @@ def smart_launch(cfg, r):
     res = requests.get(cfg["fhir"] + "/.well-known/smart-configuration", headers={"Accept": "application/json"}, timeout=TIMEOUT)
     conf = res.json() if res.status_code == 200 else {}
     r.check(res.status_code == 200 and conf.get("authorization_endpoint") and conf.get("token_endpoint"),
-            "GET /fhir/.well-known/smart-configuration names the authorisation and token endpoints", f"{res.status_code} {short(res.text)}")
+            "GET [FHIR base]/.well-known/smart-configuration (where SMART apps look) names the endpoints",
+            f"{res.status_code} {short(res.text)}")
+    if not conf:
+        res = requests.get(cfg["base"] + "/.well-known/smart-configuration", headers={"Accept": "application/json"}, timeout=TIMEOUT)
+        conf = res.json() if res.status_code == 200 else {}
+        print(f"(carrying on with {cfg['base']}/.well-known/smart-configuration: {res.status_code})")
     r.check("S256" in (conf.get("code_challenge_methods_supported") or []), "smart-configuration offers PKCE S256",
             conf.get("code_challenge_methods_supported"))
     r.check("plain" not in (conf.get("code_challenge_methods_supported") or []), "smart-configuration does not offer PKCE plain",
