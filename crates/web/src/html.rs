@@ -24,7 +24,13 @@ pub fn esc(s: &str) -> String {
 /// goes in a `<meta name="csrf-token">` for scripts; `scripts` are our
 /// static files (`/static/…`), loaded deferred (no inline script: the
 /// content security policy forbids it).
-pub fn page(title: &str, nav: Option<&Nav>, csrf: Option<&str>, scripts: &[&str], body: &str) -> String {
+pub fn page(
+    title: &str,
+    nav: Option<&Nav>,
+    csrf: Option<&str>,
+    scripts: &[&str],
+    body: &str,
+) -> String {
     let meta = csrf
         .map(|t| format!("<meta name=\"csrf-token\" content=\"{}\">\n", esc(t)))
         .unwrap_or_default();
@@ -125,7 +131,10 @@ mod tests {
 
     #[test]
     fn escaping_and_local_paths() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert!(local_path("/account"));
         assert!(!local_path("//evil.example"));
         assert!(!local_path("/\\evil.example"));

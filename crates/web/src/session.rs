@@ -37,7 +37,9 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// `Set-Cookie` for a cookie of ours with the given lifetime (`None`: the
 /// browser session).
 pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> String {
-    let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+    let age = max_age
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
     format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}")
 }
 

@@ -12,6 +12,7 @@
 mod api;
 mod bundle;
 mod identity;
+mod oauth;
 mod search;
 
 use std::path::PathBuf;
@@ -67,6 +68,11 @@ pub async fn setup() -> T {
 }
 
 pub async fn setup_with(config: app::Config) -> T {
+    setup_clocked(config, Arc::new(model::SystemClock)).await
+}
+
+/// A server whose clock the test chooses (token lifetimes, expiry).
+pub async fn setup_clocked(config: app::Config, clock: Arc<dyn model::Clock>) -> T {
     let dir = std::env::temp_dir().join(format!(
         "vigil-web-it-{}",
         crypto::random_token()
@@ -88,7 +94,7 @@ pub async fn setup_with(config: app::Config) -> T {
     let source = crypto::KeyFileSource::Inline(kf.to_toml().unwrap());
     let dyn_store: Arc<dyn store::Store> = store.clone();
     let vigil = Arc::new(
-        app::Vigil::open(dyn_store, &kf, source, Arc::new(model::SystemClock), config)
+        app::Vigil::open(dyn_store, &kf, source, clock, config)
             .await
             .unwrap(),
     );
