@@ -204,30 +204,25 @@ async fn add_user(State(state): State<WebState>, headers: HeaderMap, body: Body)
         Ok(v) => v,
         Err(r) => return r,
     };
-    let fail = |msg: String| {
+    let fail = |msg: String, status: StatusCode| {
         let state = state.clone();
         let view = view.clone();
-        async move {
-            users_page(
-                &state,
-                &view,
-                "",
-                Some(&msg),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
+        async move { users_page(&state, &view, "", Some(&msg), status).await }
+    };
+    let invalid = StatusCode::UNPROCESSABLE_ENTITY;
+    let status_of = |e: &app::AppError| {
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     };
     let Some(role) = form.get("role").and_then(Role::parse) else {
-        return fail("choose a role".into()).await;
+        return fail("choose a role".into(), invalid).await;
     };
     let practitioner = match resource_id(&form, "practitioner", "Practitioner") {
         Ok(p) => p,
-        Err(m) => return fail(m).await,
+        Err(m) => return fail(m, invalid).await,
     };
     let patient = match resource_id(&form, "patient", "Patient") {
         Ok(p) => p,
-        Err(m) => return fail(m).await,
+        Err(m) => return fail(m, invalid).await,
     };
     let new = NewAccount {
         username: form.get("username").unwrap_or("").to_owned(),
@@ -240,17 +235,20 @@ async fn add_user(State(state): State<WebState>, headers: HeaderMap, body: Body)
     let who = principal(&view);
     let id = match state.vigil.create_account(&who, new, None).await {
         Ok(id) => id,
-        Err(e) => return fail(pages::app_error_text(&e)).await,
+        Err(e) => return fail(pages::app_error_text(&e), status_of(&e)).await,
     };
     if let Err(e) = state
         .vigil
         .send_enrolment(&who, &id, &site(&state, &headers))
         .await
     {
-        return fail(format!(
-            "the account was created, but no enrolment link was sent: {}",
-            pages::app_error_text(&e)
-        ))
+        return fail(
+            format!(
+                "the account was created, but no enrolment link was sent: {}",
+                pages::app_error_text(&e)
+            ),
+            status_of(&e),
+        )
         .await;
     }
     html::see_other("/admin/users?added=1")

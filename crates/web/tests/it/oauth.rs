@@ -780,3 +780,199 @@ async fn the_record_browser_needs_a_session_and_carries_its_csrf_token() {
     assert_eq!(r.status, 303);
     assert_eq!(location(&r), "/signin?next=%2Fadmin%2Fusers");
 }
+
+/// An administrator with TOTP enrolled through the façade, signed in.
+async fn admin_session(t: &T) -> (String, String) {
+    t.vigil
+        .create_account(
+            &Principal::Operator,
+            NewAccount {
+                username: "web-admin".into(),
+                role: Role::Administrator,
+                practitioner: None,
+                patient: None,
+                display_name: None,
+                email: Some("web-admin@example.org".into()),
+            },
+            Some(PW),
+        )
+        .await
+        .unwrap();
+    let SignInStep::Enrol { pending, .. } = t
+        .vigil
+        .sign_in_password("web-admin", PW, "10.0.0.8")
+        .await
+        .unwrap()
+    else {
+        panic!("an administrator without a factor must enrol one");
+    };
+    let a = t.vigil.enrolling_account(&pending).await.unwrap();
+    let (b32, _, ceremony) = t.vigil.totp_enrol_start(&a).await.unwrap();
+    let (mut buf, mut bits, mut secret) = (0u32, 0u32, Vec::new());
+    for c in b32.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+            .iter()
+            .position(|a| *a == c)
+            .unwrap() as u32;
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            secret.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    let secret = auth::totp::TotpSecret::from_bytes(secret.try_into().unwrap());
+    let cfg = auth::totp::TotpConfig::default();
+    let now = u64::try_from(t.vigil.now().0 / 1_000_000).unwrap();
+    let code = cfg
+        .code_at_step(&secret, cfg.step(now))
+        .unwrap()
+        .to_string();
+    t.vigil
+        .totp_enrol_finish(&a, &ceremony, &code)
+        .await
+        .unwrap();
+    let s = t.vigil.finish_enrolment_sign_in(&pending).await.unwrap();
+    (
+        format!("{}={}", auth::session::COOKIE_NAME, s.cookie),
+        s.csrf,
+    )
+}
+
+#[tokio::test]
+async fn administrators_manage_users_apps_and_read_the_outbox() {
+    let t = setup().await;
+    let (cookie, csrf) = admin_session(&t).await;
+    let h = [("cookie", cookie.as_str())];
+
+    let r = t.get_as("/admin/users", &cookie).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let page = html(&r);
+    assert!(page.contains("id=\"users\""));
+    assert!(page.contains("web-admin"));
+    assert!(page.contains("TOTP: yes"));
+    for role in Role::ALL {
+        assert!(page.contains(&format!("<option value=\"{}\">", role.as_str())));
+    }
+
+    // Add a nurse: an enrolment link goes to the outbox.
+    let add = [
+        ("csrf", csrf.as_str()),
+        ("username", "nurse.<b>"),
+        ("role", "nurse"),
+        ("practitioner", ""),
+        ("patient", ""),
+        ("display_name", "Nina"),
+        ("email", "nina@example.org"),
+    ];
+    let r = t.post_form("/admin/users", &add, &h).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(location(&r), "/admin/users?added=1");
+    let r = t.get_as("/admin/users?added=1", &cookie).await;
+    let page = html(&r);
+    assert!(page.contains("id=\"flash\""));
+    assert!(page.contains("nurse.&lt;b&gt;"), "user names are escaped");
+    assert!(!page.contains("nurse.<b>"));
+    // The same name again: refused on the page, not a server error.
+    let r = t.post_form("/admin/users", &add, &h).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(html(&r).contains("already taken"));
+    // Without the CSRF token: 403, nothing added.
+    let r = t
+        .post_form(
+            "/admin/users",
+            &[
+                ("username", "someone"),
+                ("role", "nurse"),
+                ("email", "s@example.org"),
+            ],
+            &h,
+        )
+        .await;
+    assert_eq!(r.status, 403);
+
+    let r = t.get_as("/admin/outbox", &cookie).await;
+    assert_eq!(r.status, 200);
+    let page = html(&r);
+    assert!(page.contains("class=\"message card\""));
+    assert!(page.contains("<span class=\"to\">nina@example.org</span>"));
+    assert!(
+        page.contains("http://vigil.test/enrol/"),
+        "the link names the site"
+    );
+
+    // Deactivate the nurse through the row's form.
+    let nurse = t.vigil.account_by_username("nurse.<b>").await.unwrap();
+    let r = t
+        .post_form(
+            &format!("/admin/users/{}/deactivate", nurse.id),
+            &[("csrf", &csrf)],
+            &h,
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        !t.vigil
+            .account_by_username("nurse.<b>")
+            .await
+            .unwrap()
+            .active
+    );
+
+    // Apps: register, list, revoke.
+    let r = t
+        .post_form(
+            "/admin/clients",
+            &[
+                ("csrf", &csrf),
+                ("client_id", "growth-charts"),
+                ("name", "Growth charts"),
+                (
+                    "redirect_uris",
+                    "https://charts.example/cb\r\nhttp://localhost:9000/cb\r\n",
+                ),
+                ("scope", "launch/patient openid fhirUser patient/*.rs"),
+                ("jwks", ""),
+            ],
+            &h,
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = t.get_as("/admin/clients", &cookie).await;
+    let page = html(&r);
+    assert!(page.contains("id=\"clients\""));
+    assert!(page.contains("growth-charts"));
+    assert!(page.contains("http://localhost:9000/cb"));
+    let r = t
+        .post_form(
+            "/admin/clients",
+            &[
+                ("csrf", &csrf),
+                ("client_id", "bad"),
+                ("name", "Bad"),
+                ("redirect_uris", "http://evil.example/cb"),
+                ("scope", "patient/*.rs"),
+            ],
+            &h,
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(html(&r).contains("redirect URIs must be https"));
+    let r = t
+        .post_form(
+            "/admin/clients/growth-charts/revoke",
+            &[("csrf", &csrf)],
+            &h,
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let listed = t.vigil.list_clients(&Principal::Operator).await.unwrap();
+    assert!(
+        !listed
+            .iter()
+            .find(|c| c.client_id == "growth-charts")
+            .unwrap()
+            .active
+    );
+}
