@@ -21,6 +21,11 @@ use crate::pages::{self, Form, FormError};
 pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/.well-known/smart-configuration", get(smart_configuration))
+        // SMART App Launch discovers at the FHIR base (`{fhir}/.well-known/…`).
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(smart_configuration),
+        )
         .route("/.well-known/jwks.json", get(jwks))
         .route("/oauth/authorize", get(authorize_get).post(authorize_post))
         .route("/oauth/token", post(token))

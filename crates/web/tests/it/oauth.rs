@@ -288,6 +288,17 @@ async fn discovery_and_metadata_name_the_oauth_endpoints() {
     let caps = r.body["capabilities"].as_array().unwrap();
     assert!(caps.contains(&json!("launch-standalone")));
     assert!(caps.contains(&json!("client-confidential-asymmetric")));
+    let at_base = t
+        .call(
+            "GET",
+            "/fhir/.well-known/smart-configuration",
+            None,
+            &[],
+            false,
+        )
+        .await;
+    assert_eq!(at_base.status, 200, "discovery works at the FHIR base too");
+    assert_eq!(at_base.body, r.body);
     let r = t
         .call("GET", "/.well-known/jwks.json", None, &[], false)
         .await;
