@@ -166,8 +166,6 @@ async fn run_one(
         )
         .await?,
     );
-    let token = crypto::random_token();
-    vigil.init_bootstrap_token(Some(&token)).await?;
     let pb = bar(size as u64, "seeding");
     let started = Instant::now();
     let mut batch = Vec::new();
@@ -207,6 +205,7 @@ async fn run_one(
             .await;
     });
     let base = format!("http://{addr}/fhir");
+    let token = bench_token(&vigil, &format!("http://{addr}"), &base).await?;
     let workloads: [(&str, Box<PathFn>); 3] = [
         (
             "read Patient by id",
@@ -336,4 +335,191 @@ pub async fn load(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
     })
+}
+
+/// An administrator's access token for the load generator.
+async fn bench_token(vigil: &app::Vigil, issuer: &str, audience: &str) -> anyhow::Result<String> {
+    if vigil.account_by_username("bench-admin").await.is_err() {
+        vigil
+            .create_account(
+                &app::Principal::Operator,
+                app::NewAccount {
+                    username: "bench-admin".into(),
+                    role: store::Role::Administrator,
+                    practitioner: None,
+                    patient: None,
+                    display_name: None,
+                    email: None,
+                },
+                None,
+            )
+            .await?;
+    }
+    Ok(vigil
+        .issue_operator_token("bench-admin", "user/*.cruds", 3600, issuer, audience)
+        .await?)
+}
+
+/// Percentiles of a sample of durations, in microseconds.
+fn micros(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    v.sort();
+    let at = |q: f64| {
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    let mean = v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64 * 1e6;
+    (mean, at(0.5), at(0.99))
+}
+
+/// `vigil bench auth`: what identity costs. Sign-in latency is dominated by
+/// Argon2id at the configured cost; every API request pays a token or
+/// session check.
+pub async fn run_auth(sign_ins: usize, checks: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-auth-{}", crypto::random_token()));
+    std::fs::create_dir_all(&dir)?;
+    let store: Arc<dyn store::Store> = Arc::new(
+        store_sqlite::SqliteStore::open(
+            &dir.join("vigil.db"),
+            store_sqlite::SqliteOptions::default(),
+        )
+        .await?,
+    );
+    store.migrate().await?;
+    let kf = crypto::KeyFile::generate();
+    let source = crypto::KeyFileSource::Inline(kf.to_toml()?);
+    let vigil = app::Vigil::open(
+        store,
+        &kf,
+        source,
+        Arc::new(SystemClock),
+        app::Config::default(),
+    )
+    .await?;
+    let cfg = vigil.identity_config().cloned().unwrap_or_default();
+    let password = "a long enough passphrase for benchmarks";
+    vigil
+        .create_account(
+            &app::Principal::Operator,
+            app::NewAccount {
+                username: "bench.patient".into(),
+                role: store::Role::Patient,
+                practitioner: None,
+                patient: None,
+                display_name: None,
+                email: None,
+            },
+            None,
+        )
+        .await
+        .err();
+    // A patient account needs a linked Patient; a billing account has no
+    // such link, and with MFA off in this bench its password alone signs in.
+    let mut vigil = vigil;
+    vigil.configure_identity(
+        &kf,
+        app::IdentityConfig {
+            workforce_mfa: false,
+            ..cfg.clone()
+        },
+    )?;
+    vigil
+        .create_account(
+            &app::Principal::Operator,
+            app::NewAccount {
+                username: "bench.billing".into(),
+                role: store::Role::Billing,
+                practitioner: None,
+                patient: None,
+                display_name: None,
+                email: None,
+            },
+            Some(password),
+        )
+        .await?;
+    println!(
+        "Argon2id m={} KiB, t={}, p={}; SQLite; {} sign-ins, {} checks each",
+        cfg.argon2_memory_kib, cfg.argon2_iterations, cfg.argon2_lanes, sign_ins, checks
+    );
+    let mut times = Vec::with_capacity(sign_ins);
+    let mut session = None;
+    let pb = bar(sign_ins as u64, "sign-ins");
+    for i in 0..sign_ins {
+        let t = Instant::now();
+        let step = vigil
+            .sign_in_password(
+                "bench.billing",
+                password,
+                &format!("10.9.{}.{}", i / 250, i % 250),
+            )
+            .await?;
+        times.push(t.elapsed());
+        if let app::SignInStep::Done(s) = step {
+            session = Some(s);
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let (mean, p50, p99) = micros(times);
+    println!(
+        "{:<44} mean {:>9.0} µs  p50 {:>9.0} µs  p99 {:>9.0} µs",
+        "sign-in (password, Argon2id verify + session)", mean, p50, p99
+    );
+    let session = session.ok_or_else(|| anyhow::anyhow!("no session was created"))?;
+
+    let audience = "http://bench.local/fhir";
+    let token = vigil
+        .issue_operator_token(
+            "bench.billing",
+            "user/*.rs",
+            3600,
+            "http://bench.local",
+            audience,
+        )
+        .await?;
+    let key_file_keys = kf
+        .identity()
+        .ok_or_else(|| anyhow::anyhow!("no identity keys"))?;
+    let key = auth::token::TokenKey::from_bytes(*key_file_keys.token.expose());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut times = Vec::with_capacity(checks);
+    for _ in 0..checks {
+        let t = Instant::now();
+        let c = auth::token::verify(&token, &key, audience, now);
+        times.push(t.elapsed());
+        anyhow::ensure!(c.is_ok(), "token verification failed");
+    }
+    let (mean, p50, p99) = micros(times);
+    println!(
+        "{:<44} mean {:>9.2} µs  p50 {:>9.2} µs  p99 {:>9.2} µs",
+        "token: signature and claims (no IO)", mean, p50, p99
+    );
+    let mut times = Vec::with_capacity(checks);
+    for _ in 0..checks {
+        let t = Instant::now();
+        let p = vigil.authenticate_bearer(&token, audience).await;
+        times.push(t.elapsed());
+        anyhow::ensure!(p.is_ok(), "token refused");
+    }
+    let (mean, p50, p99) = micros(times);
+    println!(
+        "{:<44} mean {:>9.2} µs  p50 {:>9.2} µs  p99 {:>9.2} µs",
+        "token: full check (+ account/revocation query)", mean, p50, p99
+    );
+    let mut times = Vec::with_capacity(checks);
+    for _ in 0..checks {
+        let t = Instant::now();
+        let s = vigil.session(&session.cookie).await;
+        times.push(t.elapsed());
+        anyhow::ensure!(s.is_ok(), "session refused");
+    }
+    let (mean, p50, p99) = micros(times);
+    println!(
+        "{:<44} mean {:>9.2} µs  p50 {:>9.2} µs  p99 {:>9.2} µs",
+        "session: cookie check (session + account)", mean, p50, p99
+    );
+    drop(vigil);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

@@ -229,6 +229,13 @@ pub enum TokenCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Sign-in latency (Argon2id) and the per-request cost of checking a token or session.
+    Auth {
+        #[arg(long, default_value_t = 30)]
+        sign_ins: usize,
+        #[arg(long, default_value_t = 20_000)]
+        checks: usize,
+    },
     /// Reads by id and searches over HTTP at 64 connections on SQLite and PostgreSQL.
     Fhir {
         /// Patient counts to measure at.
@@ -372,6 +379,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (vigil, _) = serve::open_vigil(&s, false).await?;
             users::token_issue(&vigil, &s, &username, &scope, &ttl).await
         }
+        Command::Bench {
+            what: BenchCommand::Auth { sign_ins, checks },
+        } => bench::run_auth(sign_ins.max(1), checks.max(1)).await,
         Command::Bench {
             what:
                 BenchCommand::Fhir {
