@@ -97,8 +97,17 @@ fn origin(state: &WebState, headers: &HeaderMap) -> String {
 
 /// A request before sign-in: a browser's `Origin`, when sent, must be ours.
 fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
+    // Browsers say where a request comes from in `Sec-Fetch-Site`; a form
+    // posted from another site (even a sibling subdomain) is refused.
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(site, Some("cross-site" | "same-site")) {
+        return false;
+    }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
+        // A browser sends `Origin: null` when the referrer policy hides the
+        // origin; its own `Sec-Fetch-Site` then vouches for the request.
+        Some("null") => site == Some("same-origin"),
         Some(o) => o == origin(state, headers),
     }
 }

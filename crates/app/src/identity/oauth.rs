@@ -392,7 +392,7 @@ impl Vigil {
         let ceiling = ScopeSet::parse(&client.scope).unwrap_or_default();
         let ok = requested
             .iter()
-            .filter(|s| ceiling.contains(s) || matches!(s, Scope::OpenId | Scope::FhirUser))
+            .filter(|s| covered(&ceiling, s) || matches!(s, Scope::OpenId | Scope::FhirUser))
             .filter(|s| match s {
                 Scope::Resource(r) => match r.context {
                     Context::System => false,
@@ -840,7 +840,7 @@ impl Vigil {
             requested
                 .iter()
                 .filter(|s| {
-                    ceiling.contains(s)
+                    covered(&ceiling, s)
                         && matches!(s, Scope::Resource(r) if r.context == Context::System)
                 })
                 .cloned(),
@@ -908,7 +908,7 @@ impl Vigil {
                 "jti": claims.jti,
             });
             if let Some(p) = claims.patient {
-                v["patient"] = json!(p);
+                set(&mut v, "patient", json!(p));
             }
             return Ok(v);
         }
@@ -959,6 +959,27 @@ impl Vigil {
     pub fn jwks(&self) -> Result<Value, AppError> {
         Ok(self.identity()?.id_token_key.jwks())
     }
+}
+
+/// Whether a client registered for `ceiling` may be granted `s`: the same
+/// scope, or a resource scope within a registered one (`system/*.rs` covers
+/// `system/Patient.rs` and `system/Patient.r`, not `system/Patient.c`).
+fn covered(ceiling: &ScopeSet, s: &Scope) -> bool {
+    use auth::scope::Interaction as I;
+    let Scope::Resource(r) = s else {
+        return ceiling.contains(s);
+    };
+    ceiling.iter().any(|c| match c {
+        Scope::Resource(c) => {
+            c.context == r.context
+                && (c.resource == auth::scope::ResourceType::Any || c.resource == r.resource)
+                && [I::Create, I::Read, I::Update, I::Delete, I::Search]
+                    .into_iter()
+                    .all(|i| !r.permissions.contains(i) || c.permissions.contains(i))
+                && (c.restriction.is_none() || c.restriction == r.restriction)
+        }
+        _ => false,
+    })
 }
 
 fn client_data(c: &OAuthClient) -> Result<ClientData, AppError> {
@@ -1031,5 +1052,28 @@ fn percent_encode(s: &str) -> String {
 fn set(body: &mut Value, key: &str, value: Value) {
     if let Some(o) = body.as_object_mut() {
         o.insert(key.to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_scopes_cover_narrower_ones_only() {
+        let ceiling = ScopeSet::parse("system/*.rs patient/Observation.r launch/patient").unwrap();
+        let ok = |s: &str| covered(&ceiling, &s.parse().unwrap());
+        assert!(ok("system/*.rs"));
+        assert!(ok("system/Patient.rs"));
+        assert!(ok("system/Patient.r"));
+        assert!(ok("system/Patient.read"), "v1 scopes map to v2");
+        assert!(!ok("system/Patient.c"));
+        assert!(!ok("system/*.cruds"));
+        assert!(!ok("user/Patient.rs"), "another context");
+        assert!(ok("patient/Observation.r"));
+        assert!(!ok("patient/Observation.rs"));
+        assert!(!ok("patient/Condition.r"));
+        assert!(ok("launch/patient"));
+        assert!(!ok("offline_access"));
     }
 }
