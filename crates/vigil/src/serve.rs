@@ -91,8 +91,23 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut seen = vigil.sync_erasures(None).await.ok().flatten();
             let mut names_since = vigil.now();
+            let mut ticks: u64 = 0;
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                ticks += 1;
+                // Every five minutes: expired sessions, sign-in steps, codes,
+                // refresh tokens and revocation records go.
+                if ticks.is_multiple_of(150) {
+                    match vigil.delete_expired_identity_data().await {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(deleted = n, "expired identity data removed")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not remove expired identity data")
+                        }
+                    }
+                }
                 match vigil.sync_erasures(seen.clone()).await {
                     Ok(now) => seen = now,
                     Err(e) => tracing::warn!(error = %e, "could not check for erasures"),
