@@ -59,6 +59,13 @@ async fn admin_form(
     if !pages::csrf_ok(state, headers, &form) {
         return Err(pages::forbidden_page(Some(&pages::nav(&view))));
     }
+    // Managing accounts and apps is sensitive: it needs a recent sign-in.
+    if !state.vigil.recently_signed_in(&view) {
+        return Err(crate::html::see_other(&format!(
+            "/signin?reauth=1&next={}",
+            pages::encode_component(back)
+        )));
+    }
     Ok((view, form))
 }
 

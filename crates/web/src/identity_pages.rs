@@ -526,7 +526,9 @@ async fn signin_page(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(c) = session_cookie(&headers)
+    let reauth = q.get("reauth").is_some_and(|v| v == "1");
+    if !reauth
+        && let Some(c) = session_cookie(&headers)
         && state.vigil.session(&c).await.is_ok()
     {
         return see_other("/account");
@@ -540,6 +542,10 @@ async fn signin_page(
     let notice = if q.get("expired").is_some_and(|v| v == "1") {
         Some(
             "<p id=\"expired\" role=\"status\">You were signed out after a period of inactivity.</p>",
+        )
+    } else if reauth {
+        Some(
+            "<p id=\"reauth\" role=\"status\">This action needs a recent sign-in: sign in again to continue.</p>",
         )
     } else if q.get("changed").is_some_and(|v| v == "1") {
         Some("<p id=\"notice\" role=\"status\">Password changed; sign in again.</p>")

@@ -16,6 +16,8 @@ use crate::{AppError, Vigil};
 const PENDING_SECS: u64 = 5 * 60;
 /// How long a user who must enrol a second factor has to do it.
 const ENROL_SECS: u64 = 15 * 60;
+/// Sensitive actions need a sign-in at most this old.
+pub const REAUTH_SECS: u64 = 15 * 60;
 /// A WebAuthn ceremony's lifetime.
 const CEREMONY_SECS: u64 = 5 * 60;
 
@@ -103,6 +105,8 @@ impl From<store::StoreError> for SignInError {
 pub struct SessionView {
     pub caller: Caller,
     pub account: Account,
+    /// When the user proved who they are for this session (its sign-in).
+    pub signed_in_at: Timestamp,
     /// The CSRF token this session's forms must carry.
     pub csrf: String,
 }
@@ -756,7 +760,17 @@ impl Vigil {
                 .as_str()
                 .to_owned(),
             account,
+            signed_in_at: s.created,
         })
+    }
+
+    /// Whether the session's sign-in is recent enough for a sensitive action
+    /// (managing accounts and apps now; break-the-glass, export and policy
+    /// edits when those capabilities land). Otherwise the user signs in
+    /// again, which also gives the session a new id.
+    pub fn recently_signed_in(&self, view: &SessionView) -> bool {
+        self.now().0.saturating_sub(view.signed_in_at.0)
+            < i64::try_from(REAUTH_SECS).unwrap_or(i64::MAX) * 1_000_000
     }
 
     /// Whether `token` is the CSRF token of the session `cookie` (constant time).

@@ -987,3 +987,51 @@ async fn administrators_manage_users_apps_and_read_the_outbox() {
             .active
     );
 }
+
+#[tokio::test]
+async fn managing_users_needs_a_recent_sign_in() {
+    let start = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros(),
+    )
+    .unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(start)));
+    let t = setup_clocked(app::Config::default(), clock.clone()).await;
+    let (cookie, csrf) = admin_session(&t).await;
+    let h = [("cookie", cookie.as_str())];
+    let add = |name: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("username", name.to_owned()),
+            ("role", "nurse".to_owned()),
+            ("email", format!("{name}@example.org")),
+        ]
+    };
+    let form = add("nurse.one");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(t.post_form("/admin/users", &form, &h).await.status, 303);
+    // Still active (under the 15-minute idle timeout), but the sign-in is 16 minutes old.
+    for _ in 0..4 {
+        clock.advance_secs(4 * 60);
+        assert_eq!(t.get_as("/admin/users", &cookie).await.status, 200);
+    }
+    let form = add("nurse.two");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = t.post_form("/admin/users", &form, &h).await;
+    assert_eq!(r.status, 303);
+    assert!(
+        location(&r).starts_with("/signin?reauth=1&next="),
+        "{}",
+        location(&r)
+    );
+    assert!(
+        t.vigil.account_by_username("nurse.two").await.is_err(),
+        "nothing done"
+    );
+    // The sign-in page shows the form (not a redirect to the account page).
+    let r = t.get_as(&location(&r), &cookie).await;
+    assert_eq!(r.status, 200);
+    assert!(html(&r).contains("id=\"reauth\""));
+}
