@@ -1,108 +1,157 @@
 'use strict';
 // The record browser page (/) in a real headless Chromium, driven by playwright-core.
 // Needs a server started with --demo (the seeded clinic: Smiths, MRN1000001, 35 families starting with M).
-// Env: VIGIL_URL, VIGIL_TOKEN; CHROMIUM (default /usr/bin/chromium).
+// The page needs a session: the script signs in on /signin?next=%2F as a workforce account without
+// a second factor, enrols TOTP on /signin/enrol, lands back on /, browses, and signs out.
+// Env: VIGIL_URL (http://localhost:PORT), VIGIL_TOKEN (the API, for the counts the page must match
+// and the markup-named Patient), VIGIL_REC_USER / VIGIL_REC_PASSWORD (a physician without a second
+// factor: cargo xtask ext creates rec.viewer); CHROMIUM (default /usr/bin/chromium).
 // Leaves one screenshot of an open record in a fresh temp directory and prints its path.
+// Prints how long each step took; never asserts on time.
 
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { config, http, Reporter, short } = require('./common');
+const {
+  CHROMIUM, openContext, removeProfiles, Timer, pathOf, navigating, errorsOn, passwordStep, enrolTotp,
+} = require('./browser-common');
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 // Every section the record view shows, by its title and the FHIR type in its table's data-section.
 const SECTIONS = [
   ['Encounters', 'Encounter'], ['Appointments', 'Appointment'], ['Conditions', 'Condition'],
   ['Observations', 'Observation'], ['Medication requests', 'MedicationRequest'],
   ['Clinical notes', 'DocumentReference'], ['Care teams', 'CareTeam'],
 ];
-const WAIT = 20000;
+// Where an unauthenticated GET / is sent.
+const SIGNIN_NEXT = '/signin?next=%2F';
 
 async function main() {
   const cfg = config();
   const r = new Reporter('browser');
-  const { chromium } = require('playwright-core');
+  cfg.user = { username: process.env.VIGIL_REC_USER, password: process.env.VIGIL_REC_PASSWORD };
+  if (!cfg.user.username || !cfg.user.password) {
+    r.fail('not provisioned: set VIGIL_REC_USER and VIGIL_REC_PASSWORD (a physician without a second factor; cargo xtask ext does)');
+    return r.finish();
+  }
+  if (!/^http:\/\/localhost:\d+$/.test(cfg.base)) {
+    r.fail(`VIGIL_URL must be http://localhost:PORT (the session cookies are __Host- and bound to that origin), not ${cfg.base}`);
+    return r.finish();
+  }
   if (!fs.existsSync(CHROMIUM)) {
     r.fail(`Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)`);
     return r.finish();
   }
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'vigil-browser-profile-'));
+  const profiles = [];
   const shots = fs.mkdtempSync(path.join(os.tmpdir(), 'vigil-browser-shots-'));
-  // launchPersistentContext is how Playwright takes --user-data-dir: a fresh profile per run.
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 900 },
-  });
+  let context;
   try {
+    context = await openContext(profiles, 'vigil-browser-profile-');
     await run(cfg, r, context, shots);
   } catch (e) {
     r.fail(`browser flow: ${e && e.stack ? e.stack : e}`);
   } finally {
-    await context.close().catch(() => {});
-    fs.rmSync(profile, { recursive: true, force: true });
+    if (context) await context.close().catch(() => {});
+    removeProfiles(profiles);
   }
   r.finish();
 }
 
 async function run(cfg, r, context, shots) {
+  const t = new Timer();
   const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(WAIT);
+  const base = cfg.base;
+  const user = cfg.user;
 
-  // Console errors, uncaught exceptions and failed requests fail the run, except the one
-  // 401 the wrong-token attempt causes on purpose (Chromium logs it as a console error).
+  // Console errors, uncaught exceptions and failed requests fail the run, except the 401 the
+  // wrong password answers with on purpose (Chromium may log it as a console error).
   let phase = 'load';
   const problems = [];
   const expected401 = [];
+  const consoleText = [];
   page.on('console', (msg) => {
-    if (msg.type() !== 'error' && msg.type() !== 'warning') return;
     const text = msg.text();
-    if (phase === 'wrong-token' && /status of 401/.test(text)) { expected401.push(text); return; }
+    consoleText.push(text);
+    if (msg.type() !== 'error' && msg.type() !== 'warning') return;
+    if (phase === 'wrong-password' && /status of 40[13]/.test(text)) { expected401.push(text); return; }
     const where = msg.location() && msg.location().url ? ` (${msg.location().url})` : '';
     if (msg.type() === 'error' || /Content.Security.Policy/i.test(text)) problems.push(`[${phase}] console ${msg.type()}: ${text}${where}`);
   });
   page.on('pageerror', (err) => problems.push(`[${phase}] uncaught: ${err.message}`));
   page.on('requestfailed', (req) => problems.push(`[${phase}] request failed: ${req.method()} ${new URL(req.url()).pathname} ${req.failure() && req.failure().errorText}`));
   const fhirRequests = [];
-  page.on('request', (req) => { if (new URL(req.url()).pathname.startsWith('/fhir')) fhirRequests.push({ phase, url: req.url() }); });
+  const visited = [];
+  page.on('request', (req) => {
+    const u = new URL(req.url());
+    if (u.pathname.startsWith('/fhir')) fhirRequests.push({ phase, url: req.url(), req });
+    if (req.isNavigationRequest() && req.frame() === page.mainFrame()) visited.push(req.url());
+  });
 
-  // Before sign-in: the sign-in card only, and not one FHIR request.
-  const resp = await page.goto(cfg.base + '/', { waitUntil: 'load' });
-  r.check(resp && resp.status() === 200, 'GET / answers 200', resp && resp.status());
+  // Before sign-in: / answers with a redirect to the sign-in page, which shows no data.
+  const raw = await page.request.get(base + '/', { maxRedirects: 0, failOnStatusCode: false });
+  r.check([302, 303, 307].includes(raw.status()) && raw.headers().location === SIGNIN_NEXT,
+    `GET / without a session redirects to ${SIGNIN_NEXT}`, `${raw.status()} ${raw.headers().location}`);
+  let resp = await page.goto(base + '/', { waitUntil: 'load' });
+  r.check(pathOf(page) === '/signin' && new URL(page.url()).searchParams.get('next') === '/',
+    'the browser opening / lands on /signin?next=%2F', `${resp && resp.status()} ${page.url()}`);
+  await page.waitForLoadState('networkidle');
+  r.check(await page.locator('#signin-form').count() === 1, 'before sign-in: the sign-in form shows');
+  r.check(await page.locator('#browser, #record, #results').count() === 0, 'before sign-in: no search or record in the page');
+  r.check(fhirRequests.length === 0, 'before sign-in: the page made no FHIR request', short(fhirRequests.map((x) => x.url)));
+  t.lap('before sign-in');
+
+  // A wrong password is refused with a message, and no session starts.
+  phase = 'wrong-password';
+  await passwordStep(page, base, { username: user.username, password: user.password + 'x' }, SIGNIN_NEXT);
+  const refusal = await errorsOn(page);
+  r.check(pathOf(page) === '/signin' && refusal.length > 0, 'wrong password: refused with a message on /signin', `${page.url()} ${short(refusal)}`);
+  const after = await page.goto(base + '/');
+  r.check(pathOf(page) === '/signin', 'wrong password: / still sends to /signin', `${after && after.status()} ${page.url()}`);
+  r.check(await page.evaluate(() => sessionStorage.length + localStorage.length) === 0, 'wrong password: nothing kept in web storage');
+  r.check(expected401.length <= 1, 'wrong password: at most one refusal logged', short(expected401));
+  t.lap('wrong password');
+
+  // Sign in: password, TOTP enrolment (a first sign-in of a workforce account), back to /.
+  phase = 'sign-in';
+  const where = await passwordStep(page, base, user, SIGNIN_NEXT);
+  if (!r.check(where === '/signin/enrol', 'right password: a physician without a second factor is sent to /signin/enrol',
+    `${page.url()} ${short(await errorsOn(page))}`)) {
+    r.check(problems.length === 0, 'no console errors, CSP violations, uncaught exceptions or failed requests', problems.join('\n'));
+    return;
+  }
+  await enrolTotp(page, r, user.username, { landing: '/' });
+  t.lap('sign-in with TOTP enrolment');
+  if (!r.check(pathOf(page) === '/' && new URL(page.url()).search === '', 'signed in: the browser is back on / (the next of the sign-in)', page.url())) {
+    r.check(problems.length === 0, 'no console errors, CSP violations, uncaught exceptions or failed requests', problems.join('\n'));
+    return;
+  }
+  resp = await page.goto(base + '/', { waitUntil: 'load' });
+  r.check(resp && resp.status() === 200, 'signed in: GET / answers 200', resp && resp.status());
   const csp = resp && resp.headers()['content-security-policy'];
   r.check(csp && /script-src 'self'/.test(csp), 'the page is served with a Content-Security-Policy', csp);
   await page.waitForLoadState('networkidle');
-  r.check(await page.isVisible('#signin'), 'before sign-in: the sign-in form shows');
-  r.check(!(await page.isVisible('#browser')) && !(await page.isVisible('#record')), 'before sign-in: search and record are hidden');
-  r.check(await page.locator('#results tbody tr').count() === 0, 'before sign-in: no patient rows in the page');
-  r.check(fhirRequests.length === 0, 'before sign-in: the page made no FHIR request', short(fhirRequests));
-
-  // A wrong token is refused with a message, and the data stays hidden.
-  phase = 'wrong-token';
-  await page.fill('#token', 'not-the-right-token-0000');
-  await page.click('#signin-form button[type=submit]');
-  await page.waitForFunction(() => document.getElementById('signin-error').textContent.trim() !== '');
-  const refusal = (await page.textContent('#signin-error')).trim();
-  r.check(/not accepted/i.test(refusal), 'wrong token: the refusal message shows', refusal);
-  r.check(!(await page.isVisible('#browser')), 'wrong token: search stays hidden');
-  r.check(await page.evaluate(() => sessionStorage.length) === 0, 'wrong token: nothing kept in sessionStorage');
-  r.check(expected401.length <= 1, 'wrong token: at most one 401 logged', short(expected401));
-
-  // The right token.
-  phase = 'sign-in';
-  await page.fill('#token', cfg.token);
-  await page.click('#signin-form button[type=submit]');
-  await page.waitForSelector('#browser', { state: 'visible' });
-  r.pass('right token: the search form shows');
-  r.check(!(await page.isVisible('#signin')), 'right token: the sign-in card hides');
-  r.check((await page.textContent('#signin-error')).trim() === '', 'right token: the refusal message is cleared');
-  r.check(await page.inputValue('#token') === '', 'right token: the token field is emptied');
-  r.check(/signed in/i.test(await page.textContent('#who')), 'right token: the header says who is signed in');
+  r.check(await page.isVisible('#browser'), 'signed in: the search form shows');
+  r.check(!(await page.isVisible('#record')), 'signed in: the record is hidden until a patient is opened');
+  r.check(fhirRequests.length === 0, 'signed in: the page fetched nothing before a search', short(fhirRequests.map((x) => x.url)));
+  const who = (await page.textContent('#who')).trim();
+  r.check(who === `Signed in as ${user.username} (physician)`, 'signed in: #who names the user and the role', who);
+  const navAccount = page.locator('#nav-account');
+  r.check(await navAccount.count() === 1 && (await navAccount.textContent()).trim() === user.username
+    && await navAccount.getAttribute('href') === '/account', 'signed in: #nav-account links /account with the user name',
+  await navAccount.count() ? await navAccount.textContent() : '(missing)');
+  const signoutForm = await page.evaluate(() => {
+    const b = document.getElementById('signout');
+    return b && b.form ? { method: b.form.method, action: new URL(b.form.action).pathname, csrf: !!b.form.querySelector('input[name=csrf]') } : null;
+  });
+  r.check(signoutForm && signoutForm.method === 'post' && signoutForm.action === '/signout' && signoutForm.csrf,
+    'signed in: #signout is a button of a POST /signout form with the CSRF field', short(signoutForm));
+  const meta = await page.getAttribute('meta[name="csrf-token"]', 'content').catch(() => null);
+  r.check(meta && meta.length >= 16, 'signed in: the page carries the session\'s CSRF token in a meta', meta ? `${meta.length} chars` : '(missing)');
+  const cookies = await context.cookies(base);
+  const session = cookies.filter((c) => c.name.startsWith('__Host-'));
+  r.check(session.length > 0 && session.every((c) => c.httpOnly && c.secure && c.path === '/'),
+    'signed in: the session cookies are __Host-, HttpOnly and Secure', short(cookies.map((c) => ({ name: c.name, httpOnly: c.httpOnly, secure: c.secure, sameSite: c.sameSite }))));
+  t.lap('signed-in page');
 
   // Family prefix search.
   phase = 'search-family';
@@ -111,6 +160,7 @@ async function run(cfg, r, context, shots) {
   r.check(smi.rows.every((row) => /smith/i.test(row[0])), 'family "smi": every row is a Smith', short(smi.rows.map((x) => x[0])));
   const smiTotal = totalOf(smi.status);
   r.check(smiTotal === smi.rows.length, 'family "smi": the status shows the total', smi.status);
+  t.lap('search by family');
 
   // Open the first patient: every section, with rows where the demo clinic has them.
   phase = 'record';
@@ -142,6 +192,7 @@ async function run(cfg, r, context, shots) {
   const shot = path.join(shots, 'record.png');
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot: ${shot}`);
+  t.lap('open a record');
 
   // Paging: "m" matches more than one page of the demo clinic.
   phase = 'paging';
@@ -164,12 +215,14 @@ async function run(cfg, r, context, shots) {
       r.check(JSON.stringify(back.rows.map((x) => x[4])) === JSON.stringify(m1.rows.map((x) => x[4])), 'previous page: page one again', short(back.rows.map((x) => x[4])));
     }
   }
+  t.lap('paging');
 
   // Identifier (MRN) search.
   phase = 'search-identifier';
   const mrn = await search(page, { identifier: 'MRN1000001' });
   r.check(mrn.rows.length === 1 && mrn.rows[0][3] === 'MRN1000001', 'identifier MRN1000001: exactly that patient', short(mrn.rows));
   r.check(await page.locator('#pager button').count() === 0, 'identifier MRN1000001: no pager');
+  t.lap('search by MRN');
 
   // XSS: a name that is markup must show as text and never run.
   phase = 'xss';
@@ -195,25 +248,73 @@ async function run(cfg, r, context, shots) {
     await page.waitForTimeout(300); // an onerror would have fired by now
     r.check(await page.evaluate(() => window.__xss) === undefined, 'xss: window.__xss stays undefined');
   }
+  t.lap('markup-named patient');
 
-  // Sign out: back to the sign-in card, token and PHI gone from the page.
+  // What records.js sent: the session cookie and the CSRF token, never a bearer token.
+  phase = 'requests';
+  const pageRequests = fhirRequests;
+  if (r.check(pageRequests.length > 0, 'the page read the API', `${pageRequests.length} FHIR requests`)) {
+    const heads = await Promise.all(pageRequests.map((x) => x.req.allHeaders()));
+    const bad = heads.map((h, i) => ({ h, url: pageRequests[i].url }))
+      .filter(({ h }) => h['x-csrf-token'] !== meta || !/__Host-/.test(h.cookie || '') || h.authorization);
+    r.check(bad.length === 0, 'every FHIR request of the page carries the session cookie and X-CSRF-Token, and no Authorization',
+      short(bad.map(({ h, url }) => ({ url: new URL(url).pathname, csrf: !!h['x-csrf-token'], cookie: !!h.cookie, authorization: !!h.authorization }))));
+  }
+  // No PHI in the address bar, the history, the console or web storage.
+  const phi = ['Smith', 'MRN1000001', 'Xss', '1999-09-09'];
+  r.check(pathOf(page) === '/' && new URL(page.url()).search === '' && new URL(page.url()).hash === '',
+    'no search term or patient in the page\'s URL', page.url());
+  const leakedVisit = visited.filter((u) => phi.some((w) => u.includes(w)) || /family=|identifier=/.test(u));
+  r.check(leakedVisit.length === 0, 'no page load carried a search term or patient in its URL', short(leakedVisit));
+  const leakedConsole = consoleText.filter((m) => phi.some((w) => m.includes(w)));
+  r.check(leakedConsole.length === 0, 'nothing from a record was written to the console', short(leakedConsole));
+  const storage = await page.evaluate(() => ({ session: sessionStorage.length, local: localStorage.length, cookie: document.cookie }));
+  r.check(storage.session === 0 && storage.local === 0 && storage.cookie === '',
+    'nothing kept in sessionStorage, localStorage or script-readable cookies', short(storage));
+  t.lap('requests and storage');
+
+  // Sign out: the POST lands on /signin, and / sends there again.
   phase = 'sign-out';
-  await page.click('#signout');
-  await page.waitForSelector('#signin', { state: 'visible' });
-  r.pass('sign out: the sign-in form shows');
-  r.check(!(await page.isVisible('#browser')) && !(await page.isVisible('#record')), 'sign out: search and record hide');
-  r.check(await page.evaluate(() => sessionStorage.length) === 0, 'sign out: the token is gone from sessionStorage');
-  const leftover = await page.evaluate(() => ({
-    rows: document.querySelectorAll('#results tbody tr').length,
-    record: document.getElementById('record-body').textContent,
-    title: document.getElementById('record-title').textContent,
-    inputs: [document.getElementById('q-family').value, document.getElementById('q-identifier').value],
-    who: document.getElementById('who').textContent,
-  }));
-  r.check(leftover.rows === 0 && leftover.record === '' && !/Xss|born/.test(leftover.title) && leftover.inputs.join('') === '' && leftover.who === '',
-    'sign out: no patient data or search left in the page', short(leftover));
+  await navigating(page, () => page.click('#signout'));
+  r.check(pathOf(page) === '/signin', 'sign out: #signout lands on /signin', page.url());
+  r.check(await page.locator('#signin-form').count() === 1 && await page.locator('#browser, #record, #results').count() === 0,
+    'sign out: the sign-in form shows, no search or record');
+  const bodyText = await page.textContent('body');
+  r.check(!phi.some((w) => bodyText.includes(w)), 'sign out: no patient data in the sign-in page');
+  const afterCookies = (await context.cookies(base)).filter((c) => c.name.startsWith('__Host-vigil_session'));
+  r.check(afterCookies.length === 0, 'sign out: the session cookie is cleared', short(afterCookies.map((c) => c.name)));
+  // Going back must not show the record again (the page is not kept, or was wiped before leaving).
+  await page.goBack({ waitUntil: 'load' }).catch(() => null);
+  if (pathOf(page) === '/') {
+    const leftover = await page.evaluate(() => ({
+      rows: document.querySelectorAll('#results tbody tr').length,
+      record: (document.getElementById('record-body') || {}).textContent || '',
+      title: (document.getElementById('record-title') || {}).textContent || '',
+      inputs: [(document.getElementById('q-family') || {}).value || '', (document.getElementById('q-identifier') || {}).value || ''],
+    }));
+    r.check(leftover.rows === 0 && leftover.record === '' && !/Xss|born/.test(leftover.title) && leftover.inputs.join('') === '',
+      'sign out: going back shows no patient data or search', short(leftover));
+  } else {
+    r.check(pathOf(page) === '/signin', 'sign out: going back lands on /signin', page.url());
+  }
+  const fhirBefore = fhirRequests.length;
+  resp = await page.goto(base + '/', { waitUntil: 'load' });
+  r.check(pathOf(page) === '/signin' && new URL(page.url()).searchParams.get('next') === '/',
+    'sign out: / redirects to /signin?next=%2F again', `${resp && resp.status()} ${page.url()}`);
   await page.reload({ waitUntil: 'networkidle' });
-  r.check(await page.isVisible('#signin') && !(await page.isVisible('#browser')), 'sign out: a reload stays signed out');
+  r.check(pathOf(page) === '/signin' && await page.locator('#browser').count() === 0, 'sign out: a reload stays signed out');
+  r.check(fhirRequests.length === fhirBefore, 'sign out: no FHIR request after signing out',
+    short(fhirRequests.slice(fhirBefore).map((x) => x.url)));
+  // The signed-out session's cookie, replayed with its CSRF token, no longer reads the API.
+  const old = session.find((c) => c.name === '__Host-vigil_session');
+  if (r.check(old, 'sign out: the session cookie was __Host-vigil_session', short(session.map((c) => c.name)))) {
+    const api = await fetch(cfg.fhir + '/Patient?_count=1', {
+      headers: { Cookie: `${old.name}=${old.value}`, 'X-CSRF-Token': meta || '', Accept: 'application/fhir+json' },
+      redirect: 'manual', signal: AbortSignal.timeout(30000),
+    });
+    r.check(api.status === 401, 'sign out: the old session cookie no longer reads the API', api.status);
+  }
+  t.lap('sign out');
 
   r.check(problems.length === 0, 'no console errors, CSP violations, uncaught exceptions or failed requests', problems.join('\n'));
 }

@@ -85,7 +85,7 @@ pub fn run(root: &Path) -> Result<()> {
         Ok(())
     });
     steps.step("external tests (tests-external)", || match &bin {
-        Some(bin) => ext::tests(&ext_dir, bin),
+        Some(bin) => ext::tests(&ext_dir, bin, &[]),
         None => bail!("skipped: no vigil binary"),
     });
     steps.finish(start.elapsed())

@@ -13,14 +13,15 @@ use crate::{cmd, deps};
 /// The longest one external script may run.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(15 * 60);
 
-/// `cargo xtask ext`: dependencies, the server binary, then the tests.
-pub fn run(root: &Path) -> Result<()> {
+/// `cargo xtask ext [SCRIPT...]`: dependencies, the server binary, then the tests (only the
+/// rounds and scripts named, when some are).
+pub fn run(root: &Path, only: &[String]) -> Result<()> {
     let ext = root.join("tests-external");
     deps::node_modules(&ext)?;
     deps::python_venv(&ext)?;
     deps::chromium()?;
     let bin = server_binary(root)?;
-    tests(&ext, &bin)
+    tests(&ext, &bin, only)
 }
 
 /// The server binary: `VIGIL_BIN` when set, else a fresh `cargo build -p vigil`.
@@ -62,6 +63,8 @@ enum Setup {
     Clients,
     /// The physician `dr.ada` (the identity pages' browser tests).
     Identity,
+    /// The physician `rec.viewer`, who signs in to the record browser (`browser.js`).
+    RecordBrowser,
 }
 
 /// The `[identity]` settings of the identity round: a short idle timeout to test.
@@ -134,7 +137,7 @@ fn rounds() -> Vec<Round> {
                 demo: true,
                 config: None,
             },
-            setup: Setup::Nothing,
+            setup: Setup::RecordBrowser,
             scripts: vec![Script {
                 name: "record browser page (Chromium, playwright-core)",
                 program: Program::Node,
@@ -235,14 +238,50 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
                 ("VIGIL_ADA_PASSWORD".to_owned(), password),
             ]);
         }
+        Setup::RecordBrowser => {
+            let password = passphrase()?;
+            server.cli(
+                &[
+                    "user",
+                    "add",
+                    "--username",
+                    "rec.viewer",
+                    "--role",
+                    "physician",
+                    "--password-stdin",
+                ],
+                Some(&password),
+            )?;
+            env.extend([
+                ("VIGIL_REC_USER".to_owned(), "rec.viewer".to_owned()),
+                ("VIGIL_REC_PASSWORD".to_owned(), password),
+            ]);
+        }
     }
     Ok(env)
 }
 
-/// Runs every external script against the server it needs; fails when any failed.
-pub fn tests(ext: &Path, bin: &Path) -> Result<()> {
+/// Runs every external script (or those whose file is in `only`, when it is not empty)
+/// against the server it needs; fails when any failed.
+pub fn tests(ext: &Path, bin: &Path, only: &[String]) -> Result<()> {
+    let known: Vec<&str> = rounds()
+        .iter()
+        .flat_map(|r| r.scripts.iter().map(|s| s.file))
+        .collect();
+    if let Some(unknown) = only.iter().find(|f| !known.contains(&f.as_str())) {
+        bail!(
+            "no external script {unknown} (there are {})",
+            known.join(", ")
+        );
+    }
     let mut outcomes: Vec<(String, Option<String>)> = Vec::new();
-    for round in rounds() {
+    for mut round in rounds() {
+        if !only.is_empty() {
+            round.scripts.retain(|s| only.iter().any(|f| f == s.file));
+            if round.scripts.is_empty() {
+                continue;
+            }
+        }
         let Round {
             server: server_name,
             opts,

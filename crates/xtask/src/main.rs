@@ -18,7 +18,9 @@ usage: cargo xtask <command>
 
 commands:
   ci     run the whole test suite (what .ci/run runs)
-  ext    run only the external tests against a fresh server (tests-external/)
+  ext [SCRIPT...]
+         run only the external tests against fresh servers (tests-external/);
+         with script files (e.g. browser.js), only those and their servers
   help   show this text
 
 environment:
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&root()),
-        Some("ext") => ext::run(&root()),
+        Some("ext") => ext::run(&root(), args.get(1..).unwrap_or_default()),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(())
