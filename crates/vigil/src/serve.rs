@@ -168,7 +168,15 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
         .public_url
         .as_deref()
         .map(|u| u.trim_end_matches('/').trim_end_matches("/fhir").to_owned())
-        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        .unwrap_or_else(|| {
+            // Browsers treat `localhost` as a secure context, which the
+            // `__Host-` cookie and passkeys need; passkeys refuse IP addresses.
+            if addr.ip().is_loopback() {
+                format!("{scheme}://localhost:{}", addr.port())
+            } else {
+                format!("{scheme}://{addr}")
+            }
+        });
     if let Some(pw) = &demo_password {
         println!("Demo accounts (shown once), all with the password {pw}:");
         for (username, role, _, _) in app::demo::DEMO_ACCOUNTS {

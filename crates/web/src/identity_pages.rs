@@ -459,6 +459,24 @@ fn grouped(secret: &str) -> String {
         .join(" ")
 }
 
+/// The otpauth URI as a QR code: an SVG in a data URL (the content security
+/// policy allows `data:` images and nothing inline that runs).
+fn qr_image(uri: &str) -> String {
+    use base64::Engine as _;
+    let Ok(code) = qrcode::QrCode::with_error_correction_level(uri, qrcode::EcLevel::M) else {
+        return String::new();
+    };
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    format!(
+        "<p><img id=\"totp-qr\" class=\"qr\" width=\"200\" height=\"200\" alt=\"QR code of the authenticator key\" src=\"data:image/svg+xml;base64,{}\"></p>\n",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    )
+}
+
 /// The TOTP enrolment widgets (shared by enrolment and the account page).
 fn totp_widgets(
     action: &str,
@@ -469,7 +487,8 @@ fn totp_widgets(
 ) -> String {
     format!(
         "<section id=\"totp-enrol\" class=\"card\"><h2>Authenticator app</h2>\n\
-<p>Add this key to your authenticator app (or open the link on this device):</p>\n\
+<p>Scan this code with your authenticator app, or type in the key below (or open the link on this device):</p>\n\
+{qr}\
 <p id=\"totp-secret\" class=\"secret\">{secret}</p>\n\
 <p><a href=\"{uri}\"><code id=\"totp-uri\">{uri}</code></a></p>\n\
 <form id=\"totp-enrol-form\" method=\"post\" action=\"{action}\" class=\"stack\">{csrf}\
@@ -478,6 +497,7 @@ fn totp_widgets(
 <input id=\"enrol-code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" maxlength=\"8\" required>\n\
 <button type=\"submit\" id=\"enrol-totp-submit\">Confirm</button></form></section>",
         secret = esc(&grouped(secret)),
+        qr = qr_image(uri),
         uri = esc(uri),
         action = esc(action),
         ceremony = esc(ceremony),

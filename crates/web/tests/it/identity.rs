@@ -183,6 +183,10 @@ async fn enrol_totp(t: &T, username: &str) -> (TotpSecret, u64, String) {
     assert_eq!(page.status, StatusCode::OK);
     let page = text(&page);
     assert!(page.contains("id=\"totp-uri\""));
+    assert!(
+        page.contains("id=\"totp-qr\"") && page.contains("src=\"data:image/svg+xml;base64,"),
+        "the key is also shown as a QR code"
+    );
     let secret = base32_decode(between(&page, "id=\"totp-secret\" class=\"secret\">", "<"));
     let ceremony = between(&page, "name=\"ceremony\" value=\"", "\"").to_owned();
     let step = now_step();
