@@ -242,7 +242,6 @@ fn signin_message(e: &SignInError) -> (StatusCode, String) {
         | SignInError::UsePasskey
         | SignInError::PasskeyRefused => StatusCode::FORBIDDEN,
         SignInError::Expired => StatusCode::GONE,
-        SignInError::NoPasskey => StatusCode::NOT_FOUND,
         SignInError::Password(_) => StatusCode::UNPROCESSABLE_ENTITY,
         SignInError::App(a) => return app_message(a),
     };

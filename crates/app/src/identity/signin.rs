@@ -84,8 +84,6 @@ pub enum SignInError {
     Expired,
     #[error("your role must sign in with a passkey")]
     UsePasskey,
-    #[error("no passkey is registered for this user name")]
-    NoPasskey,
     #[error("the passkey was not accepted")]
     PasskeyRefused,
     #[error("password refused: {0}")]
@@ -574,27 +572,37 @@ impl Vigil {
         let now = self.now();
         self.address_gate(addr, now).await?;
         let username = auth::password::normalise(username);
-        let Some(account) = self.store.account_by_username(&username).await? else {
-            return Err(SignInError::NoPasskey);
+        let account = self
+            .store
+            .account_by_username(&username)
+            .await?
+            .filter(|a| a.active);
+        let stored: Vec<Vec<u8>> = match &account {
+            Some(a) => self.passkey_data(&a.id).await?,
+            None => Vec::new(),
         };
-        let stored: Vec<Vec<u8>> = self.passkey_data(&account.id).await?;
-        if stored.is_empty() || !account.active {
-            return Err(SignInError::NoPasskey);
-        }
+        // An unknown user name, or one without passkeys, gets the same kind
+        // of answer (options no credential can satisfy): the reply does not
+        // tell who exists.
+        let account = account.filter(|_| !stored.is_empty());
         let rp = self.identity()?.passkeys(origin)?;
         let (options, state) = rp
             .start_authentication(&stored)
             .map_err(|_| SignInError::PasskeyRefused)?;
         let (secret, hash) = new_secret();
-        let payload = self
-            .seal_private(&format!("{PURPOSE_PASSKEY_SIGNIN}|{}", account.id), &state)
-            .await?;
+        let payload = match &account {
+            Some(a) => {
+                self.seal_private(&format!("{PURPOSE_PASSKEY_SIGNIN}|{}", a.id), &state)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         self.store
             .put_challenge(
                 &hash,
                 &Challenge {
                     purpose: PURPOSE_PASSKEY_SIGNIN.to_owned(),
-                    account: Some(account.id.clone()),
+                    account: account.map(|a| a.id),
                     payload,
                     expires: plus_secs(now, CEREMONY_SECS),
                 },
@@ -621,7 +629,10 @@ impl Vigil {
             .take_challenge(&hash, PURPOSE_PASSKEY_SIGNIN, now)
             .await?
             .ok_or(SignInError::Expired)?;
-        let account_id = c.account.ok_or(SignInError::Expired)?;
+        let Some(account_id) = c.account else {
+            self.address_failed(addr, now).await?;
+            return Err(SignInError::PasskeyRefused);
+        };
         let account = self
             .store
             .account(&account_id)

@@ -489,3 +489,41 @@ async fn passwords_are_checked_with_reasons_and_nothing_is_stored_on_refusal() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn passkey_sign_in_does_not_tell_who_exists() {
+    let t = setup().await;
+    account(&t, "dr.hopper", Role::Physician, None).await;
+    let origin = "http://localhost:8080";
+    let (known, c1) = t
+        .vigil
+        .passkey_sign_in_start(origin, "dr.hopper", "10.0.0.1")
+        .await
+        .unwrap();
+    let (unknown, c2) = t
+        .vigil
+        .passkey_sign_in_start(origin, "nobody.here", "10.0.0.1")
+        .await
+        .unwrap();
+    let shape = |v: &serde_json::Value| {
+        let pk = &v["publicKey"];
+        (
+            pk["allowCredentials"].as_array().map(Vec::len),
+            pk["userVerification"].clone(),
+            pk["rpId"].clone(),
+        )
+    };
+    assert_eq!(shape(&known), shape(&unknown));
+    assert_ne!(c1, c2);
+    // Finishing either with a made-up credential is refused the same way.
+    let fake = json!({"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+        "response": {"authenticatorData": "AAAA", "clientDataJSON": "AAAA", "signature": "AAAA"},
+        "extensions": {}});
+    for c in [c1, c2] {
+        let r = t
+            .vigil
+            .passkey_sign_in_finish(origin, &c, &fake, "10.0.0.1")
+            .await;
+        assert!(matches!(r, Err(SignInError::PasskeyRefused)), "{r:?}");
+    }
+}
