@@ -158,7 +158,7 @@ impl TotpConfig {
     pub fn otpauth_uri(&self, secret: &TotpSecret, account: &str) -> Zeroizing<String> {
         Zeroizing::new(format!(
             "otpauth://totp/Vigil:{}?secret={}&issuer=Vigil&algorithm=SHA1&digits={}&period={}",
-            percent_encode(account),
+            crate::percent_encode(account),
             secret.to_base32().as_str(),
             self.digits,
             self.period
@@ -216,18 +216,6 @@ fn push_base32(out: &mut String, index: u32) {
     if let Some(&c) = usize::try_from(index).ok().and_then(|i| BASE32.get(i)) {
         out.push(char::from(c));
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -172,19 +172,6 @@ fn decode(s: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Percent-encodes a local path for a query string.
-fn pct(s: &str) -> String {
-    use std::fmt::Write as _;
-    s.bytes().fold(String::new(), |mut o, b| {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            o.push(char::from(b));
-        } else {
-            let _ = write!(o, "%{b:02X}");
-        }
-        o
-    })
-}
-
 fn next_or_account(next: Option<&str>) -> String {
     next.filter(|n| local_path(n) && !n.starts_with("/signin"))
         .unwrap_or("/account")
@@ -302,7 +289,14 @@ fn after_step(step: &SignInStep, next: Option<&str>) -> Response {
         see_other(to),
         &set_cookie(PENDING_COOKIE, pending, Some(secs)),
     );
-    let r = with_cookie(r, &set_cookie(NEXT_COOKIE, &pct(&next), Some(secs)));
+    let r = with_cookie(
+        r,
+        &set_cookie(
+            NEXT_COOKIE,
+            &crate::pages::encode_component(&next),
+            Some(secs),
+        ),
+    );
     // A session the browser had before is not carried into this sign-in.
     with_cookie(r, &clear_cookie(SESSION_COOKIE))
 }
@@ -319,16 +313,25 @@ async fn require_session(
     here: &str,
 ) -> Result<(SessionView, String), Response> {
     let Some(c) = session_cookie(headers) else {
-        return Err(see_other(&format!("/signin?next={}", pct(here))));
+        return Err(see_other(&format!(
+            "/signin?next={}",
+            crate::pages::encode_component(here)
+        )));
     };
     match state.vigil.session(&c).await {
         Ok(v) => Ok((v, c)),
         Err(SessionProblem::Missing) => Err(with_cookie(
-            see_other(&format!("/signin?next={}", pct(here))),
+            see_other(&format!(
+                "/signin?next={}",
+                crate::pages::encode_component(here)
+            )),
             &clear_cookie(SESSION_COOKIE),
         )),
         Err(SessionProblem::Expired) => Err(with_cookie(
-            see_other(&format!("/signin?expired=1&next={}", pct(here))),
+            see_other(&format!(
+                "/signin?expired=1&next={}",
+                crate::pages::encode_component(here)
+            )),
             &clear_cookie(SESSION_COOKIE),
         )),
         Err(SessionProblem::Deactivated) => Err(with_cookie(
@@ -1197,7 +1200,7 @@ fn enrol_link_html(state: &WebState, token: &str, a: &store::Account, msg: Optio
 {pw}\n<button type=\"submit\" id=\"enrol-submit\">Set password</button></form></section>",
         err = error(msg),
         u = esc(&a.username),
-        t = esc(&pct(token)),
+        t = esc(&crate::pages::encode_component(token)),
         r = a.role.as_str(),
         pw = new_password_field(state, a.role),
     )
@@ -1439,7 +1442,7 @@ async fn passkeys_html(
                 name = esc(&p.name),
                 created = fmt_time(p.created),
                 used = p.last_used.map_or_else(|| "never".to_owned(), fmt_time),
-                id = esc(&pct(&p.id)),
+                id = esc(&crate::pages::encode_component(&p.id)),
                 csrf = csrf_field(&v.csrf),
             )
         })
@@ -1701,7 +1704,7 @@ fn reset_html(
 {factors}{pw}\n<button type=\"submit\" id=\"reset-submit\">Reset password</button></form></section>",
         err = error(msg),
         u = esc(&a.username),
-        t = esc(&pct(token)),
+        t = esc(&crate::pages::encode_component(token)),
         r = a.role.as_str(),
         pw = new_password_field(state, a.role),
     )
@@ -1851,8 +1854,14 @@ mod tests {
         assert_eq!(f.get("b"), "/x?");
         assert_eq!(f.get("c"), "");
         assert_eq!(f.get("d"), "%zz");
-        assert_eq!(pct("/a b?c=d"), "/a%20b%3Fc%3Dd");
-        assert_eq!(decode(pct("/x?y=é").as_bytes()), "/x?y=é");
+        assert_eq!(
+            crate::pages::encode_component("/a b?c=d"),
+            "%2Fa%20b%3Fc%3Dd"
+        );
+        assert_eq!(
+            decode(crate::pages::encode_component("/x?y=é").as_bytes()),
+            "/x?y=é"
+        );
         assert_eq!(grouped("ABCDEFGHIJ"), "ABCD EFGH IJ");
         assert_eq!(next_or_account(Some("//evil")), "/account");
         assert_eq!(next_or_account(Some("/Patient")), "/Patient");

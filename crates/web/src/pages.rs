@@ -240,19 +240,9 @@ pub(crate) async fn read_form(
     Ok(Form(app::parse_query_string(text)))
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters (for a
-/// query parameter's value).
+/// Percent-encodes a query parameter's value.
 pub(crate) fn encode_component(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    auth::percent_encode(s)
 }
 
 #[cfg(test)]

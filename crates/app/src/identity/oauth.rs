@@ -1027,22 +1027,8 @@ fn with_query(base: &str, params: &[(&str, Option<&str>)]) -> String {
             out.push(sep);
             out.push_str(k);
             out.push('=');
-            out.push_str(&percent_encode(v));
+            out.push_str(&auth::percent_encode(v));
             sep = '&';
-        }
-    }
-    out
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
         }
     }
     out

@@ -438,15 +438,29 @@ impl Vigil {
         code: &str,
         addr: &str,
     ) -> Result<NewSession, SignInError> {
-        let now = self.now();
-        self.address_gate(addr, now).await?;
+        self.second_factor(pending, addr, SecondFactor::Totp(code))
+            .await
+    }
+
+    /// Step two, whichever code: the pending step must be live, a role that
+    /// must use its passkey cannot fall back to codes, and the step ends once.
+    async fn second_factor(
+        &self,
+        pending: &str,
+        addr: &str,
+        factor: SecondFactor<'_>,
+    ) -> Result<NewSession, SignInError> {
+        self.address_gate(addr, self.now()).await?;
         let account = self.pending_account(pending, PURPOSE_SECOND_FACTOR).await?;
         if self.identity()?.needs_passkey(account.role)
             && self.factors_of(&account.id).await?.passkey
         {
             return Err(SignInError::UsePasskey);
         }
-        self.check_totp(&account, code).await?;
+        match factor {
+            SecondFactor::Totp(code) => self.check_totp(&account, code).await?,
+            SecondFactor::Recovery(code) => self.check_recovery_code(&account, code).await?,
+        }
         self.complete_pending(pending, PURPOSE_SECOND_FACTOR, &account)
             .await
     }
@@ -513,16 +527,7 @@ impl Vigil {
         code: &str,
         addr: &str,
     ) -> Result<NewSession, SignInError> {
-        let now = self.now();
-        self.address_gate(addr, now).await?;
-        let account = self.pending_account(pending, PURPOSE_SECOND_FACTOR).await?;
-        if self.identity()?.needs_passkey(account.role)
-            && self.factors_of(&account.id).await?.passkey
-        {
-            return Err(SignInError::UsePasskey);
-        }
-        self.check_recovery_code(&account, code).await?;
-        self.complete_pending(pending, PURPOSE_SECOND_FACTOR, &account)
+        self.second_factor(pending, addr, SecondFactor::Recovery(code))
             .await
     }
 
@@ -826,6 +831,12 @@ pub(crate) fn passkey_aad(account: &AccountId, credential_id: &[u8]) -> String {
 
 fn address_key(addr: &str) -> String {
     format!("ip:{addr}")
+}
+
+/// A code given at the second step.
+enum SecondFactor<'a> {
+    Totp(&'a str),
+    Recovery(&'a str),
 }
 
 enum FactorSubject {

@@ -420,9 +420,9 @@ async fn account_pages_need_a_session() {
     let t = setup().await;
     let r = get_page(&t, "/account", &[]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(location(&r), "/signin?next=/account");
+    assert_eq!(location(&r), "/signin?next=%2Faccount");
     let r = get_page(&t, "/account/passkeys", &[(SESSION, "garbage")]).await;
-    assert_eq!(location(&r), "/signin?next=/account/passkeys");
+    assert_eq!(location(&r), "/signin?next=%2Faccount%2Fpasskeys");
     let r = get_page(&t, "/signin/factor", &[]).await;
     assert_eq!(location(&r), "/signin");
     let r = get_page(&t, "/deactivated", &[]).await;
