@@ -6,12 +6,18 @@
 //! the caller stores entries, tiles, frontiers and checkpoints, and reads them back through
 //! the [`HashSource`] and [`tiles::TileReader`] traits.
 
+pub mod checkpoint;
 pub mod frontier;
 pub mod hash;
+pub mod note;
 pub mod proof;
 
+pub use checkpoint::{
+    Checkpoint, CheckpointError, checkpoint_text, open_checkpoint, sign_checkpoint,
+};
 pub use frontier::{Frontier, FrontierError};
 pub use hash::{EMPTY_ROOT, Hash, leaf_hash, node_hash, root};
+pub use note::{KeyError, NoteError, OpenedNote, SigningKey, VerifierKey, open_note, sign_note};
 pub use proof::{
     HashSource, MissingHash, ProofError, ProveError, consistency_proof, inclusion_proof, root_from,
     root_from_inclusion_proof, verify_consistency, verify_inclusion,

@@ -9,4 +9,5 @@
     reason = "tests fail loudly"
 )]
 
+mod checkpoint;
 mod merkle;
