@@ -11,6 +11,8 @@ pub mod frontier;
 pub mod hash;
 pub mod note;
 pub mod proof;
+pub mod tiles;
+pub mod verify;
 
 pub use checkpoint::{
     Checkpoint, CheckpointError, checkpoint_text, open_checkpoint, sign_checkpoint,
@@ -22,3 +24,5 @@ pub use proof::{
     HashSource, MissingHash, ProofError, ProveError, consistency_proof, inclusion_proof, root_from,
     root_from_inclusion_proof, verify_consistency, verify_inclusion,
 };
+pub use tiles::{TileHashes, TileId, TileReader};
+pub use verify::{VerifyError, VerifyReport, verify_log, verify_log_with_tiles};

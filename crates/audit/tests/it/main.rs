@@ -11,3 +11,5 @@
 
 mod checkpoint;
 mod merkle;
+mod tiles;
+mod verify;
