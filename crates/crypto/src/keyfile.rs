@@ -18,8 +18,17 @@
 //! signing = "<base64 of 32 bytes>"  # seed of the id_token signing key (ES256)
 //! ```
 //!
-//! A key file written before the identity capability has no `[identity]`
-//! table; loading it from a path adds one (atomically, keeping mode 0600).
+//! [[audit]]
+//! id = "aud-…"
+//! created = "…"
+//! key = "<base64 of 32 bytes>"      # seals audit entries (AES-256-GCM)
+//! signing = "<base64 of 32 bytes>"  # Ed25519 seed that signs checkpoints
+//! ```
+//!
+//! A key file written before the identity or audit capability lacks their
+//! tables; loading it from a path adds them (atomically, keeping mode 0600).
+//! The newest `[[audit]]` entry seals and signs; older ones stay to open old
+//! entries and verify old checkpoints.
 //!
 //! The newest `[[kek]]` wraps new data keys; older ones stay to unwrap keys not yet re-wrapped.
 //! Later capabilities add their secrets (password pepper, audit signing keys) as new tables.
@@ -106,11 +115,42 @@ impl IdentityKeys {
     }
 }
 
+/// The audit trail's keys: one to seal entries, one to sign checkpoints.
+#[derive(Clone)]
+pub struct AuditKeys {
+    pub id: String,
+    pub created: String,
+    pub key: Secret32,
+    pub signing: Secret32,
+}
+
+impl std::fmt::Debug for AuditKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditKeys")
+            .field("id", &self.id)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditKeys {
+    fn generate() -> AuditKeys {
+        let e = new_entry("aud");
+        AuditKeys {
+            id: e.id,
+            created: e.created,
+            key: Secret32::random(),
+            signing: Secret32::random(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct KeyFile {
     keks: Vec<KeyEntry>,
     index: KeyEntry,
     identity: Option<IdentityKeys>,
+    audit: Vec<AuditKeys>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,6 +177,40 @@ struct RawFile {
     index: RawEntry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     identity: Option<RawIdentity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    audit: Vec<RawAudit>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawAudit {
+    id: String,
+    created: String,
+    key: String,
+    signing: String,
+}
+
+fn decode_audit(raw: RawAudit) -> Result<AuditKeys, KeyFileError> {
+    if raw.id.is_empty() || raw.id.len() > 100 {
+        return Err(KeyFileError::Invalid(
+            "audit key id must be 1 to 100 characters".to_owned(),
+        ));
+    }
+    Ok(AuditKeys {
+        key: decode_secret("audit key", &raw.key)?,
+        signing: decode_secret("audit signing", &raw.signing)?,
+        id: raw.id,
+        created: raw.created,
+    })
+}
+
+fn encode_audit(k: &AuditKeys) -> RawAudit {
+    let b64 = |s: &Secret32| base64::engine::general_purpose::STANDARD.encode(s.expose());
+    RawAudit {
+        id: k.id.clone(),
+        created: k.created.clone(),
+        key: b64(&k.key),
+        signing: b64(&k.signing),
+    }
 }
 
 fn decode_secret(what: &str, text: &str) -> Result<Secret32, KeyFileError> {
@@ -240,7 +314,22 @@ impl KeyFile {
             keks: vec![new_entry("kek")],
             index: new_entry("idx"),
             identity: Some(IdentityKeys::generate()),
+            audit: vec![AuditKeys::generate()],
         }
+    }
+
+    /// The audit keys, oldest first; the last one is current. Empty only for
+    /// a key file from before the audit capability given inline.
+    pub fn audit(&self) -> &[AuditKeys] {
+        &self.audit
+    }
+
+    /// Adds new audit keys, which become current. Returns their id.
+    pub fn rotate_audit(&mut self) -> String {
+        let k = AuditKeys::generate();
+        let id = k.id.clone();
+        self.audit.push(k);
+        id
     }
 
     /// The identity secrets; `None` only for a key file from before the
@@ -295,6 +384,11 @@ impl KeyFile {
             keks,
             index: decode_entry(raw.index)?,
             identity: raw.identity.map(decode_identity).transpose()?,
+            audit: raw
+                .audit
+                .into_iter()
+                .map(decode_audit)
+                .collect::<Result<Vec<_>, _>>()?,
         })
     }
 
@@ -304,6 +398,7 @@ impl KeyFile {
             kek: self.keks.iter().map(encode_entry).collect(),
             index: encode_entry(&self.index),
             identity: self.identity.as_ref().map(encode_identity),
+            audit: self.audit.iter().map(encode_audit).collect(),
         };
         let body = toml::to_string(&raw).map_err(|e| KeyFileError::Invalid(e.to_string()))?;
         Ok(format!(
@@ -321,12 +416,17 @@ impl KeyFile {
                 Ok(text) => {
                     check_permissions(path)?;
                     let mut kf = KeyFile::parse(&text)?;
-                    if kf.identity.is_none() {
-                        // Written before the identity capability: add its
-                        // secrets once, atomically. Two processes racing
-                        // here would each write their own, so the loser
-                        // re-reads what won.
-                        kf.identity = Some(IdentityKeys::generate());
+                    if kf.identity.is_none() || kf.audit.is_empty() {
+                        // Written before the identity or audit capability:
+                        // add their secrets once, atomically. Two processes
+                        // racing here would each write their own, so the
+                        // loser re-reads what won.
+                        if kf.identity.is_none() {
+                            kf.identity = Some(IdentityKeys::generate());
+                        }
+                        if kf.audit.is_empty() {
+                            kf.audit.push(AuditKeys::generate());
+                        }
                         kf.save(path)?;
                         let text = std::fs::read_to_string(path).map_err(|e| KeyFileError::Io {
                             path: path.clone(),
@@ -500,6 +600,7 @@ mod tests {
 
         let mut old = kf.clone();
         old.identity = None;
+        old.audit.clear();
         let text = old.to_toml().unwrap();
         assert!(!text.contains("[identity]"));
         assert!(KeyFile::parse(&text).unwrap().identity().is_none());
@@ -515,6 +616,11 @@ mod tests {
             again.identity().unwrap().pepper.expose()
         );
         assert_eq!(up.index_key().expose(), kf.index_key().expose());
+        assert_eq!(up.audit().len(), 1, "audit keys are added too");
+        assert_eq!(
+            up.audit()[0].signing.expose(),
+            again.audit()[0].signing.expose()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-pub use keyfile::{IdentityKeys, KeyFile, KeyFileError, KeyFileSource};
+pub use keyfile::{AuditKeys, IdentityKeys, KeyFile, KeyFileError, KeyFileSource};
 
 /// Sealed blobs start with this format byte, so a future format can coexist.
 const FORMAT_V1: u8 = 1;
