@@ -1311,7 +1311,11 @@ pub(crate) async fn load_identity(
         BackupRecord::Setting { .. }
         | BackupRecord::Key(_)
         | BackupRecord::Version(_)
-        | BackupRecord::Index { .. } => {}
+        | BackupRecord::Index { .. }
+        | BackupRecord::AuditEntry { .. }
+        | BackupRecord::AuditTile(_)
+        | BackupRecord::AuditCheckpoint { .. }
+        | BackupRecord::AuditHead(_) => {}
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! and blind-index tokens; it knows nothing about FHIR or keys in clear.
 
 mod accounts;
+mod audit;
 mod migrations;
 
 use std::str::FromStr;
@@ -18,8 +19,8 @@ use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use store::{
-    BackupRecord, ConflictReason, EraseReport, IndexQuery, IndexRow, Precondition, Result, Stats,
-    Store, StoreError, StoredVersion, WrappedKey, WriteOp,
+    AuditAppended, AuditRecord, BackupRecord, ConflictReason, EraseReport, IndexQuery, IndexRow,
+    Integrate, Precondition, Result, Stats, Store, StoreError, StoredVersion, WrappedKey, WriteOp,
 };
 
 use crate::migrations::MIGRATIONS;
@@ -375,6 +376,37 @@ async fn insert_index(
     Ok(())
 }
 
+/// The work of [`Store::commit_with_keys`] inside an open transaction
+/// (shared with [`Store::commit_audited`]); the caller commits.
+async fn write_batch(
+    tx: &mut Transaction<'static, Postgres>,
+    mut keys: Vec<WrappedKey>,
+    ops: &[WriteOp],
+) -> Result<()> {
+    // Owner order, as in put_keys_if_absent, so racing batches cannot deadlock.
+    keys.sort_by(|x, y| x.owner.cmp(&y.owner));
+    for key in &keys {
+        let done = sqlx::query(
+            "INSERT INTO data_keys (owner, kek_id, wrapped) VALUES ($1, $2, $3) \
+             ON CONFLICT (owner) DO NOTHING",
+        )
+        .bind(key.owner.storage_key())
+        .bind(&key.kek_id)
+        .bind(&key.wrapped)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() != 1 {
+            // The caller drops the transaction, which rolls everything back.
+            return Err(StoreError::KeyExists);
+        }
+    }
+    for op in ops {
+        apply(tx, op).await?;
+    }
+    Ok(())
+}
+
 async fn count(pool: &PgPool, sql: &str) -> Result<u64> {
     let n: i64 = sqlx::query(sql)
         .fetch_one(pool)
@@ -592,30 +624,26 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let mut keys = keys;
-        // Owner order, as in put_keys_if_absent, so racing batches cannot deadlock.
-        keys.sort_by(|x, y| x.owner.cmp(&y.owner));
-        for key in &keys {
-            let done = sqlx::query(
-                "INSERT INTO data_keys (owner, kek_id, wrapped) VALUES ($1, $2, $3) \
-                 ON CONFLICT (owner) DO NOTHING",
-            )
-            .bind(key.owner.storage_key())
-            .bind(&key.kek_id)
-            .bind(&key.wrapped)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            if done.rows_affected() != 1 {
-                // Dropping `tx` rolls everything back.
-                return Err(StoreError::KeyExists);
-            }
-        }
-        for op in &ops {
-            // Dropping `tx` on error rolls everything back.
-            apply(&mut tx, op).await?;
-        }
+        write_batch(&mut tx, keys, &ops).await?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn commit_audited(
+        &self,
+        keys: Vec<WrappedKey>,
+        ops: Vec<WriteOp>,
+        records: Vec<AuditRecord>,
+        integrate: Integrate<'_>,
+    ) -> Result<AuditAppended> {
+        let mut tx = self.begin().await?;
+        // Dropping `tx` on any error rolls back the data and the entries.
+        // The data's row locks come first and the log's head lock last, so
+        // the head is held only for the append itself, and a transaction
+        // holding it never waits for a resource row.
+        write_batch(&mut tx, keys, &ops).await?;
+        let appended = audit::append(&mut tx, &records, integrate).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(appended)
     }
 
     async fn current(&self, rtype: ResourceType, id: &ResourceId) -> Result<Option<StoredVersion>> {
@@ -991,6 +1019,7 @@ impl Store for PgStore {
             }
         }
         accounts::dump_identity(&mut tx, sink).await?;
+        audit::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1000,7 +1029,8 @@ impl Store for PgStore {
         exec_script(
             &mut tx,
             "LOCK TABLE settings, data_keys, resource_versions, resource_current, search_index, \
-             accounts, credentials, recovery_codes, passkeys, factor_failures \
+             accounts, credentials, recovery_codes, passkeys, factor_failures, \
+             audit_entries, audit_terms, audit_tiles, audit_checkpoints, audit_head \
              IN SHARE ROW EXCLUSIVE MODE",
         )
         .await?;
@@ -1013,11 +1043,12 @@ impl Store for PgStore {
         .map_err(db)?
         .try_get(0)
         .map_err(db)?;
-        if non_empty || accounts::has_identity(&mut tx).await? {
+        if non_empty || accounts::has_identity(&mut tx).await? || audit::has_audit(&mut tx).await? {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
             ));
         }
+        let mut audit_entries = 0_u64;
         for record in &records {
             match record {
                 BackupRecord::Setting { name, value } => {
@@ -1091,8 +1122,15 @@ impl Store for PgStore {
                 | BackupRecord::Client(_) => {
                     accounts::load_identity(&mut tx, record).await?;
                 }
+                BackupRecord::AuditEntry { .. }
+                | BackupRecord::AuditTile(_)
+                | BackupRecord::AuditCheckpoint { .. }
+                | BackupRecord::AuditHead(_) => {
+                    audit::load(&mut tx, record, &mut audit_entries).await?;
+                }
             }
         }
+        audit::finish_load(&mut tx, audit_entries).await?;
         tx.commit().await.map_err(db)
     }
 }

@@ -208,4 +208,52 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unsent ON outbox (sent_at, created);
 "#,
     },
+    Migration {
+        version: 4,
+        name: "audit",
+        sql: r#"
+-- The audit log. Architecture Invariant: append only. The only updates are
+-- the head row and widening a partial tile, both inside an append; nothing
+-- here is ever deleted (patient erasure leaves it alone: entries are sealed
+-- by the app and terms are keyed tokens).
+CREATE TABLE audit_entries (
+    idx      bigint NOT NULL PRIMARY KEY CHECK (idx >= 0),
+    recorded bigint NOT NULL,
+    bytes    bytea  NOT NULL
+);
+
+CREATE TABLE audit_terms (
+    param text COLLATE "C" NOT NULL,
+    token bytea  NOT NULL,
+    idx   bigint NOT NULL REFERENCES audit_entries (idx),
+    PRIMARY KEY (param, token, idx)
+);
+CREATE INDEX audit_terms_idx ON audit_terms (idx);
+
+-- C2SP tlog-tiles: a partial tile is replaced by wider versions of itself.
+CREATE TABLE audit_tiles (
+    level integer NOT NULL CHECK (level >= 0),
+    idx   bigint  NOT NULL CHECK (idx >= 0),
+    width integer NOT NULL CHECK (width BETWEEN 1 AND 256),
+    data  bytea   NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+
+-- Signed checkpoints kept in the history, by tree size.
+CREATE TABLE audit_checkpoints (
+    size bigint NOT NULL PRIMARY KEY,
+    note text   NOT NULL
+);
+
+-- The end of the log: one row, updated (under `SELECT … FOR UPDATE`, the
+-- log's single-writer lock across every node) by every append.
+CREATE TABLE audit_head (
+    id         integer NOT NULL PRIMARY KEY CHECK (id = 1),
+    size       bigint  NOT NULL CHECK (size >= 0),
+    state      bytea   NOT NULL,
+    checkpoint text
+);
+INSERT INTO audit_head (id, size, state, checkpoint) VALUES (1, 0, ''::bytea, NULL);
+"#,
+    },
 ];

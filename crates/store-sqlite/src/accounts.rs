@@ -1278,7 +1278,11 @@ pub(crate) async fn load_identity(
         BackupRecord::Setting { .. }
         | BackupRecord::Key(_)
         | BackupRecord::Version(_)
-        | BackupRecord::Index { .. } => {}
+        | BackupRecord::Index { .. }
+        | BackupRecord::AuditEntry { .. }
+        | BackupRecord::AuditTile(_)
+        | BackupRecord::AuditCheckpoint { .. }
+        | BackupRecord::AuditHead(_) => {}
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! and blind-index tokens; it knows nothing about FHIR or keys in clear.
 
 mod accounts;
+mod audit;
 mod migrations;
 
 use std::path::Path;
@@ -22,8 +23,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 use store::{
-    BackupRecord, ConflictReason, EraseReport, IndexQuery, IndexRow, Precondition, Result, Stats,
-    Store, StoreError, StoredVersion, WrappedKey, WriteOp,
+    AuditAppended, AuditRecord, BackupRecord, ConflictReason, EraseReport, IndexQuery, IndexRow,
+    Integrate, Precondition, Result, Stats, Store, StoreError, StoredVersion, WrappedKey, WriteOp,
 };
 
 use crate::migrations::MIGRATIONS;
@@ -398,6 +399,37 @@ async fn insert_index(
     Ok(())
 }
 
+/// The work of [`Store::commit_with_keys`] inside an open write transaction
+/// (shared with [`Store::commit_audited`]); the caller commits.
+async fn write_batch(
+    tx: &mut Transaction<'static, Sqlite>,
+    mut keys: Vec<WrappedKey>,
+    ops: &[WriteOp],
+) -> Result<()> {
+    // Owner order, as in put_keys_if_absent, so racing batches cannot deadlock.
+    keys.sort_by(|x, y| x.owner.cmp(&y.owner));
+    for key in &keys {
+        let done = sqlx::query(
+            "INSERT INTO data_keys (owner, kek_id, wrapped) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (owner) DO NOTHING",
+        )
+        .bind(key.owner.storage_key())
+        .bind(&key.kek_id)
+        .bind(&key.wrapped)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() != 1 {
+            // The caller drops the transaction, which rolls everything back.
+            return Err(StoreError::KeyExists);
+        }
+    }
+    for op in ops {
+        apply(tx, op).await?;
+    }
+    Ok(())
+}
+
 async fn count(pool: &SqlitePool, sql: &str) -> Result<u64> {
     let n: i64 = sqlx::query(sql)
         .fetch_one(pool)
@@ -641,30 +673,23 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        let mut keys = keys;
-        // Owner order, as in put_keys_if_absent, so racing batches cannot deadlock.
-        keys.sort_by(|x, y| x.owner.cmp(&y.owner));
-        for key in &keys {
-            let done = sqlx::query(
-                "INSERT INTO data_keys (owner, kek_id, wrapped) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (owner) DO NOTHING",
-            )
-            .bind(key.owner.storage_key())
-            .bind(&key.kek_id)
-            .bind(&key.wrapped)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            if done.rows_affected() != 1 {
-                // Dropping `tx` rolls everything back.
-                return Err(StoreError::KeyExists);
-            }
-        }
-        for op in &ops {
-            // Dropping `tx` on error rolls everything back.
-            apply(&mut tx, op).await?;
-        }
+        write_batch(&mut tx, keys, &ops).await?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn commit_audited(
+        &self,
+        keys: Vec<WrappedKey>,
+        ops: Vec<WriteOp>,
+        records: Vec<AuditRecord>,
+        integrate: Integrate<'_>,
+    ) -> Result<AuditAppended> {
+        let mut tx = self.begin_write().await?;
+        // Dropping `tx` on any error rolls back the data and the entries.
+        write_batch(&mut tx, keys, &ops).await?;
+        let appended = audit::append(&mut tx, &records, integrate).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(appended)
     }
 
     async fn current(&self, rtype: ResourceType, id: &ResourceId) -> Result<Option<StoredVersion>> {
@@ -1031,6 +1056,7 @@ impl Store for SqliteStore {
             }
         }
         accounts::dump_identity(&mut tx, sink).await?;
+        audit::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1045,11 +1071,12 @@ impl Store for SqliteStore {
         .map_err(db)?
         .try_get(0)
         .map_err(db)?;
-        if non_empty || accounts::has_identity(&mut tx).await? {
+        if non_empty || accounts::has_identity(&mut tx).await? || audit::has_audit(&mut tx).await? {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
             ));
         }
+        let mut audit_entries = 0_u64;
         for record in &records {
             match record {
                 BackupRecord::Setting { name, value } => {
@@ -1117,8 +1144,15 @@ impl Store for SqliteStore {
                 | BackupRecord::Client(_) => {
                     accounts::load_identity(&mut tx, record).await?;
                 }
+                BackupRecord::AuditEntry { .. }
+                | BackupRecord::AuditTile(_)
+                | BackupRecord::AuditCheckpoint { .. }
+                | BackupRecord::AuditHead(_) => {
+                    audit::load(&mut tx, record, &mut audit_entries).await?;
+                }
             }
         }
+        audit::finish_load(&mut tx, audit_entries).await?;
         tx.commit().await.map_err(db)
     }
 }

@@ -206,4 +206,51 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unsent ON outbox (sent_at, created);
 "#,
     },
+    Migration {
+        version: 4,
+        name: "audit",
+        sql: r#"
+-- The audit log. Architecture Invariant: append only. The only updates are
+-- the head row and widening a partial tile, both inside an append; nothing
+-- here is ever deleted (patient erasure leaves it alone: entries are sealed
+-- by the app and terms are keyed tokens).
+CREATE TABLE audit_entries (
+    idx      INTEGER NOT NULL PRIMARY KEY CHECK (idx >= 0),
+    recorded INTEGER NOT NULL,
+    bytes    BLOB    NOT NULL
+) STRICT;
+
+CREATE TABLE audit_terms (
+    param TEXT    NOT NULL,
+    token BLOB    NOT NULL,
+    idx   INTEGER NOT NULL REFERENCES audit_entries (idx),
+    PRIMARY KEY (param, token, idx)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX audit_terms_idx ON audit_terms (idx);
+
+-- C2SP tlog-tiles: a partial tile is replaced by wider versions of itself.
+CREATE TABLE audit_tiles (
+    level INTEGER NOT NULL CHECK (level >= 0),
+    idx   INTEGER NOT NULL CHECK (idx >= 0),
+    width INTEGER NOT NULL CHECK (width BETWEEN 1 AND 256),
+    data  BLOB    NOT NULL,
+    PRIMARY KEY (level, idx)
+) STRICT;
+
+-- Signed checkpoints kept in the history, by tree size.
+CREATE TABLE audit_checkpoints (
+    size INTEGER NOT NULL PRIMARY KEY,
+    note TEXT    NOT NULL
+) STRICT;
+
+-- The end of the log: one row, updated by every append.
+CREATE TABLE audit_head (
+    id         INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    size       INTEGER NOT NULL CHECK (size >= 0),
+    state      BLOB    NOT NULL,
+    checkpoint TEXT
+) STRICT;
+INSERT INTO audit_head (id, size, state, checkpoint) VALUES (1, 0, X'', NULL);
+"#,
+    },
 ];

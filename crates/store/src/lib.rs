@@ -6,10 +6,15 @@
 //! "not found": a failed query is a [`StoreError`], and callers fail closed.
 
 mod accounts;
+mod audit;
 
 pub use accounts::{
     Account, AccountId, AccountStore, Challenge, Credentials, FailureCounter, OAuthClient,
     OutboxMessage, RefreshOutcome, RefreshToken, Role, Session, StoredPasskey, username_key,
+};
+
+pub use audit::{
+    AuditAppended, AuditHead, AuditQuery, AuditRecord, AuditStore, AuditTile, Integrate, Integrated,
 };
 
 use async_trait::async_trait;
@@ -43,6 +48,9 @@ pub enum StoreError {
     /// A backup file that cannot be read.
     #[error("backup: {0}")]
     Backup(String),
+    /// Appending to the audit log failed in the app's integration step.
+    #[error("audit log: {0}")]
+    Audit(String),
     /// Anything the database driver reported; the message never contains PHI
     /// because adapters only handle ciphertext and tokens.
     #[error("database: {0}")]
@@ -201,11 +209,26 @@ pub enum BackupRecord {
         counter: FailureCounter,
     },
     Client(OAuthClient),
+    /// The audit log follows everything else: entries in index order with
+    /// their terms, then tiles, the checkpoint history and the head. A store
+    /// whose log is empty dumps none of these.
+    AuditEntry {
+        index: u64,
+        recorded: Timestamp,
+        bytes: Vec<u8>,
+        terms: Vec<(String, Vec<u8>)>,
+    },
+    AuditTile(AuditTile),
+    AuditCheckpoint {
+        size: u64,
+        note: String,
+    },
+    AuditHead(AuditHead),
 }
 
 /// The storage a Vigil node uses. It includes [`AccountStore`] (identity).
 #[async_trait]
-pub trait Store: AccountStore + Send + Sync + 'static {
+pub trait Store: AccountStore + AuditStore + Send + Sync + 'static {
     /// Which backend this is, for logs and the CapabilityStatement (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
@@ -251,6 +274,16 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// [`StoreError::KeyExists`] (so data is never sealed under a key that is
     /// not stored).
     async fn commit_with_keys(&self, keys: Vec<WrappedKey>, ops: Vec<WriteOp>) -> Result<()>;
+    /// [`Store::commit_with_keys`] and [`AuditStore::append_audit`] in one
+    /// transaction: the change and its audit entries commit together or not
+    /// at all.
+    async fn commit_audited(
+        &self,
+        keys: Vec<WrappedKey>,
+        ops: Vec<WriteOp>,
+        records: Vec<AuditRecord>,
+        integrate: Integrate<'_>,
+    ) -> Result<AuditAppended>;
     /// The current version (possibly a delete marker), if the id was ever written.
     async fn current(&self, rtype: ResourceType, id: &ResourceId) -> Result<Option<StoredVersion>>;
     async fn version(
@@ -292,12 +325,13 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn refresh_statistics(&self) -> Result<()>;
     /// Every record, read in one consistent snapshot, in dependency order
     /// (settings, keys, versions, index rows, then accounts, credentials,
-    /// recovery codes, passkeys, factor failure counters, OAuth clients).
+    /// recovery codes, passkeys, factor failure counters, OAuth clients, then
+    /// the audit log: entries, tiles, checkpoints, head).
     /// Sent in chunks to `sink`. What [`BackupRecord`] leaves out (sessions,
     /// per-address counters, challenges, tokens, the outbox) is not included.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
     /// Loads records into an empty store, in one transaction.
     /// Fails with [`StoreError::Backup`] if the store already holds resources,
-    /// keys, settings, accounts or OAuth clients.
+    /// keys, settings, accounts, OAuth clients or audit entries.
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
 }

@@ -102,6 +102,14 @@ macro_rules! store_story_tests {
             refresh_tokens_rotate_and_catch_reuse,
             access_token_liveness,
             outbox_enqueue_send_and_retry,
+            audit_appends_get_consecutive_indexes,
+            audit_failing_callback_stores_nothing,
+            commit_audited_is_all_or_nothing,
+            audit_tiles_widen,
+            audit_checkpoint_history,
+            find_audit_clauses_bounds_and_paging,
+            load_checks_the_audit_log,
+            audit_batch_timings,
         ]);
         // Scenarios that spawn tasks and so take `&Arc<dyn Store>`.
         $crate::store_story_tests!(@each $fixture, arc; [
@@ -117,6 +125,7 @@ macro_rules! store_story_tests {
             no_session_outlives_a_racing_deactivation,
             challenges_are_taken_once,
             concurrent_rotations_have_one_winner,
+            audit_concurrent_appenders_are_gap_free,
         ]);
     };
     (@each $fixture:ty, $kind:ident; [$($name:ident),* $(,)?]) => {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId};
 use store::{
-    Account, AccountId, BackupRecord, Challenge, ConflictReason, Credentials, EraseReport,
-    FailureCounter, IndexClause, IndexQuery, IndexRow, OAuthClient, OutboxMessage, Precondition,
-    RefreshOutcome, RefreshToken, Role, Session, Stats, Store, StoreError, StoredPasskey,
-    StoredVersion, WrappedKey, WriteOp,
+    Account, AccountId, AuditAppended, AuditHead, AuditQuery, AuditRecord, AuditTile, BackupRecord,
+    Challenge, ConflictReason, Credentials, EraseReport, FailureCounter, IndexClause, IndexQuery,
+    IndexRow, Integrated, OAuthClient, OutboxMessage, Precondition, RefreshOutcome, RefreshToken,
+    Role, Session, Stats, Store, StoreError, StoredPasskey, StoredVersion, WrappedKey, WriteOp,
 };
 
 use ResourceType::{Observation, Organization, Patient};
@@ -1329,6 +1329,7 @@ pub async fn populate_identity(store: &dyn Store) {
 pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
     populate(from).await;
     populate_identity(from).await;
+    populate_audit(from).await;
     let records = dump_all(from).await;
     // Dependency order: settings, keys, versions, index rows, then identity.
     let rank = |r: &BackupRecord| match r {
@@ -1342,10 +1343,18 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
         BackupRecord::Passkey(_) => 7,
         BackupRecord::FactorFailures { .. } => 8,
         BackupRecord::Client(_) => 9,
+        BackupRecord::AuditEntry { .. } => 10,
+        BackupRecord::AuditTile(_) => 11,
+        BackupRecord::AuditCheckpoint { .. } => 12,
+        BackupRecord::AuditHead(_) => 13,
     };
     assert!(records.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
     assert_eq!(
-        records.iter().map(rank).filter(|&r| r >= 4).count(),
+        records
+            .iter()
+            .map(rank)
+            .filter(|&r| (4..10).contains(&r))
+            .count(),
         11,
         "2 accounts, 2 credentials, 2 recovery codes, 2 passkeys, 1 counter, 2 clients"
     );
@@ -1355,8 +1364,39 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
         "history and delete markers are dumped"
     );
 
+    assert_eq!(
+        [10, 11, 12, 13].map(|k| records.iter().filter(|r| rank(r) == k).count()),
+        [5, 2, 2, 1],
+        "5 audit entries, 2 tiles, 2 checkpoints, the head"
+    );
+
     to.load(records.clone()).await.unwrap();
     assert_eq!(dump_all(to).await, records);
+    assert_eq!(
+        to.audit_head().await.unwrap(),
+        from.audit_head().await.unwrap()
+    );
+    assert_eq!(
+        to.audit_tile(0, 1).await.unwrap(),
+        from.audit_tile(0, 1).await.unwrap()
+    );
+    assert_eq!(
+        to.find_audit(&AuditQuery {
+            clauses: vec![("patient".to_owned(), vec![token("p1")])],
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap(),
+        [4, 0]
+    );
+    // The loaded log takes appends where the source left off.
+    assert_eq!(
+        append(to, vec![audit_record("e5", 105, &[])])
+            .await
+            .first_index,
+        5
+    );
     assert_eq!(to.stats().await.unwrap(), from.stats().await.unwrap());
     assert_eq!(
         to.current(Patient, &rid("p1")).await.unwrap(),
@@ -1465,6 +1505,7 @@ pub async fn dump_load_round_trip_same_backend(store: &dyn Store) {
         store.load(records).await,
         Err(StoreError::Backup(_))
     ));
+    populate_audit(store).await;
     // Two dumps of an unchanged store are equal.
     assert_eq!(dump_all(store).await, dump_all(store).await);
 }
@@ -3059,5 +3100,590 @@ pub async fn outbox_enqueue_send_and_retry(store: &dyn Store) {
     assert_eq!(
         store.messages(Some(Timestamp(10)), 10).await.unwrap(),
         Vec::new()
+    );
+}
+
+// ---- the audit log ----
+
+/// The head the fake tree expects for a log of `size` entries.
+fn fake_state(size: u64) -> Vec<u8> {
+    if size == 0 {
+        Vec::new()
+    } else {
+        size.to_be_bytes().to_vec()
+    }
+}
+
+/// A stand-in for the app's Merkle tree: the state is the size, level-0
+/// tiles hold 4 entries (the partial one widens), the checkpoint names the
+/// size. It refuses a head that is not the one it left, so a writer that
+/// read a stale head (a broken single-writer lock) fails loudly.
+pub fn fake_integrate(head: &AuditHead, records: &[AuditRecord]) -> Result<Integrated, String> {
+    if head.state != fake_state(head.size)
+        || head.checkpoint != (head.size > 0).then(|| format!("size {}", head.size))
+    {
+        return Err(format!("stale or foreign head at size {}", head.size));
+    }
+    let size = head.size + records.len() as u64;
+    let tiles = if size == head.size {
+        Vec::new()
+    } else {
+        (head.size / 4..=(size - 1) / 4)
+            .map(|t| {
+                let width = (size - t * 4).min(4);
+                AuditTile {
+                    level: 0,
+                    index: t,
+                    width: u16::try_from(width).unwrap(),
+                    data: vec![u8::try_from(t % 256).unwrap(); usize::try_from(width).unwrap()],
+                }
+            })
+            .collect()
+    };
+    Ok(Integrated {
+        state: fake_state(size),
+        tiles,
+        checkpoint: format!("size {size}"),
+        persist_checkpoint: true,
+    })
+}
+
+pub fn audit_record(bytes: &str, recorded: i64, terms: &[(&str, &str)]) -> AuditRecord {
+    AuditRecord {
+        bytes: bytes.as_bytes().to_vec(),
+        recorded: Timestamp(recorded),
+        terms: terms
+            .iter()
+            .map(|(p, t)| ((*p).to_owned(), token(t)))
+            .collect(),
+    }
+}
+
+async fn append(store: &dyn Store, records: Vec<AuditRecord>) -> AuditAppended {
+    store
+        .append_audit(records, &fake_integrate)
+        .await
+        .expect("append")
+}
+
+async fn all_entries(store: &dyn Store) -> Vec<(u64, Vec<u8>)> {
+    store.audit_entries(0, usize::MAX).await.unwrap()
+}
+
+/// A few entries with terms, tiles and checkpoints, for the backup tests.
+pub async fn populate_audit(store: &dyn Store) {
+    append(
+        store,
+        vec![
+            audit_record("e0", 100, &[("patient", "p1"), ("who", "alice")]),
+            audit_record("e1", 101, &[("patient", "p2")]),
+        ],
+    )
+    .await;
+    append(
+        store,
+        vec![
+            audit_record("e2", 102, &[]),
+            audit_record("e3", 103, &[("who", "bob")]),
+            audit_record("e4", 104, &[("patient", "p1"), ("who", "bob")]),
+        ],
+    )
+    .await;
+}
+
+pub async fn audit_appends_get_consecutive_indexes(store: &dyn Store) {
+    assert_eq!(store.audit_head().await.unwrap(), AuditHead::default());
+    assert_eq!(all_entries(store).await, Vec::new());
+    let seen = std::sync::Mutex::new(Vec::new());
+    let spy = |head: &AuditHead, records: &[AuditRecord]| {
+        seen.lock().unwrap().push((head.clone(), records.len()));
+        fake_integrate(head, records)
+    };
+    let a = store
+        .append_audit(
+            vec![audit_record("a", 1, &[]), audit_record("b", 2, &[])],
+            &spy,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        a,
+        AuditAppended {
+            first_index: 0,
+            size: 2,
+            checkpoint: "size 2".to_owned()
+        }
+    );
+    let b = store
+        .append_audit(vec![audit_record("c", 3, &[])], &spy)
+        .await
+        .unwrap();
+    assert_eq!((b.first_index, b.size), (2, 3));
+    // An empty batch lands at the end and changes nothing but the checkpoint.
+    let c = store.append_audit(Vec::new(), &spy).await.unwrap();
+    assert_eq!((c.first_index, c.size), (3, 3));
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (AuditHead::default(), 2),
+            (
+                AuditHead {
+                    size: 2,
+                    state: fake_state(2),
+                    checkpoint: Some("size 2".to_owned())
+                },
+                1
+            ),
+            (
+                AuditHead {
+                    size: 3,
+                    state: fake_state(3),
+                    checkpoint: Some("size 3".to_owned())
+                },
+                0
+            ),
+        ],
+        "the callback sees the head the previous append left"
+    );
+    assert_eq!(
+        all_entries(store).await,
+        vec![(0, b"a".to_vec()), (1, b"b".to_vec()), (2, b"c".to_vec())]
+    );
+    assert_eq!(
+        store.audit_entries(1, 1).await.unwrap(),
+        vec![(1, b"b".to_vec())]
+    );
+    assert_eq!(store.audit_entries(3, 10).await.unwrap(), Vec::new());
+    assert_eq!(store.audit_entries(u64::MAX, 10).await.unwrap(), Vec::new());
+    assert_eq!(
+        store.audit_head().await.unwrap(),
+        AuditHead {
+            size: 3,
+            state: fake_state(3),
+            checkpoint: Some("size 3".to_owned())
+        }
+    );
+}
+
+pub async fn audit_failing_callback_stores_nothing(store: &dyn Store) {
+    populate_audit(store).await;
+    let before = dump_all(store).await;
+    let failing = |_: &AuditHead, _: &[AuditRecord]| -> Result<Integrated, String> {
+        Err("signing key unavailable".to_owned())
+    };
+    match store
+        .append_audit(vec![audit_record("x", 1, &[("patient", "px")])], &failing)
+        .await
+    {
+        Err(StoreError::Audit(msg)) => assert_eq!(msg, "signing key unavailable"),
+        other => panic!("expected an audit error, got {other:?}"),
+    }
+    assert_eq!(dump_all(store).await, before);
+    assert_eq!(
+        store
+            .find_audit(&AuditQuery {
+                clauses: vec![("patient".to_owned(), vec![token("px")])],
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap(),
+        Vec::<u64>::new()
+    );
+    // The log goes on where it was.
+    assert_eq!(
+        append(store, vec![audit_record("e5", 105, &[])])
+            .await
+            .first_index,
+        5
+    );
+}
+
+pub async fn commit_audited_is_all_or_nothing(store: &dyn Store) {
+    let org = KeyOwner::Organisation;
+    let entry = || vec![audit_record("created a", 10, &[("what", "a")])];
+    // A failing precondition stores neither the data nor the entries.
+    let stale = update(Organization, "a", 1, &org, b"a2", Vec::new());
+    let result = store
+        .commit_audited(Vec::new(), vec![stale], entry(), &fake_integrate)
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict { .. })),
+        "{result:?}"
+    );
+    // A failing callback stores neither either.
+    let failing =
+        |_: &AuditHead, _: &[AuditRecord]| -> Result<Integrated, String> { Err("no".to_owned()) };
+    let key = WrappedKey {
+        owner: patient("p1"),
+        kek_id: "kek-1".to_owned(),
+        wrapped: token("k"),
+    };
+    let result = store
+        .commit_audited(
+            vec![key.clone()],
+            vec![create(Patient, "p1", &patient("p1"), b"p1", Vec::new())],
+            entry(),
+            &failing,
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::Audit(_))), "{result:?}");
+    assert_eq!(dump_all(store).await, Vec::new());
+    assert_eq!(store.audit_head().await.unwrap(), AuditHead::default());
+
+    // A succeeding one stores both.
+    let appended = store
+        .commit_audited(
+            vec![key.clone()],
+            vec![create(
+                Organization,
+                "a",
+                &org,
+                b"a1",
+                vec![row("name", "a")],
+            )],
+            entry(),
+            &fake_integrate,
+        )
+        .await
+        .unwrap();
+    assert_eq!((appended.first_index, appended.size), (0, 1));
+    assert!(
+        store
+            .current(Organization, &rid("a"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.get_key(&patient("p1")).await.unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(all_entries(store).await, vec![(0, b"created a".to_vec())]);
+
+    // An existing key fails the data half, and the audit half with it.
+    let result = store
+        .commit_audited(
+            vec![key],
+            vec![update(Organization, "a", 1, &org, b"a2", Vec::new())],
+            entry(),
+            &fake_integrate,
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::KeyExists)), "{result:?}");
+    assert_eq!(store.audit_head().await.unwrap().size, 1);
+    assert_eq!(
+        store
+            .current(Organization, &rid("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        VersionId(1)
+    );
+}
+
+/// Checks that the log holds `expected` entries, indexes 0..n, each once,
+/// with each batch's entries consecutive and in order.
+async fn assert_gap_free(store: &dyn Store, batches: &[(u64, Vec<Vec<u8>>)]) {
+    let entries = all_entries(store).await;
+    let total: usize = batches.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(entries.len(), total);
+    for (n, (i, _)) in entries.iter().enumerate() {
+        assert_eq!(*i, n as u64, "indexes are gap-free");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (first, batch) in batches {
+        for (k, bytes) in batch.iter().enumerate() {
+            let (i, stored) = &entries[usize::try_from(*first).unwrap() + k];
+            assert_eq!(stored, bytes, "entry {i} is the one appended there");
+            assert!(seen.insert(bytes.clone()), "entry stored once");
+        }
+    }
+    assert_eq!(store.audit_head().await.unwrap().size, total as u64);
+    let sizes: Vec<u64> = store
+        .audit_checkpoints(0, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(sizes.len(), batches.len(), "one checkpoint per append");
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// `tasks` appenders, each appending `rounds` batches of 3 entries to the
+/// store it is given (tasks alternate between `stores`).
+pub async fn append_concurrently(
+    stores: &[Arc<dyn Store>],
+    tasks: usize,
+    rounds: usize,
+) -> Vec<(u64, Vec<Vec<u8>>)> {
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = stores[t % stores.len()].clone();
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for r in 0..rounds {
+                let batch: Vec<AuditRecord> = (0..3)
+                    .map(|k| audit_record(&format!("t{t}-r{r}-k{k}"), 1, &[("task", "t")]))
+                    .collect();
+                let bytes = batch.iter().map(|b| b.bytes.clone()).collect();
+                let appended = store.append_audit(batch, &fake_integrate).await.unwrap();
+                assert_eq!(appended.size, appended.first_index + 3);
+                out.push((appended.first_index, bytes));
+            }
+            out
+        }));
+    }
+    let mut batches = Vec::new();
+    for h in handles {
+        batches.extend(h.await.unwrap());
+    }
+    batches
+}
+
+pub async fn audit_concurrent_appenders_are_gap_free(store: &Arc<dyn Store>) {
+    let batches = append_concurrently(std::slice::from_ref(store), 16, 6).await;
+    assert_gap_free(&**store, &batches).await;
+}
+
+/// Two nodes (separate stores on one database) appending at once.
+pub async fn audit_two_nodes_share_one_log(a: &Arc<dyn Store>, b: &Arc<dyn Store>) {
+    let batches = append_concurrently(&[a.clone(), b.clone()], 16, 6).await;
+    assert_gap_free(&**a, &batches).await;
+    assert_eq!(all_entries(&**a).await, all_entries(&**b).await);
+}
+
+pub async fn audit_tiles_widen(store: &dyn Store) {
+    assert_eq!(store.audit_tile(0, 0).await.unwrap(), None);
+    append(store, vec![audit_record("a", 1, &[])]).await;
+    assert_eq!(store.audit_tile(0, 0).await.unwrap().unwrap().width, 1);
+    append(
+        store,
+        (0..4)
+            .map(|i| audit_record(&format!("b{i}"), 1, &[]))
+            .collect(),
+    )
+    .await;
+    let full = store.audit_tile(0, 0).await.unwrap().unwrap();
+    assert_eq!(
+        full,
+        AuditTile {
+            level: 0,
+            index: 0,
+            width: 4,
+            data: vec![0; 4]
+        }
+    );
+    assert_eq!(store.audit_tile(0, 1).await.unwrap().unwrap().width, 1);
+    assert_eq!(store.audit_tile(1, 0).await.unwrap(), None);
+    assert_eq!(store.audit_tile(0, u64::MAX).await.unwrap(), None);
+    // A narrower version never replaces a wider one; a wider one (listed
+    // after a narrower one in the same batch) does.
+    let narrow = |head: &AuditHead, records: &[AuditRecord]| {
+        let mut i = fake_integrate(head, records)?;
+        i.tiles = vec![
+            AuditTile {
+                level: 0,
+                index: 0,
+                width: 2,
+                data: vec![9; 2],
+            },
+            AuditTile {
+                level: 0,
+                index: 1,
+                width: 2,
+                data: vec![7; 2],
+            },
+            AuditTile {
+                level: 0,
+                index: 1,
+                width: 3,
+                data: vec![8; 3],
+            },
+        ];
+        Ok(i)
+    };
+    store
+        .append_audit(vec![audit_record("c", 1, &[])], &narrow)
+        .await
+        .unwrap();
+    assert_eq!(store.audit_tile(0, 0).await.unwrap(), Some(full));
+    assert_eq!(
+        store.audit_tile(0, 1).await.unwrap().unwrap().data,
+        vec![8; 3]
+    );
+}
+
+pub async fn audit_checkpoint_history(store: &dyn Store) {
+    for n in 1..=3 {
+        append(
+            store,
+            (0..n)
+                .map(|i| audit_record(&format!("{n}-{i}"), 1, &[]))
+                .collect(),
+        )
+        .await;
+    }
+    let all = store.audit_checkpoints(0, 10).await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            (1, "size 1".to_owned()),
+            (3, "size 3".to_owned()),
+            (6, "size 6".to_owned())
+        ]
+    );
+    assert_eq!(store.audit_checkpoints(2, 10).await.unwrap(), all[1..]);
+    assert_eq!(store.audit_checkpoints(0, 1).await.unwrap(), all[..1]);
+    assert_eq!(store.audit_checkpoints(7, 10).await.unwrap(), Vec::new());
+    // Not persisting keeps the checkpoint in the head only.
+    let transient = |head: &AuditHead, records: &[AuditRecord]| {
+        let mut i = fake_integrate(head, records)?;
+        i.persist_checkpoint = false;
+        Ok(i)
+    };
+    store
+        .append_audit(vec![audit_record("t", 1, &[])], &transient)
+        .await
+        .unwrap();
+    assert_eq!(store.audit_checkpoints(0, 10).await.unwrap(), all);
+    assert_eq!(
+        store.audit_head().await.unwrap().checkpoint.as_deref(),
+        Some("size 7")
+    );
+}
+
+pub async fn find_audit_clauses_bounds_and_paging(store: &dyn Store) {
+    populate_audit(store).await;
+    let q = |clauses: &[(&str, &[&str])]| AuditQuery {
+        clauses: clauses
+            .iter()
+            .map(|(p, ts)| ((*p).to_owned(), ts.iter().map(|t| token(t)).collect()))
+            .collect(),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let find = |query: AuditQuery| async move { store.find_audit(&query).await.unwrap() };
+    assert_eq!(find(q(&[])).await, [4, 3, 2, 1, 0], "no clause: everything");
+    assert_eq!(find(q(&[("patient", &["p1"])])).await, [4, 0]);
+    assert_eq!(find(q(&[("patient", &["p1", "p2"])])).await, [4, 1, 0]);
+    assert_eq!(
+        find(q(&[("patient", &["p1"]), ("who", &["bob"])])).await,
+        [4]
+    );
+    assert_eq!(
+        find(q(&[("patient", &["p2"]), ("who", &["bob"])])).await,
+        [0_u64; 0]
+    );
+    assert_eq!(
+        find(q(&[("patient", &[])])).await,
+        [0_u64; 0],
+        "no token: nothing"
+    );
+    assert_eq!(
+        find(q(&[("who", &["p1"])])).await,
+        [0_u64; 0],
+        "terms are per parameter"
+    );
+    // Recorded bounds: from inclusive, to exclusive.
+    let mut bounded = q(&[("who", &["alice", "bob"])]);
+    bounded.recorded_from = Some(Timestamp(100));
+    bounded.recorded_to = Some(Timestamp(104));
+    assert_eq!(find(bounded).await, [3, 0]);
+    // Paging newest first with `before`.
+    let mut page = q(&[]);
+    page.limit = 2;
+    assert_eq!(find(page.clone()).await, [4, 3]);
+    page.before = Some(3);
+    assert_eq!(find(page.clone()).await, [2, 1]);
+    page.before = Some(1);
+    assert_eq!(find(page.clone()).await, [0]);
+    page.before = Some(0);
+    assert_eq!(find(page.clone()).await, [0_u64; 0]);
+    page.before = Some(u64::MAX);
+    assert_eq!(find(page.clone()).await, [4, 3]);
+    page.limit = 0;
+    assert_eq!(find(page).await, [0_u64; 0]);
+    // Erasing a patient leaves the audit log alone.
+    store.erase_patient(&patient("p1")).await.unwrap();
+    assert_eq!(find(q(&[("patient", &["p1"])])).await, [4, 0]);
+    assert_eq!(all_entries(store).await.len(), 5);
+}
+
+pub async fn load_checks_the_audit_log(store: &dyn Store) {
+    let entry = |index: u64| BackupRecord::AuditEntry {
+        index,
+        recorded: Timestamp(1),
+        bytes: vec![1],
+        terms: Vec::new(),
+    };
+    let head = |size: u64| {
+        BackupRecord::AuditHead(AuditHead {
+            size,
+            state: fake_state(size),
+            checkpoint: Some(format!("size {size}")),
+        })
+    };
+    // Out of order, missing head, head of the wrong size: all refused.
+    for records in [
+        vec![entry(1), head(1)],
+        vec![entry(0)],
+        vec![entry(0), entry(1), head(1)],
+    ] {
+        assert!(store.load(records).await.is_err());
+        assert_eq!(store.audit_head().await.unwrap(), AuditHead::default());
+        assert_eq!(all_entries(store).await, Vec::new());
+    }
+    // A store with only an audit log is not empty.
+    append(store, vec![audit_record("a", 1, &[])]).await;
+    assert!(matches!(
+        store.load(Vec::new()).await,
+        Err(StoreError::Backup(_))
+    ));
+}
+
+/// Times appends of 256 entries of 300 bytes with 3 terms each (the
+/// benchmark's batch). Prints, never asserts on time.
+pub async fn audit_batch_timings(store: &dyn Store) {
+    const BATCHES: usize = 40;
+    let mut took = Vec::new();
+    for b in 0..BATCHES {
+        let batch: Vec<AuditRecord> = (0..256)
+            .map(|i| {
+                let mut bytes = vec![u8::try_from(i % 251).unwrap(); 300];
+                bytes[..8].copy_from_slice(&((b * 256 + i) as u64).to_be_bytes());
+                AuditRecord {
+                    bytes,
+                    recorded: Timestamp(1_000 + i64::try_from(b).unwrap()),
+                    terms: vec![
+                        ("patient".to_owned(), token(&format!("p{}", i % 50))),
+                        ("who".to_owned(), token(&format!("s{}", i % 7))),
+                        ("action".to_owned(), token("read")),
+                    ],
+                }
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        append(store, batch).await;
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let total: std::time::Duration = took.iter().sum();
+    let mean = total / u32::try_from(BATCHES).unwrap();
+    println!(
+        "audit batch timings ({}): {BATCHES} batches of 256 x 300 B + 3 terms: \
+         median {:?}, mean {mean:?}, min {:?}, max {:?}, {:.0} entries/s",
+        store.backend(),
+        took[BATCHES / 2],
+        took[0],
+        took[BATCHES - 1],
+        (BATCHES * 256) as f64 / total.as_secs_f64()
+    );
+    assert_eq!(
+        store.audit_head().await.unwrap().size,
+        (BATCHES * 256) as u64
     );
 }

@@ -8,7 +8,10 @@
 //! ```
 //! Identity records (`account`, `credentials`, `recovery`, `passkey`,
 //! `failures`, then `client`) follow the index rows. Sessions, challenges,
-//! refresh tokens, revoked `jti`s and the outbox are never backed up. A
+//! refresh tokens, revoked `jti`s and the outbox are never backed up. The
+//! audit log comes last (`audit` entries in index order with their terms,
+//! `tile`, `checkpoint`, then `head`); backups written before the log
+//! existed simply have none of these lines. A
 //! `passkey` line written before passkeys had a label and use times reads
 //! back with an empty label and time 0.
 //! A backup holds ciphertext, wrapped data keys and keyed tokens only (and
@@ -25,8 +28,8 @@ use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::{
-    Account, AccountId, BackupRecord, Credentials, FailureCounter, IndexRow, OAuthClient, Role,
-    Store, StoredPasskey, StoredVersion, WrappedKey,
+    Account, AccountId, AuditHead, AuditTile, BackupRecord, Credentials, FailureCounter, IndexRow,
+    OAuthClient, Role, Store, StoredPasskey, StoredVersion, WrappedKey,
 };
 
 const MAGIC: &str = "VIGIL-BACKUP 1";
@@ -104,6 +107,29 @@ enum Line {
         created: i64,
         revoked: Option<i64>,
         data: String,
+    },
+    /// An audit entry: its index, when it was recorded, its sealed bytes and
+    /// its `[param, token]` terms.
+    Audit {
+        i: u64,
+        at: i64,
+        bytes: String,
+        terms: Vec<(String, String)>,
+    },
+    Tile {
+        level: u8,
+        i: u64,
+        width: u16,
+        data: String,
+    },
+    Checkpoint {
+        size: u64,
+        note: String,
+    },
+    Head {
+        size: u64,
+        state: String,
+        checkpoint: Option<String>,
     },
     End {
         records: u64,
@@ -195,6 +221,29 @@ fn to_line(r: BackupRecord) -> Line {
             created: c.created.0,
             revoked: c.revoked.map(|t| t.0),
             data: B64.encode(c.data),
+        },
+        BackupRecord::AuditEntry {
+            index,
+            recorded,
+            bytes,
+            terms,
+        } => Line::Audit {
+            i: index,
+            at: recorded.0,
+            bytes: B64.encode(bytes),
+            terms: terms.into_iter().map(|(p, t)| (p, B64.encode(t))).collect(),
+        },
+        BackupRecord::AuditTile(t) => Line::Tile {
+            level: t.level,
+            i: t.index,
+            width: t.width,
+            data: B64.encode(t.data),
+        },
+        BackupRecord::AuditCheckpoint { size, note } => Line::Checkpoint { size, note },
+        BackupRecord::AuditHead(h) => Line::Head {
+            size: h.size,
+            state: B64.encode(h.state),
+            checkpoint: h.checkpoint,
         },
     }
 }
@@ -327,6 +376,41 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
             created: Timestamp(created),
             revoked: revoked.map(Timestamp),
             data: b(&data)?,
+        }),
+        Line::Audit {
+            i,
+            at,
+            bytes,
+            terms,
+        } => BackupRecord::AuditEntry {
+            index: i,
+            recorded: Timestamp(at),
+            bytes: b(&bytes)?,
+            terms: terms
+                .into_iter()
+                .map(|(p, t)| Ok((p, b(&t)?)))
+                .collect::<anyhow::Result<_>>()?,
+        },
+        Line::Tile {
+            level,
+            i,
+            width,
+            data,
+        } => BackupRecord::AuditTile(AuditTile {
+            level,
+            index: i,
+            width,
+            data: b(&data)?,
+        }),
+        Line::Checkpoint { size, note } => BackupRecord::AuditCheckpoint { size, note },
+        Line::Head {
+            size,
+            state,
+            checkpoint,
+        } => BackupRecord::AuditHead(AuditHead {
+            size,
+            state: b(&state)?,
+            checkpoint,
         }),
         Line::End { .. } => return Ok(None),
     }))
@@ -527,6 +611,41 @@ mod tests {
             assert_eq!(from_line(back).unwrap(), Some(r), "{json}");
         }
     }
+    #[test]
+    fn audit_records_survive_a_backup_line() {
+        let records = vec![
+            BackupRecord::AuditEntry {
+                index: 7,
+                recorded: Timestamp(-1),
+                bytes: vec![0, 1, 255],
+                terms: vec![
+                    ("patient".to_owned(), vec![0, 9]),
+                    ("who".to_owned(), vec![]),
+                ],
+            },
+            BackupRecord::AuditTile(AuditTile {
+                level: 2,
+                index: u64::MAX,
+                width: 256,
+                data: vec![5; 64],
+            }),
+            BackupRecord::AuditCheckpoint {
+                size: 8,
+                note: "vigil/audit\n8\nAAA=\n\n— sig\n".to_owned(),
+            },
+            BackupRecord::AuditHead(AuditHead {
+                size: 8,
+                state: vec![1, 2, 3],
+                checkpoint: None,
+            }),
+        ];
+        for r in records {
+            let json = serde_json::to_string(&to_line(r.clone())).unwrap();
+            let back: Line = serde_json::from_str(&json).unwrap();
+            assert_eq!(from_line(back).unwrap(), Some(r), "{json}");
+        }
+    }
+
     #[test]
     fn a_passkey_line_from_before_labels_still_reads() {
         let account = AccountId::from_bytes([7; 16]);

@@ -124,3 +124,19 @@ async fn nodes_migrating_at_once_agree() {
     }
     PgFixture::drop_database(&admin, &name).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_two_nodes_append_to_one_gap_free_log() {
+    let fixture = PgFixture::create().await;
+    // A second node: its own pool on the same database.
+    let other = PgStore::connect(&fixture.url(), PgOptions::default())
+        .await
+        .unwrap();
+    let a: std::sync::Arc<dyn Store> = fixture.store.clone();
+    let b: std::sync::Arc<dyn Store> = std::sync::Arc::new(other.clone());
+    let outcome =
+        tokio::spawn(async move { story::audit_two_nodes_share_one_log(&a, &b).await }).await;
+    other.close().await;
+    fixture.teardown().await;
+    outcome.unwrap();
+}
