@@ -16,6 +16,7 @@ mod error;
 pub mod identity;
 pub mod json;
 pub mod keys;
+pub mod trail_fhir;
 mod memindex;
 mod records;
 mod search;
@@ -27,6 +28,8 @@ use model::{Clock, ResourceId, ResourceType, Timestamp, VersionId};
 use serde_json::Value;
 use store::Store;
 
+/// The pure audit-log crate, for the web layer and the CLI (tiles, proofs, verification).
+pub use audit;
 pub use bundle::parse_query_string;
 pub use error::AppError;
 pub use identity::{
