@@ -49,7 +49,10 @@ const RESTFUL: &[&str] = &[
 
 /// The canonical URL of Vigil's own audit subtype codes under `fhir_base`.
 pub fn subtype_system(fhir_base: &str) -> String {
-    format!("{}/CodeSystem/vigil-audit-subtype", fhir_base.trim_end_matches('/'))
+    format!(
+        "{}/CodeSystem/vigil-audit-subtype",
+        fhir_base.trim_end_matches('/')
+    )
 }
 
 /// The canonical URL of the request-id extension under `fhir_base`.
@@ -75,7 +78,9 @@ fn event_type(c: Category) -> Value {
 fn subtype(e: &Entry, fhir_base: &str) -> Value {
     let s = e.subtype.as_str();
     match (e.category, s) {
-        (Category::Rest, s) if RESTFUL.contains(&s) => json!({"system": RESTFUL_INTERACTION, "code": s}),
+        (Category::Rest, s) if RESTFUL.contains(&s) => {
+            json!({"system": RESTFUL_INTERACTION, "code": s})
+        }
         (Category::Security, "login") => coding(DICOM, "110122", "Login"),
         (Category::Security, "logout") => coding(DICOM, "110123", "Logout"),
         _ => json!({"system": subtype_system(fhir_base), "code": s}),
@@ -271,7 +276,10 @@ mod tests {
         assert_eq!(v["recorded"], "2025-11-24T16:00:00.123456Z");
         assert_eq!(v["agent"][0]["who"]["identifier"]["value"], "acc-1");
         assert_eq!(v["agent"][0]["network"]["type"], "2");
-        assert_eq!(v["agent"][0]["purposeOfUse"][0]["coding"][0]["code"], "TREAT");
+        assert_eq!(
+            v["agent"][0]["purposeOfUse"][0]["coding"][0]["code"],
+            "TREAT"
+        );
         assert_eq!(v["agent"][1]["type"]["coding"][0]["code"], "110150");
         assert_eq!(v["entity"][0]["what"]["reference"], "Patient/p1");
         assert_eq!(v["entity"][1]["what"]["reference"], "Observation/o1");

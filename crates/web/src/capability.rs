@@ -104,6 +104,29 @@ fn security(base: &str) -> Value {
     })
 }
 
+/// The audit trail, read-only, for privacy officers (`crate::audit_routes`).
+fn audit_event() -> Value {
+    let params: Vec<Value> = crate::audit_routes::SEARCH_PARAMS
+        .iter()
+        .map(|(name, kind, doc)| json!({"name": name, "type": kind, "documentation": doc}))
+        .chain([json!({"name": "_count", "type": "number", "documentation": "Page size (at most 500)."})])
+        .collect();
+    json!({
+        "type": "AuditEvent",
+        "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+        "documentation": "The tamper-evident audit trail (IHE BALP shape), for privacy officers and system/AuditEvent.rs tokens; newest first. Other parameters are refused with 400. The log itself is public at /audit (C2SP tlog-tiles).",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": false,
+        "updateCreate": false,
+        "conditionalCreate": false,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": false,
+        "conditionalDelete": "not-supported",
+        "searchParam": params
+    })
+}
+
 pub fn statement(state: &WebState, base: &str) -> Value {
     let cfg = state.vigil.config();
     let integrity = if cfg.referential_integrity {
@@ -128,7 +151,7 @@ pub fn statement(state: &WebState, base: &str) -> Value {
                 cfg.limits.max_body_bytes, cfg.limits.max_bundle_entries, cfg.limits.max_string_len, cfg.limits.search_window, cfg.limits.max_count
             ),
             "security": security(base),
-            "resource": ResourceType::ALL.iter().map(|t| resource(*t)).collect::<Vec<_>>(),
+            "resource": ResourceType::ALL.iter().map(|t| resource(*t)).chain([audit_event()]).collect::<Vec<_>>(),
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "searchParam": [
                 {"name": "_count", "type": "number", "documentation": "Page size."},

@@ -84,7 +84,7 @@ fn bad(code: IssueCode, msg: &str) -> ApiError {
 /// cookie of the first-party pages, which must then also send its CSRF token
 /// in `X-CSRF-Token` (so another site can never drive the API through a
 /// signed-in browser).
-async fn principal(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub(crate) async fn principal(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -53,6 +53,8 @@ pub fn page(
 pub struct Nav {
     pub username: String,
     pub admin: bool,
+    /// A privacy officer's session: the audit trail link.
+    pub privacy_officer: bool,
     pub csrf: String,
 }
 
@@ -63,8 +65,13 @@ impl Nav {
         } else {
             ""
         };
+        let audit = if self.privacy_officer {
+            "<a href=\"/admin/audit\" id=\"nav-audit\">Audit trail</a> "
+        } else {
+            ""
+        };
         format!(
-            "  <nav aria-label=\"Main\"><a href=\"/\">Records</a> <a href=\"/account\" id=\"nav-account\">{user}</a> {admin}\
+            "  <nav aria-label=\"Main\"><a href=\"/\">Records</a> <a href=\"/account\" id=\"nav-account\">{user}</a> {admin}{audit}\
 <form method=\"post\" action=\"/signout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <button type=\"submit\" id=\"signout\" class=\"secondary\">Sign out</button></form></nav>\n",
             user = esc(&self.username),

@@ -416,6 +416,7 @@ fn nav(v: &SessionView) -> Nav {
     Nav {
         username: v.account.username.clone(),
         admin: v.account.role == Role::Administrator,
+        privacy_officer: v.account.role == Role::PrivacyOfficer,
         csrf: v.csrf.clone(),
     }
 }
@@ -1290,7 +1291,7 @@ async fn account_html(state: &WebState, v: &SessionView, codes: Option<&[String]
 <dt>Recovery codes left</dt><dd id=\"account-recovery\">{c}</dd></dl>\n\
 <ul class=\"links\"><li><a href=\"/account/totp\" id=\"totp-link\">Authenticator app</a></li>\
 <li><a href=\"/account/passkeys\" id=\"passkeys-link\">Passkeys</a></li>\
-<li><a href=\"/account/password\" id=\"password-link\">Change password</a></li></ul></section>\n\
+<li><a href=\"/account/password\" id=\"password-link\">Change password</a></li>{access}</ul></section>\n\
 <section class=\"card\"><h2>Recovery codes</h2>{fresh}\
 <form method=\"post\" action=\"/account/recovery-codes\">{csrf}\
 <button type=\"submit\" id=\"recovery-regenerate\" class=\"secondary\">Make new recovery codes</button></form>\
@@ -1302,6 +1303,11 @@ async fn account_html(state: &WebState, v: &SessionView, codes: Option<&[String]
         p = s.passkeys,
         c = s.recovery_codes,
         csrf = csrf_field(&v.csrf),
+        access = if s.role == Role::Patient {
+            "<li><a href=\"/account/access-log\" id=\"access-log-link\">Who accessed my record</a></li>"
+        } else {
+            ""
+        },
     );
     html(
         StatusCode::OK,

@@ -6,6 +6,7 @@
 //! touches the store or keys.
 
 mod admin_pages;
+mod audit_routes;
 mod capability;
 pub mod client_addr;
 mod fhir_routes;
@@ -60,6 +61,7 @@ pub fn router(state: WebState) -> Router {
         .merge(identity_pages::routes())
         .merge(admin_pages::routes())
         .merge(oauth_routes::routes())
+        .merge(audit_routes::routes())
         .fallback(fhir_routes::not_found)
         .with_state(state)
         .layer(trace)

@@ -84,6 +84,7 @@ pub(crate) fn nav(view: &SessionView) -> Nav {
     Nav {
         username: view.account.username.clone(),
         admin: view.account.role == Role::Administrator,
+        privacy_officer: view.account.role == Role::PrivacyOfficer,
         csrf: view.csrf.clone(),
     }
 }
