@@ -392,7 +392,13 @@ impl Vigil {
         }
         let delete_ops = deletes.iter().map(|(_, op)| op.clone()).collect();
         let (indexes, written): (Vec<usize>, Vec<_>) = prepared.into_iter().unzip();
-        self.commit_unit(delete_ops, &written, unit).await?;
+        self.commit_unit(
+            crate::audited::WriteAudit::each(who, "transaction"),
+            delete_ops,
+            &written,
+            unit,
+        )
+        .await?;
         let mut responses: BTreeMap<usize, Value> = BTreeMap::new();
         for (index, p) in indexes.into_iter().zip(written) {
             let status = if p.created { "201 Created" } else { "200 OK" };

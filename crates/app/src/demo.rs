@@ -373,7 +373,6 @@ impl Vigil {
         who: &Principal,
         resources: Vec<Value>,
     ) -> Result<usize, AppError> {
-        let _ = who;
         let now = self.now();
         let mut pending = std::collections::BTreeSet::new();
         let mut parsed = Vec::with_capacity(resources.len());
@@ -410,7 +409,16 @@ impl Vigil {
                 );
             }
             let n = prepared.len();
-            self.commit_prepared(prepared, unit).await?;
+            self.commit_prepared(
+                crate::audited::WriteAudit {
+                    who,
+                    subtype: "import",
+                    per_batch: true,
+                },
+                prepared,
+                unit,
+            )
+            .await?;
             Ok(n)
         })
         .await

@@ -47,6 +47,9 @@ pub enum AppError {
     /// 500/503: the database failed; nothing was returned or written.
     #[error("storage failure")]
     Store(#[from] StoreError),
+    /// 503: the audit entry could not be written, so nothing was done or returned.
+    #[error("audit trail unavailable: {0}")]
+    Audit(String),
     /// 500: the key file or key service failed.
     #[error("key failure: {0}")]
     Keys(String),
@@ -77,6 +80,7 @@ impl AppError {
             AppError::TooLarge(_) => 413,
             AppError::Unprocessable(_) => 422,
             AppError::Integrity(_) | AppError::Keys(_) => 500,
+            AppError::Audit(_) => 503,
             AppError::Store(StoreError::Conflict { .. } | StoreError::KeyExists) => 409,
             AppError::Store(_) => 503,
         }
@@ -127,6 +131,10 @@ impl AppError {
             AppError::Store(_) => vec![issue(
                 IssueCode::Transient,
                 "the database is unavailable; nothing was read or written",
+            )],
+            AppError::Audit(_) => vec![issue(
+                IssueCode::Transient,
+                "the audit trail could not record this request, so nothing was done or returned; retry",
             )],
             AppError::Keys(_) => vec![issue(
                 IssueCode::Exception,

@@ -10,16 +10,19 @@
 //! the store is ciphertext, a wrapped key or a keyed token.
 
 mod access;
+mod audited;
 mod bundle;
 pub mod demo;
 mod error;
 pub mod identity;
 pub mod json;
 pub mod keys;
-pub mod trail_fhir;
 mod memindex;
 mod records;
 mod search;
+pub mod trail;
+pub mod trail_fhir;
+pub mod trail_views;
 
 use std::sync::Arc;
 
@@ -131,6 +134,8 @@ pub struct Vigil {
     bootstrap_hash: std::sync::RwLock<Option<Vec<u8>>>,
     /// `None` only for a key file without identity secrets.
     identity: Option<identity::Identity>,
+    audit: Arc<trail::AuditCore>,
+    audit_writer: trail::Writer,
 }
 
 impl Vigil {
@@ -151,7 +156,14 @@ impl Vigil {
             )?),
             None => None,
         };
+        let audit_core = Arc::new(trail::AuditCore::new(
+            key_file,
+            trail::origin(store.as_ref()).await?,
+        )?);
+        let audit_writer = trail::Writer::start(Arc::clone(&store), Arc::clone(&audit_core));
         let v = Vigil {
+            audit: audit_core,
+            audit_writer,
             store,
             keys,
             clock,
@@ -266,7 +278,7 @@ impl Vigil {
     /// sealed under it. Returns what was removed.
     pub async fn erase_patient(
         &self,
-        _who: &Principal,
+        who: &Principal,
         id: &ResourceId,
     ) -> Result<store::EraseReport, AppError> {
         let owner = model::KeyOwner::Patient(model::PatientId(id.clone()));
@@ -279,6 +291,13 @@ impl Vigil {
         self.store
             .put_setting(ERASE_GENERATION, generation.as_str().as_bytes())
             .await?;
+        let mut ev = trail::Event::new(
+            trail::Category::Administration,
+            "patient-erase",
+            trail::Action::D,
+        );
+        ev.patients = vec![id.to_string()];
+        self.audit(who, ev).await?;
         tracing::info!(patient = %id, versions = report.versions_deleted, "patient erased");
         Ok(report)
     }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use store::{IndexRow, Precondition, StoreError, StoredVersion, WriteOp};
 
 use crate::access::Access;
+use crate::audited::WriteAudit;
 use crate::error::issue;
 use crate::keys::NewKeys;
 use crate::{AppError, Principal, Versioned, Vigil, Written};
@@ -182,18 +183,21 @@ impl Vigil {
     /// Applies prepared writes atomically, then updates the in-memory index.
     pub(crate) async fn commit_prepared(
         &self,
+        audit: WriteAudit<'_>,
         prepared: Vec<Prepared>,
         unit: NewKeys,
     ) -> Result<Vec<Prepared>, AppError> {
-        self.commit_unit(Vec::new(), &prepared, unit).await?;
+        self.commit_unit(audit, Vec::new(), &prepared, unit).await?;
         Ok(prepared)
     }
 
     /// The one commit path for writes: delete markers and prepared versions
-    /// (with the data keys they need) commit atomically; then the new keys
-    /// are cached and the in-memory name index follows the change.
+    /// (with the data keys they need) and their audit entries commit
+    /// atomically; then the new keys are cached and the in-memory name index
+    /// follows the change.
     pub(crate) async fn commit_unit(
         &self,
+        audit: WriteAudit<'_>,
         deletes: Vec<WriteOp>,
         prepared: &[Prepared],
         unit: NewKeys,
@@ -204,8 +208,12 @@ impl Vigil {
             .collect();
         let mut ops = deletes;
         ops.extend(prepared.iter().map(|p| p.op.clone()));
-        self.store
-            .commit_with_keys(unit.wrapped(), ops)
+        let records = self.write_records(&audit, &ops, prepared)?;
+        let core = std::sync::Arc::clone(&self.audit);
+        let integrate = move |h: &store::AuditHead, r: &[store::AuditRecord]| core.integrate(h, r);
+        let appended = self
+            .store
+            .commit_audited(unit.wrapped(), ops, records, &integrate)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict { rtype, id, reason } => AppError::Conflict(format!(
@@ -213,6 +221,11 @@ impl Vigil {
                 )),
                 other => AppError::Store(other),
             })?;
+        crate::trail::remember(&crate::trail::Receipt {
+            index: appended.first_index,
+            size: appended.size,
+            checkpoint: appended.checkpoint,
+        });
         self.keys.committed(unit);
         for (rtype, id) in removed {
             if has_memory_params(rtype) {
@@ -229,7 +242,7 @@ impl Vigil {
     }
 
     /// `POST /Type`: create with a server-assigned id.
-    pub async fn create(
+    pub(crate) async fn create_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,
@@ -240,6 +253,7 @@ impl Vigil {
         let id = new_id();
         access.allows(&key_owner(rtype, &id, &body))?;
         self.check_references(&body, &BTreeSet::new()).await?;
+        let subtype = "create";
         retry_key_race(|| async {
             let mut unit = NewKeys::default();
             let p = self
@@ -253,7 +267,9 @@ impl Vigil {
                     &mut unit,
                 )
                 .await?;
-            let mut done = self.commit_prepared(vec![p], unit).await?;
+            let mut done = self
+                .commit_prepared(WriteAudit::each(who, subtype), vec![p], unit)
+                .await?;
             let p = done
                 .pop()
                 .ok_or_else(|| AppError::Keys("empty commit".into()))?;
@@ -267,7 +283,7 @@ impl Vigil {
 
     /// `PUT /Type/id`: update, or create with the given id. `if_match` is the
     /// version from an `If-Match` header.
-    pub async fn update(
+    pub(crate) async fn update_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,
@@ -301,6 +317,7 @@ impl Vigil {
         self.check_references(&body, &BTreeSet::new()).await?;
         retry_key_race(|| async {
             let (version, precondition, created) = self.next_version(rtype, id, if_match).await?;
+            let subtype = if created { "create" } else { "update" };
             let mut unit = NewKeys::default();
             let p = self
                 .prepare(
@@ -313,7 +330,9 @@ impl Vigil {
                     &mut unit,
                 )
                 .await?;
-            let mut done = self.commit_prepared(vec![p], unit).await?;
+            let mut done = self
+                .commit_prepared(WriteAudit::each(who, subtype), vec![p], unit)
+                .await?;
             let p = done
                 .pop()
                 .ok_or_else(|| AppError::Keys("empty commit".into()))?;
@@ -357,7 +376,7 @@ impl Vigil {
 
     /// `DELETE /Type/id`: writes a delete marker; history is kept. Deleting
     /// something absent or already deleted succeeds (idempotent, as the spec allows).
-    pub async fn delete(
+    pub(crate) async fn delete_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,
@@ -373,7 +392,13 @@ impl Vigil {
             return Ok(None);
         };
         let version = op.version.version;
-        self.commit_unit(vec![op], &[], NewKeys::default()).await?;
+        self.commit_unit(
+            WriteAudit::each(who, "delete"),
+            vec![op],
+            &[],
+            NewKeys::default(),
+        )
+        .await?;
         Ok(Some(version))
     }
 
@@ -442,12 +467,12 @@ impl Vigil {
 
     /// `GET /Type/id` returning the stored JSON bytes as they are (no re-encoding):
     /// the fast path for reads by id.
-    pub async fn read_raw(
+    pub(crate) async fn read_raw_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
-    ) -> Result<(Versioned, Vec<u8>), AppError> {
+    ) -> Result<(Versioned, Vec<u8>, KeyOwner), AppError> {
         let access = self.permit(who, rtype, Interaction::Read)?;
         let sv = self
             .store
@@ -474,11 +499,11 @@ impl Vigil {
             last_updated: sv.last_updated,
             resource: None,
         };
-        Ok((meta, bytes))
+        Ok((meta, bytes, sv.key_owner))
     }
 
     /// `GET /Type/id`.
-    pub async fn read(
+    pub(crate) async fn read_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,
@@ -498,7 +523,7 @@ impl Vigil {
     }
 
     /// `GET /Type/id/_history/vid`.
-    pub async fn vread(
+    pub(crate) async fn vread_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,
@@ -521,7 +546,7 @@ impl Vigil {
     }
 
     /// `GET /Type/id/_history`: every version, newest first.
-    pub async fn history(
+    pub(crate) async fn history_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,

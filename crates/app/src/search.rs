@@ -40,7 +40,7 @@ const FETCH_CHUNK: usize = 500;
 
 impl Vigil {
     /// `GET /Type?params`.
-    pub async fn search(
+    pub(crate) async fn search_unaudited(
         &self,
         who: &Principal,
         rtype: ResourceType,

@@ -75,7 +75,9 @@ impl std::fmt::Debug for Dek {
 }
 
 impl Dek {
-    fn from_secret(s: &Secret32) -> Dek {
+    /// A data key from secret bytes (keys kept in the key file, such as the
+    /// audit key, rather than wrapped in the database).
+    pub fn from_secret(s: &Secret32) -> Dek {
         Dek {
             cipher: std::sync::Arc::new(Aes256Gcm::new(s.expose().into())),
         }
@@ -268,6 +270,20 @@ impl KeyRing {
         mac.update(value.as_bytes());
         let out = mac.finalize().into_bytes();
         // 128 bits keeps collisions negligible at any realistic size and halves the index.
+        out.get(..16).map(<[u8]>::to_vec).unwrap_or_default()
+    }
+}
+
+impl KeyRing {
+    /// A keyed token for a search term outside the record indexes (the
+    /// audit log's patient, agent, action …), separated by `domain`.
+    pub fn keyed_term(&self, domain: &str, value: &str) -> Vec<u8> {
+        let mut mac = self.index.clone();
+        mac.update(b"term\0");
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        let out = mac.finalize().into_bytes();
         out.get(..16).map(<[u8]>::to_vec).unwrap_or_default()
     }
 }

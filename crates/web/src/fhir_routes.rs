@@ -15,28 +15,84 @@ use crate::WebState;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-pub fn routes() -> Router<WebState> {
-    Router::new()
-        .route("/fhir/metadata", get(metadata))
-        .route(
-            "/fhir",
-            axum::routing::post(bundle).fallback(unsupported_method),
-        )
-        .route("/fhir/", axum::routing::post(bundle))
-        .route(
-            "/fhir/{rtype}",
-            get(search).post(create).fallback(unsupported_method),
-        )
-        .route("/fhir/{rtype}/_search", axum::routing::post(search_post))
-        .route(
-            "/fhir/{rtype}/{id}",
+/// One interaction of the FHIR API, as the route registry declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct Interaction {
+    pub method: &'static str,
+    /// Whether it reads or writes patient data (and must leave exactly one
+    /// audit entry per request).
+    pub patient_data: bool,
+}
+
+/// A path of the FHIR API: its method router and its interactions. The
+/// router is built from [`ROUTES`] and the audit test walks the same table,
+/// so a route cannot be added without the test calling it.
+pub struct PathRoutes {
+    pub path: &'static str,
+    pub make: fn() -> axum::routing::MethodRouter<WebState>,
+    pub interactions: &'static [Interaction],
+}
+
+const fn i(method: &'static str, patient_data: bool) -> Interaction {
+    Interaction {
+        method,
+        patient_data,
+    }
+}
+
+/// The registry of the FHIR API.
+pub const ROUTES: &[PathRoutes] = &[
+    PathRoutes {
+        path: "/fhir/metadata",
+        make: || get(metadata),
+        interactions: &[i("GET", false)],
+    },
+    PathRoutes {
+        path: "/fhir",
+        make: || axum::routing::post(bundle).fallback(unsupported_method),
+        interactions: &[i("POST", true)],
+    },
+    PathRoutes {
+        path: "/fhir/",
+        make: || axum::routing::post(bundle),
+        interactions: &[i("POST", true)],
+    },
+    PathRoutes {
+        path: "/fhir/{rtype}",
+        make: || get(search).post(create).fallback(unsupported_method),
+        interactions: &[i("GET", true), i("POST", true)],
+    },
+    PathRoutes {
+        path: "/fhir/{rtype}/_search",
+        make: || axum::routing::post(search_post),
+        interactions: &[i("POST", true)],
+    },
+    PathRoutes {
+        path: "/fhir/{rtype}/{id}",
+        make: || {
             get(read)
                 .put(update)
                 .delete(delete)
-                .fallback(unsupported_method),
-        )
-        .route("/fhir/{rtype}/{id}/_history", get(history))
-        .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
+                .fallback(unsupported_method)
+        },
+        interactions: &[i("GET", true), i("PUT", true), i("DELETE", true)],
+    },
+    PathRoutes {
+        path: "/fhir/{rtype}/{id}/_history",
+        make: || get(history),
+        interactions: &[i("GET", true)],
+    },
+    PathRoutes {
+        path: "/fhir/{rtype}/{id}/_history/{vid}",
+        make: || get(vread),
+        interactions: &[i("GET", true)],
+    },
+];
+
+pub fn routes() -> Router<WebState> {
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, p| r.route(p.path, (p.make)()))
 }
 
 /// An error as an `OperationOutcome` response. 5xx details go to the log only.
@@ -84,7 +140,22 @@ fn bad(code: IssueCode, msg: &str) -> ApiError {
 /// cookie of the first-party pages, which must then also send its CSRF token
 /// in `X-CSRF-Token` (so another site can never drive the API through a
 /// signed-in browser).
-pub(crate) async fn principal(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub(crate) async fn principal(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    match identify(state, headers).await {
+        Ok(p) => Ok(p),
+        // A refused request is recorded too (fail closed: if even that
+        // cannot be written, the audit error is the answer).
+        Err(e) => {
+            state.vigil.audit_refused(&e.0).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn identify(state: &WebState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

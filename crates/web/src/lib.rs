@@ -6,6 +6,7 @@
 //! touches the store or keys.
 
 mod admin_pages;
+pub mod audit_context;
 mod audit_routes;
 mod capability;
 pub mod client_addr;
@@ -25,7 +26,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub use client_addr::{ClientAddr, TrustedProxies};
-pub use fhir_routes::FHIR_JSON;
+pub use fhir_routes::{FHIR_JSON, PathRoutes, ROUTES};
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -63,6 +64,10 @@ pub fn router(state: WebState) -> Router {
         .merge(oauth_routes::routes())
         .merge(audit_routes::routes())
         .fallback(fhir_routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_context::layer,
+        ))
         .with_state(state)
         .layer(trace)
         .layer(header("x-content-type-options", "nosniff"))

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store::{Account, AccountId, Challenge, Role, StoredPasskey};
 
-use super::signin::{Factors, PURPOSE_ENROL_FACTOR, PURPOSE_SECOND_FACTOR, passkey_aad};
+use super::signin::{
+    Factors, PURPOSE_ENROL_FACTOR, PURPOSE_SECOND_FACTOR, account_principal, passkey_aad,
+};
 use super::{NewSession, SignInError, SignInStep, new_secret, plus_secs};
+use crate::trail::{Action, Category};
 use crate::{AppError, Principal, Vigil};
 
 const PURPOSE_ENROLMENT: &str = "enrolment";
@@ -249,6 +252,15 @@ impl Vigil {
                 .set_password_hash(&account_id, phc.as_bytes())
                 .await?;
         }
+        self.audit_event(
+            who,
+            Category::Administration,
+            "account-create",
+            Action::C,
+            Some(&account_id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account_id, role = %account.role, "account created");
         Ok(account_id)
     }
@@ -357,6 +369,15 @@ impl Vigil {
             ),
         )
         .await?;
+        self.audit_event(
+            who,
+            Category::Administration,
+            "enrolment-sent",
+            Action::E,
+            Some(id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %id, "enrolment link sent");
         Ok(())
     }
@@ -396,6 +417,15 @@ impl Vigil {
             .await?
             .ok_or(SignInError::Expired)?;
         self.set_password(&a, password).await?;
+        self.audit_event(
+            &account_principal(&a),
+            Category::Security,
+            "enrolment",
+            Action::U,
+            Some(&a.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %a.id, "enrolment completed");
         self.after_password(&a).await
     }
@@ -463,6 +493,15 @@ impl Vigil {
         if !self.store.deactivate_account(id, self.now()).await? {
             return Err(AppError::NotFound("no such active account".into()));
         }
+        self.audit_event(
+            who,
+            Category::Administration,
+            "account-deactivate",
+            Action::U,
+            Some(id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %id, "account deactivated");
         Ok(())
     }
@@ -479,6 +518,15 @@ impl Vigil {
             return Err(AppError::NotFound("no such account".into()));
         }
         self.store.reset_second_factors(id).await?;
+        self.audit_event(
+            who,
+            Category::Security,
+            "mfa-reset",
+            Action::U,
+            Some(id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %id, "second factors reset");
         Ok(())
     }
@@ -538,6 +586,15 @@ impl Vigil {
             .map_err(SignInError::Password)?;
         self.set_password(account, new).await?;
         self.revoke_other_sessions(account, keep_session).await?;
+        self.audit_event(
+            &account_principal(account),
+            Category::Security,
+            "password-change",
+            Action::U,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, "password changed");
         Ok(())
     }
@@ -621,6 +678,15 @@ impl Vigil {
             .advance_totp_step(&account.id, None, step)
             .await?;
         self.factor_succeeded(&account.id, &["totp"]).await?;
+        self.audit_event(
+            &account_principal(account),
+            Category::Security,
+            "mfa-enrol",
+            Action::C,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, "TOTP enrolled");
         self.recovery_codes_if_none(account).await
     }
@@ -646,6 +712,15 @@ impl Vigil {
         );
         let hashes: Vec<Vec<u8>> = codes.iter().map(|(_, h)| h.as_bytes().to_vec()).collect();
         self.store.set_recovery_codes(&account.id, &hashes).await?;
+        self.audit_event(
+            &account_principal(account),
+            Category::Security,
+            "mfa-recovery-codes",
+            Action::U,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, "recovery codes issued");
         Ok(codes
             .into_iter()
@@ -758,6 +833,15 @@ impl Vigil {
                 "that passkey is already registered".into(),
             )));
         }
+        self.audit_event(
+            &account_principal(account),
+            Category::Security,
+            "mfa-enrol",
+            Action::C,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, "passkey registered");
         self.recovery_codes_if_none(account).await
     }
@@ -785,6 +869,15 @@ impl Vigil {
         if !self.store.delete_passkey(&account.id, &cred).await? {
             return Err(AppError::NotFound("no such passkey".into()));
         }
+        self.audit_event(
+            &account_principal(account),
+            Category::Security,
+            "mfa-remove",
+            Action::D,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, "passkey removed");
         Ok(())
     }
@@ -906,6 +999,15 @@ impl Vigil {
             .ok_or(SignInError::Expired)?;
         self.set_password(&a, new_password).await?;
         self.store.revoke_sessions_of(&a.id).await?;
+        self.audit_event(
+            &account_principal(&a),
+            Category::Security,
+            "password-reset",
+            Action::U,
+            Some(&a.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %a.id, "password reset");
         Ok(())
     }

@@ -273,6 +273,15 @@ impl Vigil {
         if !created {
             return Err(AppError::Conflict("that client id is taken".into()));
         }
+        self.audit_event(
+            who,
+            crate::trail::Category::Administration,
+            "client-register",
+            crate::trail::Action::U,
+            None,
+            None,
+        )
+        .await?;
         tracing::info!(client = %new.client_id, "OAuth client registered");
         Ok(())
     }
@@ -300,6 +309,15 @@ impl Vigil {
         if !self.store.revoke_client(client_id, self.now()).await? {
             return Err(AppError::NotFound("no such active client".into()));
         }
+        self.audit_event(
+            who,
+            crate::trail::Category::Administration,
+            "client-revoke",
+            crate::trail::Action::U,
+            None,
+            None,
+        )
+        .await?;
         tracing::info!(client = %client_id, "OAuth client revoked");
         Ok(())
     }
@@ -707,6 +725,22 @@ impl Vigil {
             .map_err(|e| AppError::Keys(format!("id_token: {e}")))?;
             set(&mut body, "id_token", json!(token));
         }
+        let mut agent = super::signin::account_principal(&account);
+        if let Principal::User(c) = &mut agent {
+            c.client_id = Some(grant.client_id.clone());
+            c.via = crate::Via::Token {
+                jti: claims.jti.clone(),
+            };
+        }
+        self.audit_event(
+            &agent,
+            crate::trail::Category::Security,
+            "token-issue",
+            crate::trail::Action::C,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, client = %grant.client_id, jti = %claims.jti, "access token issued");
         Ok(body)
     }
@@ -867,6 +901,26 @@ impl Vigil {
         };
         let access = auth::token::issue(&claims, &id.token_key)
             .map_err(|e| AppError::Keys(format!("token: {e}")))?;
+        let agent = Principal::User(crate::Caller {
+            account: None,
+            role: None,
+            username: None,
+            client_id: Some(client.client_id.clone()),
+            scopes: granted.clone(),
+            patient: None,
+            via: crate::Via::Token {
+                jti: claims.jti.clone(),
+            },
+        });
+        self.audit_event(
+            &agent,
+            crate::trail::Category::Security,
+            "token-issue",
+            crate::trail::Action::C,
+            None,
+            None,
+        )
+        .await?;
         tracing::info!(client = %client.client_id, jti = %claims.jti, "service token issued");
         Ok(json!({
             "access_token": access.as_str(),

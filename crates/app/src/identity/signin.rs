@@ -10,7 +10,8 @@ use serde_json::Value;
 use store::{Account, AccountId, Challenge, FailureCounter, Role, Session};
 
 use super::{Caller, Via, new_secret, plus_secs, unix};
-use crate::{AppError, Vigil};
+use crate::trail::{Action, Category, Event};
+use crate::{AppError, Principal, Vigil};
 
 /// How long the step between the password and the second factor may take.
 const PENDING_SECS: u64 = 5 * 60;
@@ -290,7 +291,7 @@ impl Vigil {
     }
 
     /// Step one: user name and password, from client address `addr`.
-    pub async fn sign_in_password(
+    async fn sign_in_password_unaudited(
         &self,
         username: &str,
         password: &str,
@@ -432,7 +433,7 @@ impl Vigil {
     }
 
     /// Step two with a TOTP code.
-    pub async fn sign_in_totp(
+    async fn sign_in_totp_unaudited(
         &self,
         pending: &str,
         code: &str,
@@ -521,7 +522,7 @@ impl Vigil {
 
     /// Step two with a recovery code (each works once). It also unlocks the
     /// account's other factors.
-    pub async fn sign_in_recovery(
+    async fn sign_in_recovery_unaudited(
         &self,
         pending: &str,
         code: &str,
@@ -619,7 +620,7 @@ impl Vigil {
     /// Finishes a passkey sign-in. A passkey with user verification is
     /// multi-factor by itself, so this signs in at once (and, during a
     /// pending second-factor step, completes it).
-    pub async fn passkey_sign_in_finish(
+    async fn passkey_sign_in_finish_unaudited(
         &self,
         origin: &str,
         ceremony: &str,
@@ -724,6 +725,15 @@ impl Vigil {
         if !self.store.create_session(&session).await? {
             return Err(AppError::Unauthenticated);
         }
+        self.audit_event(
+            &account_principal(account),
+            Category::Security,
+            "login",
+            Action::E,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, "signed in");
         Ok(NewSession {
             cookie: sid.to_cookie_value().to_string(),
@@ -815,6 +825,131 @@ impl Vigil {
         Ok(self.store.delete_expired_sessions(now).await?
             + self.store.delete_expired_challenges(now).await?
             + self.store.delete_expired_tokens(now).await?)
+    }
+}
+
+/// An account as the agent of its own security events.
+pub(crate) fn account_principal(account: &Account) -> Principal {
+    Principal::User(Caller {
+        account: Some(account.id.clone()),
+        role: Some(account.role),
+        username: None,
+        client_id: None,
+        scopes: ScopeSet::default(),
+        patient: None,
+        via: Via::Session,
+    })
+}
+
+/// Someone not (yet) signed in.
+fn anonymous() -> Principal {
+    Principal::User(Caller {
+        account: None,
+        role: None,
+        username: None,
+        client_id: None,
+        scopes: ScopeSet::default(),
+        patient: None,
+        via: Via::Session,
+    })
+}
+
+impl Vigil {
+    /// Records a failed sign-in step (with the account when it is known),
+    /// then returns the error.
+    async fn login_failed<T>(
+        &self,
+        account: Option<&Account>,
+        e: SignInError,
+    ) -> Result<T, SignInError> {
+        if let SignInError::App(_) = e {
+            return Err(e);
+        }
+        let who = account.map_or_else(anonymous, account_principal);
+        let mut ev = Event::new(Category::Security, "login", Action::E);
+        ev.account = account.map(|a| a.id.to_string());
+        ev.failure = Some((4, format!("401 {e}")));
+        self.audit(&who, ev).await?;
+        Err(e)
+    }
+
+    /// Step one: user name and password, from client address `addr`.
+    pub async fn sign_in_password(
+        &self,
+        username: &str,
+        password: &str,
+        addr: &str,
+    ) -> Result<SignInStep, SignInError> {
+        match self
+            .sign_in_password_unaudited(username, password, addr)
+            .await
+        {
+            Ok(step) => Ok(step),
+            Err(e) => {
+                let u = auth::password::normalise(username);
+                let account = if u.is_empty() || u.len() > 200 {
+                    None
+                } else {
+                    self.store.account_by_username(&u).await?
+                };
+                self.login_failed(account.as_ref(), e).await
+            }
+        }
+    }
+
+    /// Step two with a TOTP code.
+    pub async fn sign_in_totp(
+        &self,
+        pending: &str,
+        code: &str,
+        addr: &str,
+    ) -> Result<NewSession, SignInError> {
+        match self.sign_in_totp_unaudited(pending, code, addr).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let a = self
+                    .pending_account(pending, PURPOSE_SECOND_FACTOR)
+                    .await
+                    .ok();
+                self.login_failed(a.as_ref(), e).await
+            }
+        }
+    }
+
+    /// Step two with a recovery code.
+    pub async fn sign_in_recovery(
+        &self,
+        pending: &str,
+        code: &str,
+        addr: &str,
+    ) -> Result<NewSession, SignInError> {
+        match self.sign_in_recovery_unaudited(pending, code, addr).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let a = self
+                    .pending_account(pending, PURPOSE_SECOND_FACTOR)
+                    .await
+                    .ok();
+                self.login_failed(a.as_ref(), e).await
+            }
+        }
+    }
+
+    /// Finishes a passkey sign-in.
+    pub async fn passkey_sign_in_finish(
+        &self,
+        origin: &str,
+        ceremony: &str,
+        credential: &Value,
+        addr: &str,
+    ) -> Result<NewSession, SignInError> {
+        match self
+            .passkey_sign_in_finish_unaudited(origin, ceremony, credential, addr)
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(e) => self.login_failed(None, e).await,
+        }
     }
 }
 

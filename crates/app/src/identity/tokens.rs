@@ -126,6 +126,15 @@ impl Vigil {
         };
         let token = auth::token::issue(&claims, &id.token_key)
             .map_err(|e| AppError::Keys(format!("token: {e}")))?;
+        self.audit_event(
+            &Principal::Operator,
+            crate::trail::Category::Administration,
+            "operator-token-issue",
+            crate::trail::Action::C,
+            Some(&account.id),
+            None,
+        )
+        .await?;
         tracing::info!(account = %account.id, jti = %claims.jti, "operator issued an access token");
         Ok(token.into_string())
     }
