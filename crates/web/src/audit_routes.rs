@@ -784,13 +784,13 @@ mod tests {
 
     #[test]
     fn search_parameters_are_parsed_or_refused() {
-        let f = filter_of(&p("patient=Patient/p1&agent=urn:vigil:account|a1&action=R&outcome=0&date=ge2025-01-01&date=lt2025-02-01&_count=10")).unwrap();
+        let f = filter_of(&p("patient=Patient/p1&agent=urn:vigil:account|a1&action=R&outcome=0&date=ge2025-01-01&date=lt2025-02-01&_count=10")).map_err(|e| e.0).unwrap();
         assert_eq!(f.patient.as_deref(), Some("p1"));
         assert_eq!(f.agent.as_deref(), Some("a1"));
         assert_eq!(f.limit, 10);
         assert_eq!(f.from, day("2025-01-01"));
         assert_eq!(f.to, day("2025-02-01"));
-        let le = filter_of(&p("date=le2025-01-01")).unwrap();
+        let le = filter_of(&p("date=le2025-01-01")).map_err(|e| e.0).unwrap();
         assert_eq!(le.to, day("2025-01-02"));
         assert!(filter_of(&p("name=Smith")).is_err());
         assert!(filter_of(&p("action=X")).is_err());
