@@ -10,6 +10,7 @@
 )]
 
 mod api;
+mod audit;
 mod bundle;
 mod identity;
 mod oauth;
