@@ -12,6 +12,7 @@
     reason = "test support code: a panic is a test failure with a message"
 )]
 
+mod audit;
 mod harness;
 mod lifecycle;
 mod mail;
