@@ -50,11 +50,20 @@ impl Vigil {
             Some(p) => Some(ResourceId::new(p.clone()).map_err(|_| AppError::Unauthenticated)?),
             None => None,
         };
+        // The role (and user name) come from the account as it is now, so a
+        // role change takes effect on the next request.
+        let (role, username) = match &account {
+            Some(id) => match self.store.account(id).await? {
+                Some(a) if a.active => (Some(a.role), Some(a.username)),
+                _ => return Err(AppError::Unauthenticated),
+            },
+            None => (None, None),
+        };
         let jti = claims.jti.clone();
         Ok(Principal::User(Caller {
             account,
-            role: None,
-            username: None,
+            role,
+            username,
             client_id: Some(claims.client_id.clone()),
             scopes,
             patient,

@@ -70,7 +70,21 @@ async fn capability_statement_lists_every_served_type() {
     for ty in model::ResourceType::ALL {
         assert!(types.contains(&ty.as_str()), "{ty} missing");
     }
-    assert!(!types.contains(&"AuditEvent"));
+    // The audit trail is read-only: read and search, nothing else.
+    let audit = r.body["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "AuditEvent")
+        .expect("AuditEvent is listed");
+    let mut codes: Vec<&str> = audit["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes, ["read", "search-type"]);
 }
 
 #[tokio::test]

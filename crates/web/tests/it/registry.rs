@@ -202,3 +202,62 @@ async fn when_the_audit_entry_cannot_be_written_nothing_is_returned_or_changed()
     );
     assert_eq!(r.body["meta"]["versionId"], "1");
 }
+
+#[tokio::test]
+async fn a_privacy_officer_token_searches_the_trail_and_a_physician_token_does_not() {
+    let t = setup().await;
+    seed(&t).await;
+    for (username, role) in [
+        ("po.token", store::Role::PrivacyOfficer),
+        ("dr.token", store::Role::Physician),
+    ] {
+        t.vigil
+            .create_account(
+                &app::Principal::Operator,
+                app::NewAccount {
+                    username: username.into(),
+                    role,
+                    practitioner: None,
+                    patient: None,
+                    display_name: None,
+                    email: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let t = &t;
+    let search = |token: String| async move {
+        let auth = format!("Bearer {token}");
+        t.call(
+            "GET",
+            "/fhir/AuditEvent?patient=reg-1",
+            None,
+            &[("authorization", auth.as_str())],
+            false,
+        )
+        .await
+    };
+    let issue = |u: &'static str| {
+        t.vigil.issue_operator_token(
+            u,
+            "user/*.rs",
+            600,
+            "http://vigil.test",
+            "http://vigil.test/fhir",
+        )
+    };
+    let r = search(issue("po.token").await.unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body["total"]
+            .as_u64()
+            .unwrap_or(r.body["entry"].as_array().map_or(0, |e| e.len() as u64))
+            >= 1,
+        "{}",
+        r.body
+    );
+    let r = search(issue("dr.token").await.unwrap()).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+}
