@@ -371,6 +371,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             pb.finish_and_clear();
+            // Recorded in the audit trail as an operator action.
+            let (vigil, _) = serve::open_vigil(&s, false).await?;
+            vigil
+                .audit_event(
+                    &app::Principal::Operator,
+                    app::trail::Category::Administration,
+                    "key-rotation",
+                    app::trail::Action::U,
+                    None,
+                    None,
+                )
+                .await
+                .context("recording the rotation in the audit trail")?;
             println!(
                 "New key-encryption key {}; {} data keys re-wrapped; {} older keys retired.",
                 report.new_kek_id, report.rewrapped, report.retired
