@@ -292,6 +292,12 @@ impl Server {
         (status, v)
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all, as in a crash) and waits.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server with SIGTERM (graceful) and waits.
     pub fn stop(mut self) -> (PathBuf, PathBuf) {
         let pid = self.child.id().to_string();

@@ -13,6 +13,7 @@
 )]
 
 mod audit;
+mod crash;
 mod harness;
 mod lifecycle;
 mod mail;
