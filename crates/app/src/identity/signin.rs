@@ -432,17 +432,6 @@ impl Vigil {
         Ok(self.start_session(account).await?)
     }
 
-    /// Step two with a TOTP code.
-    async fn sign_in_totp_unaudited(
-        &self,
-        pending: &str,
-        code: &str,
-        addr: &str,
-    ) -> Result<NewSession, SignInError> {
-        self.second_factor(pending, addr, SecondFactor::Totp(code))
-            .await
-    }
-
     /// Step two, whichever code: the pending step must be live, a role that
     /// must use its passkey cannot fall back to codes, and the step ends once.
     async fn second_factor(
@@ -518,18 +507,6 @@ impl Vigil {
             .try_into()
             .map_err(|_| AppError::Integrity("stored TOTP secret".into()))?;
         Ok(TotpSecret::from_bytes(arr))
-    }
-
-    /// Step two with a recovery code (each works once). It also unlocks the
-    /// account's other factors.
-    async fn sign_in_recovery_unaudited(
-        &self,
-        pending: &str,
-        code: &str,
-        addr: &str,
-    ) -> Result<NewSession, SignInError> {
-        self.second_factor(pending, addr, SecondFactor::Recovery(code))
-            .await
     }
 
     pub(crate) async fn check_recovery_code(
@@ -904,26 +881,30 @@ impl Vigil {
         code: &str,
         addr: &str,
     ) -> Result<NewSession, SignInError> {
-        match self.sign_in_totp_unaudited(pending, code, addr).await {
-            Ok(s) => Ok(s),
-            Err(e) => {
-                let a = self
-                    .pending_account(pending, PURPOSE_SECOND_FACTOR)
-                    .await
-                    .ok();
-                self.login_failed(a.as_ref(), e).await
-            }
-        }
+        self.second_factor_audited(pending, addr, SecondFactor::Totp(code))
+            .await
     }
 
-    /// Step two with a recovery code.
+    /// Step two with a recovery code (each works once). It also unlocks the
+    /// account's other factors.
     pub async fn sign_in_recovery(
         &self,
         pending: &str,
         code: &str,
         addr: &str,
     ) -> Result<NewSession, SignInError> {
-        match self.sign_in_recovery_unaudited(pending, code, addr).await {
+        self.second_factor_audited(pending, addr, SecondFactor::Recovery(code))
+            .await
+    }
+
+    /// Step two, with a failure recorded against the pending account.
+    async fn second_factor_audited(
+        &self,
+        pending: &str,
+        addr: &str,
+        factor: SecondFactor<'_>,
+    ) -> Result<NewSession, SignInError> {
+        match self.second_factor(pending, addr, factor).await {
             Ok(s) => Ok(s),
             Err(e) => {
                 let a = self
