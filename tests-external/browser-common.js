@@ -1,5 +1,5 @@
 'use strict';
-// Shared helpers of the Chromium scripts (browser.js, identity-browser.js): launching a fresh
+// Shared helpers of the Chromium scripts (browser.js, identity-browser.js, audit-browser.js): launching a fresh
 // profile, TOTP codes (RFC 6238), and the sign-in pages (password step, TOTP enrolment).
 
 const crypto = require('crypto');

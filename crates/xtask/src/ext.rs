@@ -65,6 +65,9 @@ enum Setup {
     Identity,
     /// The physician `rec.viewer`, who signs in to the record browser (`browser.js`).
     RecordBrowser,
+    /// Two Patients, a patient account on one, the physician `dr.audit` with an operator
+    /// token, and the privacy officer `po.audit` (the access log pages, `audit-browser.js`).
+    Audit,
 }
 
 /// The `[identity]` settings of the identity round: a short idle timeout to test.
@@ -158,7 +161,101 @@ fn rounds() -> Vec<Round> {
                 file: "identity-browser.js",
             }],
         },
+        Round {
+            server: "audit-server",
+            opts: Options {
+                referential_integrity: true,
+                demo: false,
+                config: None,
+            },
+            setup: Setup::Audit,
+            scripts: vec![Script {
+                name: "access log pages (Chromium: patient's access log, privacy officer's audit trail)",
+                program: Program::Node,
+                file: "audit-browser.js",
+            }],
+        },
     ]
+}
+
+/// The Patients of the audit round: the one with an account, and another whose accesses
+/// must stay off that account's access log.
+const AUDIT_PATIENT: &str = "ext-audit-pat";
+const AUDIT_OTHER: &str = "ext-audit-other";
+const AUDIT_OBSERVATIONS: [&str; 2] = ["ext-audit-obs-1", "ext-audit-obs-2"];
+
+/// `vigil user add` of an account with a fresh passphrase (read from standard input);
+/// returns the passphrase.
+fn add_user(server: &Server, username: &str, role: &str, extra: &[&str]) -> Result<String> {
+    let password = passphrase()?;
+    let mut args = vec![
+        "user",
+        "add",
+        "--username",
+        username,
+        "--role",
+        role,
+        "--password-stdin",
+    ];
+    args.extend_from_slice(extra);
+    server.cli(&args, Some(&password))?;
+    Ok(password)
+}
+
+fn set_up_audit(server: &Server, env: &mut Vec<(String, String)>) -> Result<()> {
+    for (id, family, given, born) in [
+        (AUDIT_PATIENT, "Audit", "Pat", "1979-03-14"),
+        (AUDIT_OTHER, "Otherton", "Olive", "1990-11-02"),
+    ] {
+        server.put(
+            &format!("Patient/{id}"),
+            &format!(
+                r#"{{"resourceType":"Patient","id":"{id}","name":[{{"family":"{family}","given":["{given}"]}}],"gender":"female","birthDate":"{born}"}}"#
+            ),
+        )?;
+    }
+    for (id, value) in AUDIT_OBSERVATIONS.iter().zip([72, 75]) {
+        server.put(
+            &format!("Observation/{id}"),
+            &format!(
+                r#"{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}}]}},"subject":{{"reference":"Patient/{AUDIT_PATIENT}"}},"effectiveDateTime":"2025-01-0{n}T09:00:00Z","valueQuantity":{{"value":{value},"unit":"beats/minute","system":"http://unitsofmeasure.org","code":"/min"}}}}"#,
+                n = value - 70,
+            ),
+        )?;
+    }
+    let pat = add_user(
+        server,
+        "pat.audit",
+        "patient",
+        &["--patient", AUDIT_PATIENT, "--name", "Pat Audit"],
+    )?;
+    let dr = add_user(server, "dr.audit", "physician", &["--name", "Dr Audit"])?;
+    let po = add_user(
+        server,
+        "po.audit",
+        "privacy-officer",
+        &["--name", "Priya Officer"],
+    )?;
+    let dr_token = server.issue_token("dr.audit", "user/*.rs")?;
+    env.extend([
+        (
+            "VIGIL_AUDIT_PATIENT_ID".to_owned(),
+            AUDIT_PATIENT.to_owned(),
+        ),
+        ("VIGIL_AUDIT_OTHER_ID".to_owned(), AUDIT_OTHER.to_owned()),
+        (
+            "VIGIL_AUDIT_OBSERVATIONS".to_owned(),
+            AUDIT_OBSERVATIONS.join(","),
+        ),
+        ("VIGIL_PAT_USER".to_owned(), "pat.audit".to_owned()),
+        ("VIGIL_PAT_PASSWORD".to_owned(), pat),
+        ("VIGIL_DR_USER".to_owned(), "dr.audit".to_owned()),
+        ("VIGIL_DR_PASSWORD".to_owned(), dr),
+        ("VIGIL_DR_TOKEN".to_owned(), dr_token),
+        ("VIGIL_PO_USER".to_owned(), "po.audit".to_owned()),
+        ("VIGIL_PO_PASSWORD".to_owned(), po),
+    ]);
+    Ok(())
 }
 
 /// Creates what the round's scripts expect; returns the environment that tells them.
@@ -257,6 +354,7 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
                 ("VIGIL_REC_PASSWORD".to_owned(), password),
             ]);
         }
+        Setup::Audit => set_up_audit(server, &mut env)?,
     }
     Ok(env)
 }
