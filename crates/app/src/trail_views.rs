@@ -97,18 +97,38 @@ impl Vigil {
         };
         add("patient", &f.patient);
         add("agent", &f.agent);
-        add("action", &f.action);
-        add("outcome", &f.outcome);
-        add("subtype", &f.subtype);
-        let q = AuditQuery {
-            clauses,
-            recorded_from: f.from,
-            recorded_to: f.to,
-            before: f.before,
-            limit: f.limit.clamp(1, MAX_AUDIT_PAGE),
+        let limit = f.limit.clamp(1, MAX_AUDIT_PAGE);
+        // Action, outcome and subtype are checked after decryption (they
+        // are not indexed): read pages until the page is full.
+        let keep = |e: &Entry| {
+            f.action.as_deref().is_none_or(|a| e.action.as_str() == a)
+                && f.outcome
+                    .as_deref()
+                    .is_none_or(|o| e.outcome.to_string() == o)
+                && f.subtype.as_deref().is_none_or(|s| e.subtype == s)
         };
-        let indexes = self.store.find_audit(&q).await?;
-        let found = self.entries_by_index(&indexes).await?;
+        let mut found = Vec::new();
+        let mut before = f.before;
+        for _ in 0..20 {
+            let q = AuditQuery {
+                clauses: clauses.clone(),
+                recorded_from: f.from,
+                recorded_to: f.to,
+                before,
+                limit: MAX_AUDIT_PAGE,
+            };
+            let indexes = self.store.find_audit(&q).await?;
+            let Some(&last) = indexes.last() else { break };
+            before = Some(last);
+            for (i, e) in self.entries_by_index(&indexes).await? {
+                if keep(&e) && found.len() < limit {
+                    found.push((i, e));
+                }
+            }
+            if found.len() >= limit || indexes.len() < MAX_AUDIT_PAGE {
+                break;
+            }
+        }
         let mut ev = Event::new(Category::Administration, "audit-search", Action::E);
         ev.patients = f.patient.iter().cloned().collect();
         ev.account = f.agent.clone();

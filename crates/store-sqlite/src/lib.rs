@@ -58,7 +58,15 @@ pub struct SqliteStore {
     /// INVARIANT: exactly one connection, so writes are serialised here.
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Held while the store lives; the background checkpointer stops when
+    /// it can no longer upgrade its weak copy.
+    _alive: std::sync::Arc<()>,
 }
+
+/// How often the background checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// The writer's own automatic checkpoint, a backstop only (pages, ~40 MB).
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
 
 /// Most rows one dump query reads before the next page (keyset paging
 /// inside the one read transaction keeps memory bounded).
@@ -89,6 +97,10 @@ impl SqliteStore {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .pragma("secure_delete", "ON")
+                // Checkpoints run on a reader connection in the background
+                // (below), so the writer's commits do not stall on copying
+                // the WAL and syncing the database file.
+                .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
         };
         // The writer connection lives as long as the store: it keeps the WAL
         // and its index open for the readers.
@@ -116,7 +128,13 @@ impl SqliteStore {
             .connect_with(reader_opts)
             .await
             .map_err(db)?;
-        let store = SqliteStore { writer, readers };
+        let alive = std::sync::Arc::new(());
+        spawn_checkpointer(readers.clone(), std::sync::Arc::downgrade(&alive));
+        let store = SqliteStore {
+            writer,
+            readers,
+            _alive: alive,
+        };
         if !opts.allow_unsafe_durability {
             // The pragmas were just forced; if one did not take (WAL needs
             // shared memory, for instance), refuse to run rather than hope.
@@ -124,7 +142,29 @@ impl SqliteStore {
         }
         Ok(store)
     }
+}
 
+/// Copies committed WAL frames into the database file every
+/// [`CHECKPOINT_EVERY`] from a reader connection (`PASSIVE`: it never blocks
+/// the writer or readers), so commits only append to the WAL.
+fn spawn_checkpointer(readers: SqlitePool, alive: std::sync::Weak<()>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if alive.upgrade().is_none() {
+                break;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_optional(&readers)
+                .await
+            {
+                tracing::warn!(error = %e, "background WAL checkpoint failed");
+            }
+        }
+    });
+}
+
+impl SqliteStore {
     /// Copies the WAL into the database file and truncates the WAL to zero
     /// bytes (`PRAGMA wal_checkpoint(TRUNCATE)`). Fails if readers kept the
     /// checkpoint from completing.

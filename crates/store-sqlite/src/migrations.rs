@@ -220,13 +220,15 @@ CREATE TABLE audit_entries (
     bytes    BLOB    NOT NULL
 ) STRICT;
 
+-- Keyed search terms, by entry index. No foreign key and no second index:
+-- nothing is ever deleted, an append writes an entry and its terms in one
+-- transaction, and every extra B-tree is paid on the append path.
 CREATE TABLE audit_terms (
     param TEXT    NOT NULL,
     token BLOB    NOT NULL,
-    idx   INTEGER NOT NULL REFERENCES audit_entries (idx),
+    idx   INTEGER NOT NULL,
     PRIMARY KEY (param, token, idx)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX audit_terms_idx ON audit_terms (idx);
 
 -- C2SP tlog-tiles: a partial tile is replaced by wider versions of itself.
 CREATE TABLE audit_tiles (

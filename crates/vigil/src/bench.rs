@@ -631,6 +631,58 @@ pub async fn run_audit(
             p99 - fs_p99
         );
     }
+    // Open loop: 256 writers sharing a fixed total rate (the target
+    // 50,000/s), each on its own schedule.
+    for rate in [50_000u64] {
+        let w = 256usize;
+        let per_writer = Duration::from_secs_f64(w as f64 / rate as f64);
+        let start = tokio::time::Instant::now() + Duration::from_millis(50);
+        let stop = start + duration;
+        let mut tasks = Vec::with_capacity(w);
+        for k in 0..w {
+            let vigil = Arc::clone(&vigil);
+            tasks.push(tokio::spawn(async move {
+                let mut times = Vec::new();
+                // Spread the writers' phases over one period.
+                let mut next = start + per_writer.mul_f64(k as f64 / w as f64);
+                while next < stop {
+                    tokio::time::sleep_until(next).await;
+                    // Timed from the actual start: tokio's timer wakes on
+                    // millisecond ticks, which would otherwise be charged
+                    // to the append.
+                    let began = tokio::time::Instant::now();
+                    vigil
+                        .audit_event(
+                            &app::Principal::Operator,
+                            app::trail::Category::Rest,
+                            "read",
+                            app::trail::Action::R,
+                            None,
+                            None,
+                        )
+                        .await?;
+                    times.push(began.elapsed());
+                    next += per_writer;
+                }
+                Ok::<_, app::AppError>(times)
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await??);
+        }
+        let n = all.len();
+        let (_, p50, p99) = micros(all);
+        println!(
+            "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0}   (open loop at {rate}/s)",
+            w,
+            n,
+            n as f64 / duration.as_secs_f64(),
+            p50,
+            p99,
+            p99 - fs_p99
+        );
+    }
     // Fill to the verification size with the widest writer count.
     let size = current_size(&vigil).await?;
     if size < verify_entries {
