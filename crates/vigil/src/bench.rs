@@ -505,7 +505,7 @@ pub async fn run_auth(sign_ins: usize, checks: usize) -> anyhow::Result<()> {
     let (mean, p50, p99) = micros(times);
     println!(
         "{:<44} mean {:>9.2} µs  p50 {:>9.2} µs  p99 {:>9.2} µs",
-        "token: full check (+ account/revocation query)", mean, p50, p99
+        "token: full check (+ liveness, account role)", mean, p50, p99
     );
     let mut times = Vec::with_capacity(checks);
     for _ in 0..checks {
