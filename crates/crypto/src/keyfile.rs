@@ -16,8 +16,6 @@
 //! session = "<base64 of 32 bytes>"  # CSRF tokens
 //! token = "<base64 of 32 bytes>"    # access-token signatures (HS256)
 //! signing = "<base64 of 32 bytes>"  # seed of the id_token signing key (ES256)
-//! ```
-//!
 //! [[audit]]
 //! id = "aud-…"
 //! created = "…"
@@ -31,7 +29,6 @@
 //! entries and verify old checkpoints.
 //!
 //! The newest `[[kek]]` wraps new data keys; older ones stay to unwrap keys not yet re-wrapped.
-//! Later capabilities add their secrets (password pepper, audit signing keys) as new tables.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
