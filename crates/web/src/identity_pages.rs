@@ -732,19 +732,7 @@ async fn factor_totp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !same_origin(&state, &headers) {
-        return expired_form();
-    }
-    let (pending, account) = match pending_factor(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let f = Form::parse(&body);
-    let r = state
-        .vigil
-        .sign_in_totp(&pending, f.get("code"), &addr.to_string())
-        .await;
-    factor_result(&state, &headers, &account, r).await
+    factor_code(&state, &addr.to_string(), &headers, &body, false).await
 }
 
 async fn factor_recovery(
@@ -753,19 +741,37 @@ async fn factor_recovery(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !same_origin(&state, &headers) {
+    factor_code(&state, &addr.to_string(), &headers, &body, true).await
+}
+
+/// The second step with a code: TOTP or, with `recovery`, a recovery code.
+async fn factor_code(
+    state: &WebState,
+    addr: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    recovery: bool,
+) -> Response {
+    if !same_origin(state, headers) {
         return expired_form();
     }
-    let (pending, account) = match pending_factor(&state, &headers).await {
+    let (pending, account) = match pending_factor(state, headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let f = Form::parse(&body);
-    let r = state
-        .vigil
-        .sign_in_recovery(&pending, f.get("code"), &addr.to_string())
-        .await;
-    factor_result(&state, &headers, &account, r).await
+    let f = Form::parse(body);
+    let r = if recovery {
+        state
+            .vigil
+            .sign_in_recovery(&pending, f.get("code"), addr)
+            .await
+    } else {
+        state
+            .vigil
+            .sign_in_totp(&pending, f.get("code"), addr)
+            .await
+    };
+    factor_result(state, headers, &account, r).await
 }
 
 fn signin_json_error(e: &SignInError) -> Response {
