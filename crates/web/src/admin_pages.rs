@@ -138,12 +138,7 @@ async fn users_page(
     let accounts = match state.vigil.list_accounts(&principal(view)).await {
         Ok(a) => a,
         Err(e) => {
-            return pages::error_page(
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                Some(&pages::nav(view)),
-                "Users",
-                &pages::app_error_text(&e),
-            );
+            return pages::app_error_page(view, "Users", &e);
         }
     };
     let csrf = csrf_field(&view.csrf);
@@ -217,9 +212,7 @@ async fn add_user(State(state): State<WebState>, headers: HeaderMap, body: Body)
         async move { users_page(&state, &view, "", Some(&msg), status).await }
     };
     let invalid = StatusCode::UNPROCESSABLE_ENTITY;
-    let status_of = |e: &app::AppError| {
-        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    };
+    let status_of = pages::status_of;
     let Some(role) = form.get("role").and_then(Role::parse) else {
         return fail("choose a role".into(), invalid).await;
     };
@@ -315,8 +308,7 @@ async fn user_action(
     match result {
         Ok(()) => html::see_other(&format!("/admin/users?done={done}")),
         Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = pages::status_of(&e);
             users_page(&state, &view, "", Some(&pages::app_error_text(&e)), status).await
         }
     }
@@ -359,12 +351,7 @@ async fn outbox(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let messages = match state.vigil.outbox(&principal(&view), 200).await {
         Ok(m) => m,
         Err(e) => {
-            return pages::error_page(
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                Some(&pages::nav(&view)),
-                "Outbox",
-                &pages::app_error_text(&e),
-            );
+            return pages::app_error_page(&view, "Outbox", &e);
         }
     };
     let list: String = if messages.is_empty() {
@@ -430,12 +417,7 @@ async fn clients_page(
     let list = match state.vigil.list_clients(&principal(view)).await {
         Ok(c) => c,
         Err(e) => {
-            return pages::error_page(
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                Some(&pages::nav(view)),
-                "Apps",
-                &pages::app_error_text(&e),
-            );
+            return pages::app_error_page(view, "Apps", &e);
         }
     };
     let csrf = csrf_field(&view.csrf);
@@ -524,8 +506,7 @@ async fn add_client(State(state): State<WebState>, headers: HeaderMap, body: Bod
     match state.vigil.add_client(&principal(&view), new).await {
         Ok(()) => html::see_other("/admin/clients?done=client-added"),
         Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = pages::status_of(&e);
             clients_page(&state, &view, "", Some(&pages::app_error_text(&e)), status).await
         }
     }
@@ -544,8 +525,7 @@ async fn revoke_client(
     match state.vigil.revoke_client(&principal(&view), &id).await {
         Ok(()) => html::see_other("/admin/clients?done=client-revoked"),
         Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = pages::status_of(&e);
             clients_page(&state, &view, "", Some(&pages::app_error_text(&e)), status).await
         }
     }

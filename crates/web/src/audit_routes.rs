@@ -506,15 +506,6 @@ fn page(view: &SessionView, title: &str, body: &str) -> Response {
     )
 }
 
-fn error_for(view: &SessionView, title: &str, e: &AppError) -> Response {
-    pages::error_page(
-        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Some(&pages::nav(view)),
-        title,
-        &pages::app_error_text(e),
-    )
-}
-
 fn outcome_text(o: u8) -> &'static str {
     match o {
         0 => "success",
@@ -591,7 +582,7 @@ async fn audit_page(
             .await
         {
             Ok(x) => x,
-            Err(e) => return error_for(&view, "Audit trail", &e),
+            Err(e) => return pages::app_error_page(&view, "Audit trail", &e),
         }
     };
     let rows: String = found
@@ -749,7 +740,7 @@ async fn access_log_page(
         .await
     {
         Ok(l) => l,
-        Err(e) => return error_for(&view, "Who accessed my record", &e),
+        Err(e) => return pages::app_error_page(&view, "Who accessed my record", &e),
     };
     let rows: String = lines.iter().map(access_row).collect();
     let empty = if lines.is_empty() {

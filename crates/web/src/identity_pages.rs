@@ -195,7 +195,7 @@ fn json_error(status: StatusCode, msg: &str) -> Response {
 /// failures are logged and answered generically.
 fn app_message(e: &app::AppError) -> (StatusCode, String) {
     use app::AppError as E;
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = crate::pages::status_of(e);
     match e {
         E::BadRequest(issues) | E::Unprocessable(issues) => (
             status,

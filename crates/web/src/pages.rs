@@ -154,6 +154,16 @@ pub(crate) fn forbidden_page(nav: Option<&Nav>) -> Response {
 }
 
 /// What a user may read of an error: our own messages for 4xx, nothing of a 5xx.
+/// The HTTP status of an application error.
+pub(crate) fn status_of(e: &app::AppError) -> StatusCode {
+    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// A signed-in user's error page for an application error.
+pub(crate) fn app_error_page(view: &SessionView, title: &str, e: &app::AppError) -> Response {
+    error_page(status_of(e), Some(&nav(view)), title, &app_error_text(e))
+}
+
 pub(crate) fn app_error_text(e: &app::AppError) -> String {
     if e.status() >= 500 {
         tracing::error!(error = %e, detail = ?e, "page action failed");
