@@ -172,9 +172,9 @@ impl Vigil {
                         let shown = match AccountId::new(a.clone()) {
                             Some(id) => match self.store.account(&id).await? {
                                 Some(acc) => {
-                                    let view = self.account_view(&acc.id).await?;
+                                    let name = self.display_name(&acc).await?;
                                     (
-                                        view.display_name.unwrap_or(acc.username),
+                                        name.unwrap_or(acc.username),
                                         Some(acc.role.as_str().to_owned()),
                                     )
                                 }

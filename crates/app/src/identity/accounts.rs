@@ -312,6 +312,11 @@ impl Vigil {
         self.after_password(&account).await
     }
 
+    /// The display name an account shows (sealed in its profile).
+    pub(crate) async fn display_name(&self, a: &Account) -> Result<Option<String>, AppError> {
+        Ok(self.profile(a).await?.display_name)
+    }
+
     async fn profile(&self, a: &Account) -> Result<Profile, AppError> {
         if a.profile.is_empty() {
             return Ok(Profile::default());
