@@ -717,6 +717,7 @@ impl Store for PgStore {
     async fn find(&self, rtype: ResourceType, query: &IndexQuery) -> Result<Vec<ResourceId>> {
         if query.limit == 0
             || query.ids.as_ref().is_some_and(Vec::is_empty)
+            || query.owners.as_ref().is_some_and(Vec::is_empty)
             || query.clauses.iter().any(|c| c.tokens.is_empty())
         {
             return Ok(Vec::new());
@@ -758,6 +759,9 @@ impl Store for PgStore {
         if query.ids.is_some() {
             sql.push_str(&format!(" AND c.id = ANY(${}::text[])", next()));
         }
+        if query.owners.is_some() {
+            sql.push_str(&format!(" AND c.key_owner = ANY(${}::text[])", next()));
+        }
         if query.last_updated_from.is_some() {
             sql.push_str(&format!(" AND c.last_updated >= ${}", next()));
         }
@@ -772,6 +776,14 @@ impl Store for PgStore {
         }
         if let Some(ids) = &query.ids {
             q = q.bind(id_strings(ids));
+        }
+        if let Some(owners) = &query.owners {
+            q = q.bind(
+                owners
+                    .iter()
+                    .map(KeyOwner::storage_key)
+                    .collect::<Vec<String>>(),
+            );
         }
         if let Some(from) = query.last_updated_from {
             q = q.bind(from.0);

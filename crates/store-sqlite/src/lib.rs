@@ -283,6 +283,11 @@ fn ids_json(ids: &[ResourceId]) -> Result<String> {
     serde_json::to_string(&v).map_err(|e| StoreError::Database(e.to_string()))
 }
 
+fn owners_json(owners: &[KeyOwner]) -> Result<String> {
+    let v: Vec<String> = owners.iter().map(KeyOwner::storage_key).collect();
+    serde_json::to_string(&v).map_err(|e| StoreError::Database(e.to_string()))
+}
+
 /// A JSON array of hex tokens, unpacked with `json_each` and `unhex`.
 fn tokens_json(tokens: &[Vec<u8>]) -> Result<String> {
     let v: Vec<String> = tokens.iter().map(hex::encode).collect();
@@ -803,12 +808,13 @@ impl Store for SqliteStore {
     async fn find(&self, rtype: ResourceType, query: &IndexQuery) -> Result<Vec<ResourceId>> {
         if query.limit == 0
             || query.ids.as_ref().is_some_and(Vec::is_empty)
+            || query.owners.as_ref().is_some_and(Vec::is_empty)
             || query.clauses.iter().any(|c| c.tokens.is_empty())
         {
             return Ok(Vec::new());
         }
         // The statement's size depends only on how many clauses there are;
-        // ids and tokens travel as one JSON parameter each.
+        // ids, owners and tokens travel as one JSON parameter each.
         let mut sql = String::from(
             "SELECT c.id FROM resource_current c WHERE c.rtype = ?1 AND c.deleted = 0",
         );
@@ -820,6 +826,12 @@ impl Store for SqliteStore {
         if query.ids.is_some() {
             sql.push_str(&format!(
                 " AND c.id IN (SELECT value FROM json_each(?{}))",
+                next()
+            ));
+        }
+        if query.owners.is_some() {
+            sql.push_str(&format!(
+                " AND c.key_owner IN (SELECT value FROM json_each(?{}))",
                 next()
             ));
         }
@@ -856,6 +868,9 @@ impl Store for SqliteStore {
         let mut q = sqlx::query(&sql).bind(rtype.as_str());
         if let Some(ids) = &query.ids {
             q = q.bind(ids_json(ids)?);
+        }
+        if let Some(owners) = &query.owners {
+            q = q.bind(owners_json(owners)?);
         }
         if let Some(from) = query.last_updated_from {
             q = q.bind(from.0);

@@ -141,6 +141,10 @@ pub struct IndexQuery {
     pub clauses: Vec<IndexClause>,
     /// Restrict to these ids (from `_id` or a previous stage).
     pub ids: Option<Vec<ResourceId>>,
+    /// Restrict to resources sealed under these owners' keys (the patient
+    /// compartments the caller may reach, and `Organisation` for directory
+    /// data). Owners are stored in clear, like the key they name.
+    pub owners: Option<Vec<KeyOwner>>,
     /// `_lastUpdated` bounds, inclusive, in clear (write times are not PHI; see ARCHITECTURE.md).
     pub last_updated_from: Option<Timestamp>,
     pub last_updated_to: Option<Timestamp>,

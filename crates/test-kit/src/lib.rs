@@ -88,6 +88,7 @@ macro_rules! store_story_tests {
             erase_patient_removes_only_that_owner,
             erase_refuses_the_organisation_key,
             stats_count_everything,
+            find_narrows_to_owners,
             dump_load_round_trip_same_backend,
             load_refuses_non_empty_store,
             load_is_all_or_nothing,

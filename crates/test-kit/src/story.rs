@@ -749,8 +749,40 @@ pub async fn find_combines_clauses_tokens_ids_and_bounds(store: &dyn Store) {
         last_updated_from: Some(Timestamp(150)),
         last_updated_to: Some(Timestamp(600)),
         limit: 2,
+        owners: None,
     };
     assert_eq!(find(q).await, "o2,o3");
+}
+
+pub async fn find_narrows_to_owners(store: &dyn Store) {
+    let ops = [
+        ("n1", patient("pa")),
+        ("n2", patient("pb")),
+        ("n3", patient("pa")),
+        ("n4", KeyOwner::Organisation),
+    ]
+    .iter()
+    .map(|(id, owner)| create(Observation, id, owner, id.as_bytes(), vec![row("code", "bp")]))
+    .collect();
+    store.commit(ops).await.unwrap();
+    let find = |owners: Option<Vec<KeyOwner>>| async move {
+        let mut q = query(vec![clause("code", &["bp"])], 10);
+        q.owners = owners;
+        ids(&store.find(Observation, &q).await.unwrap()).join(",")
+    };
+    assert_eq!(find(None).await, "n1,n2,n3,n4");
+    assert_eq!(find(Some(vec![patient("pa")])).await, "n1,n3");
+    assert_eq!(
+        find(Some(vec![patient("pb"), KeyOwner::Organisation])).await,
+        "n2,n4"
+    );
+    assert_eq!(find(Some(vec![patient("nobody")])).await, "");
+    // No owner at all reaches nothing (never "everything").
+    assert_eq!(find(Some(Vec::new())).await, "");
+    // Without index clauses too.
+    let mut q = query(Vec::new(), 10);
+    q.owners = Some(vec![patient("pb")]);
+    assert_eq!(ids(&store.find(Observation, &q).await.unwrap()), ["n2"]);
 }
 
 pub async fn find_handles_long_token_and_id_lists(store: &dyn Store) {
