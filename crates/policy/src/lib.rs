@@ -7,6 +7,14 @@
 
 #![forbid(unsafe_code)]
 
+mod consent;
+mod engine;
+mod explain;
+mod relationships;
 mod types;
 
+pub use consent::consent_denies;
+pub use engine::{
+    DEFAULT_DENY, DEFAULT_POLICIES, EVALUATION_ERROR, Engine, PolicyError, Rule, SCHEMA,
+};
 pub use types::*;

@@ -1,0 +1,577 @@
+//! The decision point: Cedar policies validated in strict mode against the
+//! schema, evaluated over a small entity slice built per request.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use cedar_policy as cedar;
+use model::Timestamp;
+
+use crate::explain::{self, Need};
+use crate::{
+    Action, Category, Decision, Facts, Label, Lesson, Principal, Purpose, Relationship, Request,
+    Windows, consent_denies, relationships,
+};
+
+/// The Cedar schema the policies are validated against.
+pub const SCHEMA: &str = include_str!("../policies/schema.cedarschema");
+/// The default policy set (`docs/access-policy.md`).
+pub const DEFAULT_POLICIES: &str = include_str!("../policies/default.cedar");
+
+/// The id a denial carries when no permit rule applied.
+pub const DEFAULT_DENY: &str = "default-deny";
+/// The id a denial carries when the decision could not be evaluated.
+pub const EVALUATION_ERROR: &str = "evaluation-error";
+/// The rule whose denial names the consent that denied.
+const CONSENT_RULE: &str = "F1";
+
+/// Why a schema or policy set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("the schema does not parse: {0}")]
+    Schema(String),
+    #[error("the policies do not parse: {0}")]
+    Parse(String),
+    #[error("the policies do not validate against the schema: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("a policy has no @{annotation} annotation: {policy}")]
+    MissingAnnotation {
+        annotation: &'static str,
+        policy: String,
+    },
+    #[error("policy {id} names an unknown lesson: {lesson}")]
+    UnknownLesson { id: String, lesson: String },
+    #[error("policy templates are not supported")]
+    Template,
+    #[error("the schema lacks the vigil entity or action names: {0}")]
+    Names(String),
+}
+
+/// One policy of the set, as the privacy officer's page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The rule number of the rule book (`@id`); several policies may share one.
+    pub id: String,
+    /// `permit` (true) or `forbid` (false).
+    pub permit: bool,
+    /// `@reason`.
+    pub reason: String,
+    /// `@lesson`, if any.
+    pub lesson: Option<Lesson>,
+    /// `@mask`: elements removed from what this permit allows.
+    pub masks: Vec<String>,
+    /// The Cedar text of the policy.
+    pub text: String,
+}
+
+const LESSONS: [Lesson; 8] = [
+    Lesson::Relationship,
+    Lesson::Consent,
+    Lesson::Vip,
+    Lesson::Sensitive,
+    Lesson::Role,
+    Lesson::Purpose,
+    Lesson::Training,
+    Lesson::Mfa,
+];
+
+/// The decision point. Everything is parsed and validated once, in
+/// [`Engine::new`]; [`Engine::decide`] only builds the request's entities.
+pub struct Engine {
+    policies: cedar::PolicySet,
+    authorizer: cedar::Authorizer,
+    /// In source order.
+    rules: Vec<Rule>,
+    index: HashMap<cedar::PolicyId, usize>,
+    user: cedar::EntityTypeName,
+    resource: cedar::EntityTypeName,
+    actions: Vec<(Action, cedar::EntityUid)>,
+    windows: Windows,
+    text: String,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.len())
+            .field("windows", &self.windows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What Cedar answered for one purpose.
+struct Eval {
+    allow: bool,
+    /// Indexes into `rules` of the deciding policies, in source order.
+    fired: Vec<usize>,
+    /// The consent that denies this access, if any.
+    consent: Option<String>,
+}
+
+/// Any failure to build or evaluate a request (the decision denies).
+struct Internal;
+
+impl Engine {
+    /// Parses `schema` and `policies`, validates the policies against the
+    /// schema in strict mode and checks that every policy has an `@id` and a
+    /// `@reason` (and that a `@lesson` names a known lesson).
+    pub fn new(schema: &str, policies: &str, windows: Windows) -> Result<Engine, PolicyError> {
+        let (schema, _warnings) = cedar::Schema::from_cedarschema_str(schema)
+            .map_err(|e| PolicyError::Schema(e.to_string()))?;
+        let set =
+            cedar::PolicySet::from_str(policies).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        if set.templates().next().is_some() {
+            return Err(PolicyError::Template);
+        }
+        let result =
+            cedar::Validator::new(schema.clone()).validate(&set, cedar::ValidationMode::Strict);
+        if !result.validation_passed() {
+            let errors = result
+                .validation_errors()
+                .map(|e| format!("{}: {e}", e.policy_id()))
+                .collect();
+            return Err(PolicyError::Invalid(errors));
+        }
+
+        // `PolicySet::from_str` names policies `policy0`, `policy1`, … in
+        // source order; the rules keep that order (it orders explanations).
+        let mut parsed: Vec<&cedar::Policy> = set.policies().collect();
+        parsed.sort_by_key(|p| {
+            let id = p.id().to_string();
+            (id.len(), id)
+        });
+        let mut rules = Vec::with_capacity(parsed.len());
+        let mut index = HashMap::with_capacity(parsed.len());
+        for p in parsed {
+            let text = p.to_string();
+            let annotation = |annotation: &'static str| {
+                p.annotation(annotation).map(str::to_owned).ok_or_else(|| {
+                    PolicyError::MissingAnnotation {
+                        annotation,
+                        policy: text.clone(),
+                    }
+                })
+            };
+            let id = annotation("id")?;
+            let reason = annotation("reason")?;
+            let lesson = match p.annotation("lesson") {
+                None => None,
+                Some(l) => Some(LESSONS.into_iter().find(|k| k.as_str() == l).ok_or_else(
+                    || PolicyError::UnknownLesson {
+                        id: id.clone(),
+                        lesson: l.to_owned(),
+                    },
+                )?),
+            };
+            let masks = p
+                .annotation("mask")
+                .map(|m| {
+                    m.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            index.insert(p.id().clone(), rules.len());
+            rules.push(Rule {
+                id,
+                permit: p.effect() == cedar::Effect::Permit,
+                reason,
+                lesson,
+                masks,
+                text,
+            });
+        }
+
+        let name = |s: &str| {
+            cedar::EntityTypeName::from_str(s).map_err(|e| PolicyError::Names(e.to_string()))
+        };
+        let action_type = name("Vigil::Action")?;
+        let actions = Action::ALL
+            .into_iter()
+            .map(|a| {
+                let uid = cedar::EntityUid::from_type_name_and_id(
+                    action_type.clone(),
+                    cedar::EntityId::new(a.as_str()),
+                );
+                (a, uid)
+            })
+            .collect();
+        Ok(Engine {
+            policies: set,
+            authorizer: cedar::Authorizer::new(),
+            rules,
+            index,
+            user: name("Vigil::User")?,
+            resource: name("Vigil::Resource")?,
+            actions,
+            windows,
+            text: policies.to_owned(),
+        })
+    }
+
+    /// The shipped schema and default policies.
+    pub fn shipped(windows: Windows) -> Result<Engine, PolicyError> {
+        Engine::new(SCHEMA, DEFAULT_POLICIES, windows)
+    }
+
+    /// The policy text the engine enforces.
+    pub fn policy_text(&self) -> &str {
+        &self.text
+    }
+
+    /// The policies with their ids, reasons, lessons and masks, in source order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn windows(&self) -> &Windows {
+        &self.windows
+    }
+
+    /// The relationships between `principal` and `patient` at `now`, and the
+    /// break-the-glass grant behind `emergency`, if one holds.
+    pub fn relationships(
+        &self,
+        principal: &Principal,
+        patient: &str,
+        facts: &Facts,
+        now: Timestamp,
+    ) -> (BTreeSet<Relationship>, Option<String>) {
+        relationships::derive(principal, patient, facts, now, &self.windows)
+    }
+
+    /// "What if": the decision for a hypothetical request (the same as
+    /// [`Engine::decide`]; nothing is recorded here either way).
+    pub fn what_if(&self, req: &Request<'_>) -> Decision {
+        self.decide(req)
+    }
+
+    /// Decides one request. Never panics: any failure to evaluate denies
+    /// with the policy id `evaluation-error`.
+    ///
+    /// The purpose is the declared one. A request that declares none is
+    /// decided under its role's usual purpose; if that denies and a
+    /// break-the-glass grant holds, it is decided under `ETREAT` instead
+    /// (access under a grant always has purpose `ETREAT`). The grant id is
+    /// reported whenever the decision is under `ETREAT` and a grant holds.
+    pub fn decide(&self, req: &Request<'_>) -> Decision {
+        let (rels, grant) = match req.resource.patient.as_deref() {
+            Some(patient) => self.relationships(req.principal, patient, req.facts, req.now),
+            None => (BTreeSet::new(), None),
+        };
+        let (purpose, eval) = match req.purpose {
+            Some(p) => (p, self.evaluate(req, &rels, p)),
+            None => {
+                let usual = req.principal.role.default_purpose();
+                let eval = self.evaluate(req, &rels, usual);
+                let allowed = matches!(eval, Ok(Eval { allow: true, .. }));
+                if !allowed && rels.contains(&Relationship::Emergency) {
+                    (Purpose::Etreat, self.evaluate(req, &rels, Purpose::Etreat))
+                } else {
+                    (usual, eval)
+                }
+            }
+        };
+        let grant = grant.filter(|_| purpose == Purpose::Etreat);
+        let mut d = Decision {
+            allow: false,
+            policies: Vec::new(),
+            reason: String::new(),
+            missing: None,
+            way_forward: None,
+            lesson: None,
+            break_glass_possible: false,
+            purpose,
+            relationships: BTreeSet::new(),
+            grant,
+            consent: None,
+            masks: Vec::new(),
+        };
+        let eval = match eval {
+            Ok(eval) => eval,
+            Err(Internal) => {
+                d.policies.push(EVALUATION_ERROR.to_owned());
+                d.reason = "the decision could not be evaluated, so access is denied".to_owned();
+                d.relationships = rels;
+                return d;
+            }
+        };
+        let fired: Vec<&Rule> = eval
+            .fired
+            .iter()
+            .filter_map(|&i| self.rules.get(i))
+            .collect();
+        d.policies = dedup(fired.iter().map(|r| r.id.clone()));
+        d.reason = dedup(fired.iter().map(|r| {
+            let consent = eval
+                .consent
+                .as_deref()
+                .map(consent_reference)
+                .unwrap_or_default();
+            r.reason.replace("{consent}", &consent)
+        }))
+        .join("; ");
+        if eval.allow {
+            let mut masks: Vec<String> = fired.iter().flat_map(|r| r.masks.clone()).collect();
+            masks.sort();
+            masks.dedup();
+            d.allow = true;
+            d.masks = masks;
+            d.relationships = rels;
+            return d;
+        }
+
+        d.break_glass_possible =
+            !rels.contains(&Relationship::Emergency) && req.resource.patient.is_some() && {
+                let mut with_grant = rels.clone();
+                with_grant.insert(Relationship::Emergency);
+                matches!(
+                    self.evaluate(req, &with_grant, Purpose::Etreat),
+                    Ok(Eval { allow: true, .. })
+                )
+            };
+        let way_forward = |d: &Decision| {
+            let care_team = "ask to be added to the patient's care team";
+            match (req.principal.role.is_clinician(), d.break_glass_possible) {
+                (true, true) => Some(format!("{care_team}, or break the glass in an emergency")),
+                (true, false) => Some(care_team.to_owned()),
+                (false, _) => None,
+            }
+        };
+
+        if !fired.is_empty() {
+            // A forbid decided.
+            d.lesson = fired.iter().find_map(|r| r.lesson);
+            if fired.iter().any(|r| r.id == CONSENT_RULE) {
+                d.consent = eval.consent;
+            }
+            if d.break_glass_possible {
+                d.way_forward = way_forward(&d);
+            }
+            d.relationships = rels;
+            return d;
+        }
+
+        // No permit applied: default deny, with what is missing.
+        d.policies = vec![DEFAULT_DENY.to_owned()];
+        if let Some((alt, rules)) = self.needed_purpose(req, &rels, purpose) {
+            d.reason = format!(
+                "the rule {rules} allows this for purpose {}, not {}",
+                alt.as_str(),
+                purpose.as_str()
+            );
+            d.missing = Some(format!("purpose {}", alt.as_str()));
+            d.way_forward = Some(format!("declare the purpose {}", alt.as_str()));
+            d.lesson = Some(Lesson::Purpose);
+        } else {
+            match explain::need(req.principal.role, req.action, req.resource, &self.windows) {
+                Need::Relationship(missing) => {
+                    d.reason = format!("no rule allows this without {missing}");
+                    d.missing = Some(missing);
+                    d.way_forward = way_forward(&d);
+                    d.lesson = Some(Lesson::Relationship);
+                }
+                Need::Never(missing) => {
+                    d.reason = format!("no rule allows this: {missing}");
+                    d.missing = Some(missing);
+                    d.lesson = Some(Lesson::Role);
+                }
+            }
+        }
+        d.relationships = rels;
+        d
+    }
+
+    /// G3: for a declared purpose that no permit accepts, the purpose (and
+    /// the rule ids) under which the same request would be allowed. The
+    /// role's usual purpose is tried first.
+    fn needed_purpose(
+        &self,
+        req: &Request<'_>,
+        rels: &BTreeSet<Relationship>,
+        purpose: Purpose,
+    ) -> Option<(Purpose, String)> {
+        req.purpose?;
+        std::iter::once(req.principal.role.default_purpose())
+            .chain(Purpose::ALL)
+            .filter(|&p| p != purpose)
+            .find_map(|p| match self.evaluate(req, rels, p) {
+                Ok(e) if e.allow => {
+                    let ids = dedup(
+                        e.fired
+                            .iter()
+                            .filter_map(|&i| self.rules.get(i))
+                            .map(|r| r.id.clone()),
+                    );
+                    Some((p, ids.join(", ")))
+                }
+                _ => None,
+            })
+    }
+
+    /// Asks Cedar about `req` under `purpose` with `rels`.
+    fn evaluate(
+        &self,
+        req: &Request<'_>,
+        rels: &BTreeSet<Relationship>,
+        purpose: Purpose,
+    ) -> Result<Eval, Internal> {
+        let consent = consent_denies(req.principal, purpose, req.resource, req.facts, req.now);
+        let (request, entities) =
+            self.cedar_request(req, rels, purpose, consent.is_some(), None)?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        if response.diagnostics().errors().next().is_some() {
+            return Err(Internal);
+        }
+        let mut fired = response
+            .diagnostics()
+            .reason()
+            .map(|id| self.index.get(id).copied().ok_or(Internal))
+            .collect::<Result<Vec<usize>, Internal>>()?;
+        fired.sort_unstable();
+        Ok(Eval {
+            allow: response.decision() == cedar::Decision::Allow,
+            fired,
+            consent,
+        })
+    }
+
+    /// The Cedar request and its entity slice (the principal and the
+    /// resource). With a schema, both are validated against it (tests do).
+    fn cedar_request(
+        &self,
+        req: &Request<'_>,
+        rels: &BTreeSet<Relationship>,
+        purpose: Purpose,
+        consent_denied: bool,
+        schema: Option<&cedar::Schema>,
+    ) -> Result<(cedar::Request, cedar::Entities), Internal> {
+        let p = req.principal;
+        let r = req.resource;
+        let s = |v: &str| cedar::RestrictedExpression::new_string(v.to_owned());
+        let b = cedar::RestrictedExpression::new_bool;
+        let opt = |v: &Option<String>| s(v.as_deref().unwrap_or(""));
+
+        let user =
+            cedar::EntityUid::from_type_name_and_id(self.user.clone(), cedar::EntityId::new(&p.id));
+        let user_attrs = HashMap::from([
+            ("role".to_owned(), s(p.role.as_str())),
+            ("workforce".to_owned(), b(p.role.is_workforce())),
+            ("clinician".to_owned(), b(p.role.is_clinician())),
+            ("mfa".to_owned(), b(p.mfa)),
+            ("training_current".to_owned(), b(p.training_current)),
+            ("practitioner".to_owned(), opt(&p.practitioner)),
+            ("organization".to_owned(), opt(&p.organization)),
+            ("department".to_owned(), opt(&p.department)),
+        ]);
+
+        let category = Category::of(r.rtype);
+        let resource_id = format!("{}/{}", r.rtype.as_str(), r.id.as_deref().unwrap_or(""));
+        let resource = cedar::EntityUid::from_type_name_and_id(
+            self.resource.clone(),
+            cedar::EntityId::new(resource_id),
+        );
+        let resource_attrs = HashMap::from([
+            ("type".to_owned(), s(r.rtype.as_str())),
+            ("category".to_owned(), s(category.as_str())),
+            ("has_patient".to_owned(), b(r.patient.is_some())),
+            (
+                "labels".to_owned(),
+                cedar::RestrictedExpression::new_set(r.labels.iter().map(|l| s(l.as_str()))),
+            ),
+            (
+                "restricted".to_owned(),
+                b(r.labels.iter().any(|l| l.is_restricted())),
+            ),
+            ("vip".to_owned(), b(r.labels.contains(&Label::Vip))),
+        ]);
+
+        let context = cedar::Context::from_pairs([
+            ("purpose".to_owned(), s(purpose.as_str())),
+            (
+                "relationships".to_owned(),
+                cedar::RestrictedExpression::new_set(rels.iter().map(|x| s(x.as_str()))),
+            ),
+            ("direct".to_owned(), b(rels.iter().any(|x| x.is_direct()))),
+            ("consent_denied".to_owned(), b(consent_denied)),
+        ])
+        .map_err(|_| Internal)?;
+
+        let entities = cedar::Entities::from_entities(
+            [
+                cedar::Entity::new(user.clone(), user_attrs, HashSet::new())
+                    .map_err(|_| Internal)?,
+                cedar::Entity::new(resource.clone(), resource_attrs, HashSet::new())
+                    .map_err(|_| Internal)?,
+            ],
+            schema,
+        )
+        .map_err(|_| Internal)?;
+        let action = self
+            .actions
+            .iter()
+            .find(|(a, _)| *a == req.action)
+            .map(|(_, uid)| uid.clone())
+            .ok_or(Internal)?;
+        let request =
+            cedar::Request::new(user, action, resource, context, schema).map_err(|_| Internal)?;
+        Ok((request, entities))
+    }
+}
+
+/// `Consent/id` (the id as given if it already names its type).
+fn consent_reference(id: &str) -> String {
+    if id.starts_with("Consent/") {
+        id.to_owned()
+    } else {
+        format!("Consent/{id}")
+    }
+}
+
+/// The distinct items, in their first order.
+fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Builds the request's entities and context validated against the
+    /// shipped schema (production skips this: the shapes are fixed here).
+    pub(crate) fn validates_against_schema(
+        engine: &Engine,
+        req: &Request<'_>,
+        rels: &BTreeSet<Relationship>,
+    ) -> bool {
+        let Ok((schema, _)) = cedar::Schema::from_cedarschema_str(SCHEMA) else {
+            return false;
+        };
+        let purpose = req.purpose.unwrap_or(Purpose::Treat);
+        engine
+            .cedar_request(req, rels, purpose, false, Some(&schema))
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_set_validates() {
+        let engine = Engine::shipped(Windows::default());
+        assert!(engine.is_ok(), "{engine:?}");
+    }
+}
