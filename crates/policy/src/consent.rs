@@ -91,3 +91,226 @@ fn matches(
     let when = p.period.is_none_or(|pp| pp.contains(now));
     actor && purposes && labels && classes && data && when
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use model::ResourceType;
+
+    use super::*;
+    use crate::Period;
+
+    const NOW: Timestamp = Timestamp(1_700_000_000_000_000);
+
+    fn physician(practitioner: &str, org: &str) -> Principal {
+        Principal {
+            id: "acct-1".to_owned(),
+            role: Role::Physician,
+            practitioner: Some(practitioner.to_owned()),
+            patient: None,
+            organization: Some(org.to_owned()),
+            department: None,
+            mfa: true,
+            training_current: true,
+        }
+    }
+
+    fn resource(rtype: ResourceType, labels: &[Label], date: Option<i64>) -> Resource {
+        Resource {
+            rtype,
+            id: Some("r1".to_owned()),
+            patient: Some("pat-1".to_owned()),
+            labels: labels.iter().copied().collect::<BTreeSet<_>>(),
+            date: date.map(|d| Timestamp(NOW.0 + d)),
+        }
+    }
+
+    fn provision(effect: Effect) -> Provision {
+        Provision {
+            effect,
+            actors: vec![],
+            purposes: vec![],
+            labels: vec![],
+            classes: vec![],
+            data_period: None,
+            period: None,
+        }
+    }
+
+    fn consent(id: &str, base: Effect, provisions: Vec<Provision>) -> ConsentFact {
+        ConsentFact {
+            id: id.to_owned(),
+            status: "active".to_owned(),
+            period: None,
+            base,
+            provisions,
+        }
+    }
+
+    fn denies_for(
+        consents: Vec<ConsentFact>,
+        who: &Principal,
+        purpose: Purpose,
+        r: &Resource,
+    ) -> Option<String> {
+        let facts = Facts {
+            consents,
+            ..Facts::default()
+        };
+        consent_denies(who, purpose, r, &facts, NOW)
+    }
+
+    fn obs() -> Resource {
+        resource(ResourceType::Observation, &[], None)
+    }
+
+    #[test]
+    fn base_type_decides_without_a_matching_provision() {
+        let doc = physician("pr-1", "org-1");
+        let t = Purpose::Treat;
+        assert_eq!(
+            denies_for(vec![consent("c1", Effect::Deny, vec![])], &doc, t, &obs()).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(
+            denies_for(vec![consent("c1", Effect::Permit, vec![])], &doc, t, &obs()),
+            None
+        );
+        let mut draft = consent("c1", Effect::Deny, vec![]);
+        draft.status = "draft".to_owned();
+        assert_eq!(denies_for(vec![draft], &doc, t, &obs()), None);
+        let mut past = consent("c1", Effect::Deny, vec![]);
+        past.period = Some(Period {
+            start: None,
+            end: Some(Timestamp(NOW.0 - 1)),
+        });
+        assert_eq!(denies_for(vec![past.clone()], &doc, t, &obs()), None);
+        past.period = Some(Period {
+            start: None,
+            end: Some(NOW),
+        });
+        assert_eq!(
+            denies_for(vec![past], &doc, t, &obs()).as_deref(),
+            Some("c1")
+        );
+    }
+
+    #[test]
+    fn actors_match_practitioner_or_organization() {
+        let mut p = provision(Effect::Deny);
+        p.actors = vec![
+            Actor::Practitioner("pr-1".to_owned()),
+            Actor::Organization("org-9".to_owned()),
+        ];
+        let c = vec![consent("c1", Effect::Permit, vec![p])];
+        let t = Purpose::Treat;
+        assert!(denies_for(c.clone(), &physician("pr-1", "org-1"), t, &obs()).is_some());
+        assert!(denies_for(c.clone(), &physician("pr-2", "org-9"), t, &obs()).is_some());
+        assert!(denies_for(c, &physician("pr-2", "org-1"), t, &obs()).is_none());
+    }
+
+    #[test]
+    fn purposes_labels_classes_and_periods() {
+        let doc = physician("pr-1", "org-1");
+        let mut p = provision(Effect::Deny);
+        p.purposes = vec!["HPAYMT".to_owned(), "UNKNOWN".to_owned()];
+        let c = vec![consent("c1", Effect::Permit, vec![p])];
+        assert!(denies_for(c.clone(), &doc, Purpose::Hpaymt, &obs()).is_some());
+        assert!(denies_for(c, &doc, Purpose::Treat, &obs()).is_none());
+
+        let mut p = provision(Effect::Deny);
+        p.labels = vec!["V".to_owned()];
+        let c = vec![consent("c1", Effect::Permit, vec![p])];
+        let r_data = resource(ResourceType::Observation, &[Label::Restricted], None);
+        let psy_data = resource(ResourceType::Observation, &[Label::Psy], None);
+        assert!(denies_for(c.clone(), &doc, Purpose::Treat, &r_data).is_some());
+        assert!(denies_for(c.clone(), &doc, Purpose::Treat, &psy_data).is_none());
+        assert!(denies_for(c, &doc, Purpose::Treat, &obs()).is_none());
+
+        let mut p = provision(Effect::Deny);
+        p.classes = vec!["Condition".to_owned()];
+        let c = vec![consent("c1", Effect::Permit, vec![p])];
+        assert!(
+            denies_for(
+                c.clone(),
+                &doc,
+                Purpose::Treat,
+                &resource(ResourceType::Condition, &[], None)
+            )
+            .is_some()
+        );
+        assert!(denies_for(c, &doc, Purpose::Treat, &obs()).is_none());
+
+        let mut p = provision(Effect::Deny);
+        p.data_period = Some(Period {
+            start: Some(Timestamp(NOW.0 - 10)),
+            end: Some(NOW),
+        });
+        let c = vec![consent("c1", Effect::Permit, vec![p])];
+        let at = |d| resource(ResourceType::Observation, &[], Some(d));
+        assert!(denies_for(c.clone(), &doc, Purpose::Treat, &at(-10)).is_some());
+        assert!(denies_for(c.clone(), &doc, Purpose::Treat, &at(0)).is_some());
+        assert!(denies_for(c.clone(), &doc, Purpose::Treat, &at(1)).is_none());
+        assert!(
+            denies_for(c, &doc, Purpose::Treat, &obs()).is_none(),
+            "no date: no match"
+        );
+
+        let mut p = provision(Effect::Deny);
+        p.period = Some(Period {
+            start: Some(Timestamp(NOW.0 + 1)),
+            end: None,
+        });
+        let c = vec![consent("c1", Effect::Permit, vec![p])];
+        assert!(denies_for(c, &doc, Purpose::Treat, &obs()).is_none());
+    }
+
+    #[test]
+    fn deny_beats_permit_and_any_consent_denying_wins() {
+        let doc = physician("pr-1", "org-1");
+        let mut allow_me = provision(Effect::Permit);
+        allow_me.actors = vec![Actor::Practitioner("pr-1".to_owned())];
+        let mut deny_psy = provision(Effect::Deny);
+        deny_psy.labels = vec!["PSY".to_owned()];
+        let c = vec![consent("c1", Effect::Deny, vec![allow_me, deny_psy])];
+        let psy = resource(ResourceType::Observation, &[Label::Psy], None);
+        assert!(
+            denies_for(c.clone(), &doc, Purpose::Treat, &obs()).is_none(),
+            "permit lifts the base deny"
+        );
+        assert!(
+            denies_for(c.clone(), &doc, Purpose::Treat, &psy).is_some(),
+            "deny wins over permit"
+        );
+        assert!(denies_for(c, &physician("pr-2", "org-1"), Purpose::Treat, &obs()).is_some());
+
+        let both = vec![
+            consent("c1", Effect::Permit, vec![]),
+            consent("c2", Effect::Deny, vec![]),
+        ];
+        assert_eq!(
+            denies_for(both, &doc, Purpose::Treat, &obs()).as_deref(),
+            Some("c2")
+        );
+    }
+
+    #[test]
+    fn never_for_the_patient_themselves_nor_outside_a_compartment() {
+        let patient = Principal {
+            id: "acct-p".to_owned(),
+            role: Role::Patient,
+            practitioner: None,
+            patient: Some("pat-1".to_owned()),
+            organization: None,
+            department: None,
+            mfa: false,
+            training_current: false,
+        };
+        let c = vec![consent("c1", Effect::Deny, vec![])];
+        assert!(denies_for(c.clone(), &patient, Purpose::Patrqt, &obs()).is_none());
+        let mut dir = obs();
+        dir.patient = None;
+        assert!(denies_for(c, &physician("pr-1", "org-1"), Purpose::Treat, &dir).is_none());
+    }
+}
