@@ -5,6 +5,11 @@
 //! integration tests run every scenario through [`store_story_tests!`], so the
 //! two backends cannot drift apart silently.
 //!
+//! [`policy_corpus`] loads the hand-written access-policy cases
+//! (`corpus/policy/*.toml`), and [`policy_ref`] is a small plain-Rust
+//! evaluator of `docs/access-policy.md` they are checked against, and that
+//! the Cedar engine is compared with.
+//!
 //! This crate is only ever a dev-dependency; panicking on a broken fixture is
 //! the right failure mode here.
 
@@ -17,6 +22,8 @@
 )]
 
 pub mod fixtures;
+pub mod policy_corpus;
+pub mod policy_ref;
 pub mod story;
 
 use std::future::Future;
@@ -81,6 +88,7 @@ macro_rules! store_story_tests {
             find_combines_clauses_tokens_ids_and_bounds,
             find_handles_long_token_and_id_lists,
             find_follows_index_replacement,
+            find_narrows_to_owners,
             ids_sort_bytewise,
             scan_pages_through_current_resources,
             existing_and_current_many,
@@ -88,7 +96,6 @@ macro_rules! store_story_tests {
             erase_patient_removes_only_that_owner,
             erase_refuses_the_organisation_key,
             stats_count_everything,
-            find_narrows_to_owners,
             dump_load_round_trip_same_backend,
             load_refuses_non_empty_store,
             load_is_all_or_nothing,
