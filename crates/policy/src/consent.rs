@@ -4,7 +4,8 @@
 use model::Timestamp;
 
 use crate::{
-    Actor, ConsentFact, Effect, Facts, Label, Principal, Provision, Purpose, Resource, Role,
+    Actor, Category, ConsentFact, Effect, Facts, Label, Principal, Provision, Purpose, Resource,
+    Role,
 };
 
 /// The id of the first active consent of the patient that denies this
@@ -23,6 +24,9 @@ pub fn consent_denies(
     facts: &Facts,
     now: Timestamp,
 ) -> Option<String> {
+    if Category::of(resource.rtype) == Category::Directory {
+        return None;
+    }
     let patient = resource.patient.as_deref()?;
     if principal.role == Role::Patient && principal.patient.as_deref() == Some(patient) {
         return None;

@@ -258,7 +258,13 @@ impl Engine {
     /// (access under a grant always has purpose `ETREAT`). The grant id is
     /// reported whenever the decision is under `ETREAT` and a grant holds.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
-        let (rels, grant) = match req.resource.patient.as_deref() {
+        // A directory resource belongs to no patient, whatever it says.
+        let patient = req
+            .resource
+            .patient
+            .as_deref()
+            .filter(|_| Category::of(req.resource.rtype) != Category::Directory);
+        let (rels, grant) = match patient {
             Some(patient) => self.relationships(req.principal, patient, req.facts, req.now),
             None => (BTreeSet::new(), None),
         };
@@ -573,5 +579,49 @@ mod tests {
     fn shipped_set_validates() {
         let engine = Engine::shipped(Windows::default());
         assert!(engine.is_ok(), "{engine:?}");
+    }
+
+    /// The entities and context built per request conform to the schema
+    /// (production builds them without checking, for speed).
+    #[test]
+    fn requests_conform_to_the_schema() {
+        let Ok(engine) = Engine::shipped(Windows::default()) else {
+            unreachable!("the shipped policies load");
+        };
+        let all: BTreeSet<Relationship> = [Relationship::CareTeam, Relationship::Emergency].into();
+        for role in crate::Role::ALL {
+            let principal = Principal {
+                id: "a \"quoted\" id".to_owned(),
+                role,
+                practitioner: None,
+                patient: Some("p1".to_owned()),
+                organization: Some("o1".to_owned()),
+                department: None,
+                mfa: true,
+                training_current: false,
+            };
+            for rtype in model::ResourceType::ALL {
+                let resource = crate::Resource {
+                    rtype,
+                    id: None,
+                    patient: Some("p1".to_owned()),
+                    labels: Label::ALL.into(),
+                    date: None,
+                };
+                for action in Action::ALL {
+                    let req = Request {
+                        principal: &principal,
+                        action,
+                        resource: &resource,
+                        purpose: None,
+                        now: Timestamp(0),
+                        facts: &Facts::default(),
+                    };
+                    for rels in [&BTreeSet::new(), &all] {
+                        assert!(test_support::validates_against_schema(&engine, &req, rels));
+                    }
+                }
+            }
+        }
     }
 }
