@@ -372,3 +372,37 @@ fn decisions_carry_relationships() {
     );
     assert!(d.reason.contains("caring for the patient"));
 }
+
+#[test]
+fn engine_is_shareable() {
+    fn send_sync<E: Send + Sync>() {}
+    send_sync::<policy::Engine>();
+}
+
+/// `cargo test --release -p policy --test it latency -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run in release"]
+fn latency() {
+    let cases = [
+        Case::new(Role::Physician, Read, T::Observation).rels(&[R::CareTeam]),
+        Case::new(Role::Nurse, Read, T::Observation),
+        Case::new(Role::FrontDesk, Read, T::Encounter).rels(&[R::ScheduledVisit]),
+    ];
+    for c in &cases {
+        let mut times: Vec<std::time::Duration> = (0..20_000)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                std::hint::black_box(c.decide());
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        let p = |q: usize| {
+            times
+                .get(times.len() * q / 100)
+                .copied()
+                .unwrap_or_default()
+        };
+        println!("{}: p50 {:?} p99 {:?}", summary(&c.decide()), p(50), p(99));
+    }
+}
