@@ -112,6 +112,14 @@ struct Eval {
 /// Any failure to build or evaluate a request (the decision denies).
 struct Internal;
 
+/// The entities of one request, built once per decision.
+struct Slice {
+    entities: cedar::Entities,
+    user: cedar::EntityUid,
+    action: cedar::EntityUid,
+    resource: cedar::EntityUid,
+}
+
 impl Engine {
     /// Parses `schema` and `policies`, validates the policies against the
     /// schema in strict mode and checks that every policy has an `@id` and a
@@ -268,14 +276,18 @@ impl Engine {
             Some(patient) => self.relationships(req.principal, patient, req.facts, req.now),
             None => (BTreeSet::new(), None),
         };
+        let slice = self.slice(req, None);
         let (purpose, eval) = match req.purpose {
-            Some(p) => (p, self.evaluate(req, &rels, p)),
+            Some(p) => (p, self.evaluate(req, &slice, &rels, p)),
             None => {
                 let usual = req.principal.role.default_purpose();
-                let eval = self.evaluate(req, &rels, usual);
+                let eval = self.evaluate(req, &slice, &rels, usual);
                 let allowed = matches!(eval, Ok(Eval { allow: true, .. }));
                 if !allowed && rels.contains(&Relationship::Emergency) {
-                    (Purpose::Etreat, self.evaluate(req, &rels, Purpose::Etreat))
+                    (
+                        Purpose::Etreat,
+                        self.evaluate(req, &slice, &rels, Purpose::Etreat),
+                    )
                 } else {
                     (usual, eval)
                 }
@@ -335,7 +347,7 @@ impl Engine {
                 let mut with_grant = rels.clone();
                 with_grant.insert(Relationship::Emergency);
                 matches!(
-                    self.evaluate(req, &with_grant, Purpose::Etreat),
+                    self.evaluate(req, &slice, &with_grant, Purpose::Etreat),
                     Ok(Eval { allow: true, .. })
                 )
             };
@@ -363,7 +375,7 @@ impl Engine {
 
         // No permit applied: default deny, with what is missing.
         d.policies = vec![DEFAULT_DENY.to_owned()];
-        if let Some((alt, rules)) = self.needed_purpose(req, &rels, purpose) {
+        if let Some((alt, rules)) = self.needed_purpose(req, &slice, &rels, purpose) {
             d.reason = format!(
                 "the rule {rules} allows this for purpose {}, not {}",
                 alt.as_str(),
@@ -397,6 +409,7 @@ impl Engine {
     fn needed_purpose(
         &self,
         req: &Request<'_>,
+        slice: &Result<Slice, Internal>,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Option<(Purpose, String)> {
@@ -404,7 +417,7 @@ impl Engine {
         std::iter::once(req.principal.role.default_purpose())
             .chain(Purpose::ALL)
             .filter(|&p| p != purpose)
-            .find_map(|p| match self.evaluate(req, rels, p) {
+            .find_map(|p| match self.evaluate(req, slice, rels, p) {
                 Ok(e) if e.allow => {
                     let ids = dedup(
                         e.fired
@@ -418,19 +431,21 @@ impl Engine {
             })
     }
 
-    /// Asks Cedar about `req` under `purpose` with `rels`.
+    /// Asks Cedar about `req` (whose entities are `slice`) under `purpose`
+    /// with `rels`.
     fn evaluate(
         &self,
         req: &Request<'_>,
+        slice: &Result<Slice, Internal>,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Result<Eval, Internal> {
+        let slice = slice.as_ref().map_err(|_| Internal)?;
         let consent = consent_denies(req.principal, purpose, req.resource, req.facts, req.now);
-        let (request, entities) =
-            self.cedar_request(req, rels, purpose, consent.is_some(), None)?;
+        let request = self.cedar_request(slice, rels, purpose, consent.is_some(), None)?;
         let response = self
             .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+            .is_authorized(&request, &self.policies, &slice.entities);
         if response.diagnostics().errors().next().is_some() {
             return Err(Internal);
         }
@@ -447,16 +462,10 @@ impl Engine {
         })
     }
 
-    /// The Cedar request and its entity slice (the principal and the
-    /// resource). With a schema, both are validated against it (tests do).
-    fn cedar_request(
-        &self,
-        req: &Request<'_>,
-        rels: &BTreeSet<Relationship>,
-        purpose: Purpose,
-        consent_denied: bool,
-        schema: Option<&cedar::Schema>,
-    ) -> Result<(cedar::Request, cedar::Entities), Internal> {
+    /// The entity slice of a request: the principal and the resource.
+    /// With a schema, the entities are validated against it (tests do;
+    /// production skips it, the shapes being fixed here).
+    fn slice(&self, req: &Request<'_>, schema: Option<&cedar::Schema>) -> Result<Slice, Internal> {
         let p = req.principal;
         let r = req.resource;
         let s = |v: &str| cedar::RestrictedExpression::new_string(v.to_owned());
@@ -496,18 +505,6 @@ impl Engine {
             ),
             ("vip".to_owned(), b(r.labels.contains(&Label::Vip))),
         ]);
-
-        let context = cedar::Context::from_pairs([
-            ("purpose".to_owned(), s(purpose.as_str())),
-            (
-                "relationships".to_owned(),
-                cedar::RestrictedExpression::new_set(rels.iter().map(|x| s(x.as_str()))),
-            ),
-            ("direct".to_owned(), b(rels.iter().any(|x| x.is_direct()))),
-            ("consent_denied".to_owned(), b(consent_denied)),
-        ])
-        .map_err(|_| Internal)?;
-
         let entities = cedar::Entities::from_entities(
             [
                 cedar::Entity::new(user.clone(), user_attrs, HashSet::new())
@@ -524,9 +521,43 @@ impl Engine {
             .find(|(a, _)| *a == req.action)
             .map(|(_, uid)| uid.clone())
             .ok_or(Internal)?;
-        let request =
-            cedar::Request::new(user, action, resource, context, schema).map_err(|_| Internal)?;
-        Ok((request, entities))
+        Ok(Slice {
+            entities,
+            user,
+            action,
+            resource,
+        })
+    }
+
+    /// The Cedar request for `slice` with its context.
+    fn cedar_request(
+        &self,
+        slice: &Slice,
+        rels: &BTreeSet<Relationship>,
+        purpose: Purpose,
+        consent_denied: bool,
+        schema: Option<&cedar::Schema>,
+    ) -> Result<cedar::Request, Internal> {
+        let s = |v: &str| cedar::RestrictedExpression::new_string(v.to_owned());
+        let b = cedar::RestrictedExpression::new_bool;
+        let context = cedar::Context::from_pairs([
+            ("purpose".to_owned(), s(purpose.as_str())),
+            (
+                "relationships".to_owned(),
+                cedar::RestrictedExpression::new_set(rels.iter().map(|x| s(x.as_str()))),
+            ),
+            ("direct".to_owned(), b(rels.iter().any(|x| x.is_direct()))),
+            ("consent_denied".to_owned(), b(consent_denied)),
+        ])
+        .map_err(|_| Internal)?;
+        cedar::Request::new(
+            slice.user.clone(),
+            slice.action.clone(),
+            slice.resource.clone(),
+            context,
+            schema,
+        )
+        .map_err(|_| Internal)
     }
 }
 
@@ -565,9 +596,11 @@ pub(crate) mod test_support {
             return false;
         };
         let purpose = req.purpose.unwrap_or(Purpose::Treat);
-        engine
-            .cedar_request(req, rels, purpose, false, Some(&schema))
-            .is_ok()
+        engine.slice(req, Some(&schema)).is_ok_and(|slice| {
+            engine
+                .cedar_request(&slice, rels, purpose, false, Some(&schema))
+                .is_ok()
+        })
     }
 }
 
