@@ -11,7 +11,7 @@ use store::{AuditRecord, WriteOp};
 
 use crate::records::{Prepared, key_owner};
 use crate::search::SearchPage;
-use crate::trail::{Action, Category, Event};
+use crate::trail::{Action, Category, Event, PolicyNote};
 use crate::{AppError, Principal, Versioned, Vigil, Written};
 
 /// Who writes and why, for the entries a commit carries.
@@ -20,6 +20,8 @@ pub(crate) struct WriteAudit<'a> {
     pub subtype: &'static str,
     /// One entry for the whole batch (a bulk import) instead of one per resource.
     pub per_batch: bool,
+    /// What the access policy decided for the write.
+    pub policy: Option<PolicyNote>,
 }
 
 impl<'a> WriteAudit<'a> {
@@ -28,7 +30,13 @@ impl<'a> WriteAudit<'a> {
             who,
             subtype,
             per_batch: false,
+            policy: None,
         }
+    }
+
+    pub(crate) fn with_policy(mut self, policy: Option<PolicyNote>) -> WriteAudit<'a> {
+        self.policy = policy;
+        self
     }
 }
 
@@ -92,6 +100,7 @@ impl Vigil {
                 .filter_map(|op| patient_of(&op.version.key_owner))
                 .collect();
             let mut ev = rest(audit.subtype, Action::C);
+            ev.policy = audit.policy.clone();
             ev.patients = patients.into_iter().collect();
             ev.resources = ops
                 .iter()
@@ -102,6 +111,7 @@ impl Vigil {
         ops.iter()
             .map(|op| {
                 let mut ev = rest(audit.subtype, action_of(op));
+                ev.policy = audit.policy.clone();
                 ev.patients = patient_of(&op.version.key_owner).into_iter().collect();
                 ev.resources = vec![reference(op.version.rtype, &op.version.id)];
                 self.audit_record(audit.who, ev)
@@ -128,13 +138,15 @@ impl Vigil {
         rtype: ResourceType,
         body: Value,
     ) -> Result<Written, AppError> {
-        match self.create_unaudited(who, rtype, body).await {
+        let mut ev = rest("create", Action::C);
+        ev.resources = vec![rtype.to_string()];
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self.create_unaudited(who, &mut gate, rtype, body).await {
             Ok(w) => Ok(w),
-            Err(e) => {
-                let mut ev = rest("create", Action::C);
-                ev.resources = vec![rtype.to_string()];
-                self.audit_failure(who, ev, e).await
-            }
+            Err(e) => self.audit_failure(who, ev, e).await,
         }
     }
 
@@ -147,13 +159,18 @@ impl Vigil {
         body: Value,
         if_match: Option<VersionId>,
     ) -> Result<Written, AppError> {
-        match self.update_unaudited(who, rtype, id, body, if_match).await {
+        let mut ev = rest("update", Action::U);
+        ev.resources = vec![reference(rtype, id)];
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self
+            .update_unaudited(who, &mut gate, rtype, id, body, if_match)
+            .await
+        {
             Ok(w) => Ok(w),
-            Err(e) => {
-                let mut ev = rest("update", Action::U);
-                ev.resources = vec![reference(rtype, id)];
-                self.audit_failure(who, ev, e).await
-            }
+            Err(e) => self.audit_failure(who, ev, e).await,
         }
     }
 
@@ -167,10 +184,15 @@ impl Vigil {
     ) -> Result<Option<VersionId>, AppError> {
         let mut ev = rest("delete", Action::D);
         ev.resources = vec![reference(rtype, id)];
-        match self.delete_unaudited(who, rtype, id).await {
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self.delete_unaudited(who, &mut gate, rtype, id).await {
             Ok(Some(v)) => Ok(Some(v)),
             // Nothing was written, so no entry went with a commit.
             Ok(None) => {
+                ev.policy = gate.policy_note();
                 self.audit(who, ev).await?;
                 Ok(None)
             }
@@ -187,9 +209,14 @@ impl Vigil {
     ) -> Result<(Versioned, Vec<u8>), AppError> {
         let mut ev = rest("read", Action::R);
         ev.resources = vec![reference(rtype, id)];
-        match self.read_raw_unaudited(who, rtype, id).await {
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self.read_raw_unaudited(who, &mut gate, rtype, id).await {
             Ok((v, bytes, owner)) => {
                 ev.patients = patient_of(&owner).into_iter().collect();
+                ev.policy = gate.policy_note();
                 self.audit(who, ev).await?;
                 Ok((v, bytes))
             }
@@ -206,9 +233,14 @@ impl Vigil {
     ) -> Result<Versioned, AppError> {
         let mut ev = rest("read", Action::R);
         ev.resources = vec![reference(rtype, id)];
-        match self.read_unaudited(who, rtype, id).await {
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self.read_unaudited(who, &mut gate, rtype, id).await {
             Ok(v) => {
                 ev.patients = patients_in(std::iter::once(&v));
+                ev.policy = gate.policy_note();
                 self.audit(who, ev).await?;
                 Ok(v)
             }
@@ -226,9 +258,17 @@ impl Vigil {
     ) -> Result<Versioned, AppError> {
         let mut ev = rest("vread", Action::R);
         ev.resources = vec![format!("{rtype}/{id}/_history/{version}")];
-        match self.vread_unaudited(who, rtype, id, version).await {
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self
+            .vread_unaudited(who, &mut gate, rtype, id, version)
+            .await
+        {
             Ok(v) => {
                 ev.patients = patients_in(std::iter::once(&v));
+                ev.policy = gate.policy_note();
                 self.audit(who, ev).await?;
                 Ok(v)
             }
@@ -245,9 +285,14 @@ impl Vigil {
     ) -> Result<Vec<Versioned>, AppError> {
         let mut ev = rest("history-instance", Action::R);
         ev.resources = vec![reference(rtype, id)];
-        match self.history_unaudited(who, rtype, id).await {
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self.history_unaudited(who, &mut gate, rtype, id).await {
             Ok(vs) => {
                 ev.patients = patients_in(vs.iter());
+                ev.policy = gate.policy_note();
                 self.audit(who, ev).await?;
                 Ok(vs)
             }
@@ -264,7 +309,11 @@ impl Vigil {
     ) -> Result<SearchPage, AppError> {
         let mut ev = rest("search-type", Action::E);
         ev.query = Some(query_string(pairs));
-        match self.search_unaudited(who, rtype, pairs).await {
+        let mut gate = match self.policy_gate(who) {
+            Ok(g) => g,
+            Err(e) => return self.audit_failure(who, ev, e).await,
+        };
+        match self.search_unaudited(who, &mut gate, rtype, pairs).await {
             Ok(page) => {
                 ev.patients = patients_in(page.matches.iter().chain(page.included.iter()));
                 ev.resources = page
@@ -276,6 +325,7 @@ impl Vigil {
                 if ev.resources.is_empty() {
                     ev.resources = vec![rtype.to_string()];
                 }
+                ev.policy = gate.policy_note();
                 self.audit(who, ev).await?;
                 Ok(page)
             }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use auth::scope::Interaction;
 use fhir::IssueCode;
 use model::{ResourceId, ResourceType, VersionId};
 use serde_json::{Value, json};
@@ -252,7 +253,20 @@ impl Vigil {
         }
         fhir::validate(&shell, &limits).map_err(AppError::BadRequest)?;
         if kind == "transaction" {
-            self.transaction(who, &entries, base).await
+            match self.transaction(who, &entries, base).await {
+                Ok(v) => Ok(v),
+                // A refused or failed transaction wrote nothing, so no entry
+                // went with a commit: it is recorded here, with its outcome.
+                Err(e) => {
+                    let ev = crate::trail::Event::new(
+                        crate::trail::Category::Rest,
+                        "transaction",
+                        crate::trail::Action::E,
+                    );
+                    self.audit(who, ev.failed(&e)).await?;
+                    Err(e)
+                }
+            }
         } else {
             Ok(self.batch(who, &entries, base).await)
         }
@@ -308,11 +322,17 @@ impl Vigil {
         let mut unit = crate::keys::NewKeys::default();
         let mut prepared = Vec::new();
         let mut deletes = Vec::new();
+        // Every entry passes the scope ceiling and the access policy, as the
+        // same interaction would on its own.
+        let mut gate = self.policy_gate(who)?;
         // FHIR's processing order: DELETE, POST, PUT, then GET.
         for e in entries.iter_mut() {
             let Action::Delete { rtype, id } = &e.action else {
                 continue;
             };
+            self.entry_allowed(who, &mut gate, *rtype, Some(id), None, Interaction::Delete)
+                .await
+                .map_err(|err| at(e.index, err))?;
             let op = self
                 .delete_op(*rtype, id, now)
                 .await
@@ -336,6 +356,16 @@ impl Vigil {
                             .get(&index)
                             .cloned()
                             .ok_or_else(|| bad(index, "internal id assignment"))?;
+                        self.entry_allowed(
+                            who,
+                            &mut gate,
+                            *rtype,
+                            Some(&id),
+                            Some(resource),
+                            Interaction::Create,
+                        )
+                        .await
+                        .map_err(|err| at(index, err))?;
                         let p = self
                             .prepare(
                                 *rtype,
@@ -368,6 +398,16 @@ impl Vigil {
                         self.check_references(resource, &pending)
                             .await
                             .map_err(|err| at(index, err))?;
+                        self.entry_allowed(
+                            who,
+                            &mut gate,
+                            *rtype,
+                            Some(id),
+                            Some(resource),
+                            Interaction::Update,
+                        )
+                        .await
+                        .map_err(|err| at(index, err))?;
                         let (version, pre, _) = self
                             .next_version(*rtype, id, *if_match)
                             .await
@@ -393,7 +433,7 @@ impl Vigil {
         let delete_ops = deletes.iter().map(|(_, op)| op.clone()).collect();
         let (indexes, written): (Vec<usize>, Vec<_>) = prepared.into_iter().unzip();
         self.commit_unit(
-            crate::audited::WriteAudit::each(who, "transaction"),
+            crate::audited::WriteAudit::each(who, "transaction").with_policy(gate.policy_note()),
             delete_ops,
             &written,
             unit,
@@ -433,6 +473,44 @@ impl Vigil {
             "type": "transaction-response",
             "entry": responses.into_values().collect::<Vec<_>>(),
         }))
+    }
+
+    /// The ceiling and the policy for one transaction entry: on the stored
+    /// version (update, delete) and on the new body (create, update).
+    async fn entry_allowed(
+        &self,
+        who: &Principal,
+        gate: &mut crate::decide::Gate,
+        rtype: ResourceType,
+        id: Option<&ResourceId>,
+        body: Option<&Value>,
+        interaction: Interaction,
+    ) -> Result<(), AppError> {
+        let access = self.permit(who, rtype, interaction)?;
+        let action = match interaction {
+            Interaction::Create => policy::Action::Create,
+            Interaction::Update => policy::Action::Update,
+            Interaction::Delete => policy::Action::Delete,
+            Interaction::Read => policy::Action::Read,
+            Interaction::Search => policy::Action::Search,
+        };
+        if let Some(id) = id
+            && interaction != Interaction::Create
+            && let Some(old) = self.store.current(rtype, id).await?
+        {
+            access.allows(&old.key_owner)?;
+            if !old.deleted && !gate.is_unrestricted() {
+                let current = self.open_version(&old).await?;
+                self.decide_version(gate, action, &current).await?;
+            }
+        }
+        if let (Some(body), Some(id)) = (body, id) {
+            let owner = crate::records::key_owner(rtype, id, body);
+            access.allows(&owner)?;
+            self.decide_body(gate, action, rtype, Some(id), &owner, body)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn batch(&self, who: &Principal, raw: &[Value], base: &str) -> Value {

@@ -373,6 +373,12 @@ impl Vigil {
         who: &Principal,
         resources: Vec<Value>,
     ) -> Result<usize, AppError> {
+        // A bulk load bypasses the per-resource decisions: operators only.
+        if !matches!(who, Principal::Operator) {
+            return Err(AppError::Forbidden(
+                "bulk loading is an operator task".into(),
+            ));
+        }
         let now = self.now();
         let mut pending = std::collections::BTreeSet::new();
         let mut parsed = Vec::with_capacity(resources.len());
@@ -414,6 +420,7 @@ impl Vigil {
                     who,
                     subtype: "import",
                     per_batch: true,
+                    policy: None,
                 },
                 prepared,
                 unit,

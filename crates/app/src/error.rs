@@ -14,6 +14,13 @@ pub enum AppError {
     /// 403: authenticated, but this is beyond the caller's scopes or role.
     #[error("forbidden")]
     Forbidden(String),
+    /// 403: the access policy denied it; the decision says which rule, why,
+    /// what is missing and the way forward.
+    #[error("denied by the access policy")]
+    Denied(Box<policy::Decision>),
+    /// 500: the access policy could not be used (fails closed).
+    #[error("access policy failure: {0}")]
+    Policy(String),
     /// 405: the interaction is not supported on this URL.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -69,7 +76,7 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => 400,
             AppError::Unauthenticated => 401,
-            AppError::Forbidden(_) => 403,
+            AppError::Forbidden(_) | AppError::Denied(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::MethodNotAllowed => 405,
             AppError::NotAcceptable => 406,
@@ -79,7 +86,7 @@ impl AppError {
             AppError::PreconditionFailed(_) => 412,
             AppError::TooLarge(_) => 413,
             AppError::Unprocessable(_) => 422,
-            AppError::Integrity(_) | AppError::Keys(_) => 500,
+            AppError::Integrity(_) | AppError::Keys(_) | AppError::Policy(_) => 500,
             AppError::Audit(_) => 503,
             AppError::Store(StoreError::Conflict { .. } | StoreError::KeyExists) => 409,
             AppError::Store(_) => 503,
@@ -95,6 +102,11 @@ impl AppError {
                 vec![issue(IssueCode::Login, "a valid bearer token is required")]
             }
             AppError::Forbidden(m) => vec![issue(IssueCode::Forbidden, m.clone())],
+            AppError::Denied(d) => denial_issues(d),
+            AppError::Policy(_) => vec![issue(
+                IssueCode::Exception,
+                "the access policy could not decide, so nothing was returned",
+            )],
             AppError::NotFound(m) => vec![issue(IssueCode::NotFound, m.clone())],
             AppError::MethodNotAllowed => vec![issue(
                 IssueCode::NotSupported,
@@ -142,6 +154,34 @@ impl AppError {
             )],
         }
     }
+}
+
+/// A denial as issues: the rule and reason (error), then what is missing,
+/// the way forward and the lesson (information).
+fn denial_issues(d: &policy::Decision) -> Vec<Issue> {
+    let rules = d.policies.join(", ");
+    let mut out = vec![issue(
+        IssueCode::Forbidden,
+        format!("denied by rule {rules}: {}", d.reason),
+    )];
+    let mut info = |text: String| {
+        out.push(Issue {
+            severity: Severity::Information,
+            code: IssueCode::Informational,
+            diagnostics: text,
+            expression: Vec::new(),
+        });
+    };
+    if let Some(m) = &d.missing {
+        info(format!("missing: {m}"));
+    }
+    if let Some(w) = &d.way_forward {
+        info(format!("way forward: {w}"));
+    }
+    if let Some(l) = d.lesson {
+        info(format!("lesson: {}", l.as_str()));
+    }
+    out
 }
 
 pub(crate) fn issue(code: IssueCode, msg: impl Into<String>) -> Issue {

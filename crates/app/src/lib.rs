@@ -12,12 +12,16 @@
 mod access;
 mod audited;
 mod bundle;
+mod decide;
 pub mod demo;
+pub mod emergency;
 mod error;
+mod facts;
 pub mod identity;
 pub mod json;
 pub mod keys;
 mod memindex;
+pub mod policy_admin;
 mod records;
 mod search;
 pub mod trail;
@@ -34,6 +38,7 @@ use store::Store;
 /// The pure audit-log crate, for the web layer and the CLI (tiles, proofs, verification).
 pub use audit;
 pub use bundle::parse_query_string;
+pub use decide::PolicyConfig;
 pub use error::AppError;
 pub use identity::{
     AccountSummary, AccountView, AuthorizeRequest, Caller, ClientSummary, ConsentView, Endpoints,
@@ -84,6 +89,8 @@ pub struct Config {
     /// References to served types must resolve on write (422 otherwise).
     pub referential_integrity: bool,
     pub limits: Limits,
+    /// The access policy's settings (`[policy]`).
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -91,6 +98,7 @@ impl Default for Config {
         Config {
             referential_integrity: true,
             limits: Limits::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -136,6 +144,7 @@ pub struct Vigil {
     identity: Option<identity::Identity>,
     audit: Arc<trail::AuditCore>,
     audit_writer: trail::Writer,
+    policy: decide::PolicyState,
 }
 
 impl Vigil {
@@ -161,7 +170,9 @@ impl Vigil {
             trail::origin(store.as_ref()).await?,
         )?);
         let audit_writer = trail::Writer::start(Arc::clone(&store), Arc::clone(&audit_core));
+        let policy = decide::PolicyState::new(config.policy.clone())?;
         let v = Vigil {
+            policy,
             audit: audit_core,
             audit_writer,
             store,

@@ -7,8 +7,8 @@ use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId}
 use serde_json::{Map, Value};
 use store::{IndexRow, Precondition, StoreError, StoredVersion, WriteOp};
 
-use crate::access::Access;
 use crate::audited::WriteAudit;
+use crate::decide::Gate;
 use crate::error::issue;
 use crate::keys::NewKeys;
 use crate::{AppError, Principal, Versioned, Vigil, Written};
@@ -208,6 +208,13 @@ impl Vigil {
             .collect();
         let mut ops = deletes;
         ops.extend(prepared.iter().map(|p| p.op.clone()));
+        // Relationship facts come from these writes: the patients' cached
+        // facts are dropped once the commit lands.
+        let ops_owners: Vec<KeyOwner> = ops
+            .iter()
+            .filter(|op| crate::decide::shapes_facts(op.version.rtype))
+            .map(|op| op.version.key_owner.clone())
+            .collect();
         let records = self.write_records(&audit, &ops, prepared)?;
         let core = std::sync::Arc::clone(&self.audit);
         let integrate = move |h: &store::AuditHead, r: &[store::AuditRecord]| core.integrate(h, r);
@@ -227,6 +234,9 @@ impl Vigil {
             checkpoint: appended.checkpoint,
         });
         self.keys.committed(unit);
+        for op in &ops_owners {
+            self.policy.invalidate(op);
+        }
         for (rtype, id) in removed {
             if has_memory_params(rtype) {
                 self.mem.set(rtype, &id, Vec::new());
@@ -245,15 +255,27 @@ impl Vigil {
     pub(crate) async fn create_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         body: Value,
     ) -> Result<Written, AppError> {
         let access = self.permit(who, rtype, Interaction::Create)?;
         self.check_body(rtype, &body)?;
         let id = new_id();
-        access.allows(&key_owner(rtype, &id, &body))?;
+        let owner = key_owner(rtype, &id, &body);
+        access.allows(&owner)?;
+        self.decide_body(
+            gate,
+            policy::Action::Create,
+            rtype,
+            Some(&id),
+            &owner,
+            &body,
+        )
+        .await?;
         self.check_references(&body, &BTreeSet::new()).await?;
         let subtype = "create";
+        let note = gate.policy_note();
         retry_key_race(|| async {
             let mut unit = NewKeys::default();
             let p = self
@@ -268,7 +290,11 @@ impl Vigil {
                 )
                 .await?;
             let mut done = self
-                .commit_prepared(WriteAudit::each(who, subtype), vec![p], unit)
+                .commit_prepared(
+                    WriteAudit::each(who, subtype).with_policy(note.clone()),
+                    vec![p],
+                    unit,
+                )
                 .await?;
             let p = done
                 .pop()
@@ -286,6 +312,7 @@ impl Vigil {
     pub(crate) async fn update_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         id: &ResourceId,
         body: Value,
@@ -293,12 +320,25 @@ impl Vigil {
     ) -> Result<Written, AppError> {
         let access = self.permit(who, rtype, Interaction::Update)?;
         self.check_body(rtype, &body)?;
-        access.allows(&key_owner(rtype, id, &body))?;
-        if let Access::Compartment(_) = access
-            && let Some(old) = self.store.current(rtype, id).await?
-        {
+        let owner = key_owner(rtype, id, &body);
+        access.allows(&owner)?;
+        let old = self.store.current(rtype, id).await?;
+        if let Some(old) = &old {
             access.allows(&old.key_owner)?;
         }
+        // The change must be allowed on what is there now (a caller cannot
+        // rewrite a record they may not touch) and on what it becomes (nor
+        // move it out of reach, e.g. by relabelling it).
+        if !gate.is_unrestricted()
+            && let Some(old) = old.filter(|o| !o.deleted)
+        {
+            let current = self.open_version(&old).await?;
+            self.decide_version(gate, policy::Action::Update, &current)
+                .await?;
+        }
+        self.decide_body(gate, policy::Action::Update, rtype, Some(id), &owner, &body)
+            .await?;
+        let note = gate.policy_note();
         match body.get("id").and_then(Value::as_str) {
             Some(b) if b == id.as_str() => {}
             Some(_) => {
@@ -318,6 +358,7 @@ impl Vigil {
         retry_key_race(|| async {
             let (version, precondition, created) = self.next_version(rtype, id, if_match).await?;
             let subtype = if created { "create" } else { "update" };
+            let note = note.clone();
             let mut unit = NewKeys::default();
             let p = self
                 .prepare(
@@ -331,7 +372,11 @@ impl Vigil {
                 )
                 .await?;
             let mut done = self
-                .commit_prepared(WriteAudit::each(who, subtype), vec![p], unit)
+                .commit_prepared(
+                    WriteAudit::each(who, subtype).with_policy(note),
+                    vec![p],
+                    unit,
+                )
                 .await?;
             let p = done
                 .pop()
@@ -379,21 +424,28 @@ impl Vigil {
     pub(crate) async fn delete_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<Option<VersionId>, AppError> {
         let access = self.permit(who, rtype, Interaction::Delete)?;
-        if let Access::Compartment(_) = access
-            && let Some(old) = self.store.current(rtype, id).await?
-        {
+        let old = self.store.current(rtype, id).await?;
+        if let Some(old) = &old {
             access.allows(&old.key_owner)?;
+        }
+        if !gate.is_unrestricted()
+            && let Some(old) = old.filter(|o| !o.deleted)
+        {
+            let current = self.open_version(&old).await?;
+            self.decide_version(gate, policy::Action::Delete, &current)
+                .await?;
         }
         let Some(op) = self.delete_op(rtype, id, self.now()).await? else {
             return Ok(None);
         };
         let version = op.version.version;
         self.commit_unit(
-            WriteAudit::each(who, "delete"),
+            WriteAudit::each(who, "delete").with_policy(gate.policy_note()),
             vec![op],
             &[],
             NewKeys::default(),
@@ -470,6 +522,7 @@ impl Vigil {
     pub(crate) async fn read_raw_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<(Versioned, Vec<u8>, KeyOwner), AppError> {
@@ -492,6 +545,28 @@ impl Vigil {
         if bytes.first() != Some(&b'{') {
             return Err(AppError::Integrity(format!("{rtype}/{id}")));
         }
+        let bytes = if gate.is_unrestricted() {
+            bytes
+        } else {
+            let mut body: Value = serde_json::from_slice(&bytes)
+                .map_err(|_| AppError::Integrity(format!("{rtype}/{id}")))?;
+            let masks = self
+                .decide_body(
+                    gate,
+                    policy::Action::Read,
+                    rtype,
+                    Some(id),
+                    &sv.key_owner,
+                    &body,
+                )
+                .await?;
+            if masks.is_empty() {
+                bytes
+            } else {
+                crate::facts::mask(&mut body, &masks);
+                serde_json::to_vec(&body).map_err(|e| AppError::Keys(format!("encode: {e}")))?
+            }
+        };
         let meta = Versioned {
             rtype,
             id: id.clone(),
@@ -506,6 +581,7 @@ impl Vigil {
     pub(crate) async fn read_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<Versioned, AppError> {
@@ -519,13 +595,29 @@ impl Vigil {
         if sv.deleted {
             return Err(AppError::Gone(format!("{rtype}/{id} is deleted")));
         }
-        self.open_version(&sv).await
+        let mut v = self.open_version(&sv).await?;
+        self.read_decided(gate, &mut v).await?;
+        Ok(v)
+    }
+
+    /// Decides a read of one version and applies the masks it comes with.
+    pub(crate) async fn read_decided(
+        &self,
+        gate: &mut Gate,
+        v: &mut Versioned,
+    ) -> Result<(), AppError> {
+        let masks = self.decide_version(gate, policy::Action::Read, v).await?;
+        if let Some(r) = v.resource.as_mut() {
+            crate::facts::mask(r, &masks);
+        }
+        Ok(())
     }
 
     /// `GET /Type/id/_history/vid`.
     pub(crate) async fn vread_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         id: &ResourceId,
         version: VersionId,
@@ -542,13 +634,16 @@ impl Vigil {
                 "{rtype}/{id} version {version} is a deletion"
             )));
         }
-        self.open_version(&sv).await
+        let mut v = self.open_version(&sv).await?;
+        self.read_decided(gate, &mut v).await?;
+        Ok(v)
     }
 
     /// `GET /Type/id/_history`: every version, newest first.
     pub(crate) async fn history_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<Vec<Versioned>, AppError> {
@@ -562,7 +657,11 @@ impl Vigil {
         }
         let mut out = Vec::with_capacity(versions.len());
         for sv in &versions {
-            out.push(self.open_version(sv).await?);
+            // Every version is decided: one the caller may not read fails
+            // the whole history (a partial history would mislead).
+            let mut v = self.open_version(sv).await?;
+            self.read_decided(gate, &mut v).await?;
+            out.push(v);
         }
         Ok(out)
     }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use store::{IndexClause, IndexQuery};
 
 use crate::access::Access;
+use crate::decide::Gate;
 use crate::{AppError, Principal, Versioned, Vigil};
 
 /// One page of search results.
@@ -43,16 +44,24 @@ impl Vigil {
     pub(crate) async fn search_unaudited(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         pairs: &[(String, String)],
     ) -> Result<SearchPage, AppError> {
         let req = fhir::search::parse_query(rtype, pairs).map_err(AppError::BadRequest)?;
-        self.run_search(who, rtype, &req).await
+        self.run_search(who, gate, rtype, &req).await
     }
 
+    /// Searches in three steps that never let a hidden resource show: the
+    /// candidates are narrowed to the compartments the caller has
+    /// relationships with (`reach`), every match (and every resource a chain
+    /// or `_has` looks through) is decided by the policy, and only then are
+    /// totals, pages, links and includes computed — includes being decided
+    /// one by one too.
     async fn run_search(
         &self,
         who: &Principal,
+        gate: &mut Gate,
         rtype: ResourceType,
         req: &SearchRequest,
     ) -> Result<SearchPage, AppError> {
@@ -62,10 +71,17 @@ impl Vigil {
             .count
             .unwrap_or(limits.default_count)
             .min(limits.max_count);
-        if req.clauses.is_empty() && req.sort.is_empty() && access == Access::All {
+        if req.clauses.is_empty()
+            && req.sort.is_empty()
+            && access == Access::All
+            && gate.is_unrestricted()
+        {
             return self.list_by_id(rtype, req, count).await;
         }
-        let mut matched = self.matching(rtype, &req.clauses, &access).await?;
+        let owners = self.reach(gate, rtype).await?;
+        let mut matched = self
+            .matching(rtype, &req.clauses, &access, gate, owners)
+            .await?;
         sort(&mut matched, req);
         let total = matched.len();
         let offset = req.offset.min(total);
@@ -78,11 +94,15 @@ impl Vigil {
         let included = if req.summary_count {
             Vec::new()
         } else {
-            self.includes(rtype, req, &page)
-                .await?
-                .into_iter()
-                .filter(|v| access.allows_versioned(v))
-                .collect()
+            let mut kept = Vec::new();
+            for mut v in self.includes(rtype, req, &page).await? {
+                if access.allows_versioned(&v)
+                    && self.allowed(gate, policy::Action::Search, &mut v).await?
+                {
+                    kept.push(v);
+                }
+            }
+            kept
         };
         let wants_total =
             req.summary_count || matches!(req.total, fhir::search::TotalMode::Accurate);
@@ -152,14 +172,18 @@ impl Vigil {
         })
     }
 
-    /// Every resource of `rtype` matching all clauses, decrypted, in id order.
-    async fn matching(
+    /// Every resource of `rtype` matching all clauses that the gate allows,
+    /// decrypted (and masked), in id order. `owners` narrows the candidates
+    /// to the key owners the caller may reach (`None`: all).
+    pub(crate) async fn matching(
         &self,
         rtype: ResourceType,
         clauses: &[Clause],
         access: &Access,
+        gate: &mut Gate,
+        owners: Option<Vec<model::KeyOwner>>,
     ) -> Result<Vec<Versioned>, AppError> {
-        let ids = Box::pin(self.candidates(rtype, clauses)).await?;
+        let ids = Box::pin(self.candidates(rtype, clauses, gate, owners)).await?;
         let mut out = Vec::new();
         for chunk in ids.chunks(FETCH_CHUNK) {
             let mut stored = self.store.current_many(rtype, chunk).await?;
@@ -168,10 +192,18 @@ impl Vigil {
                 if access.allows(&sv.key_owner).is_err() {
                     continue;
                 }
-                let v = self.open_version(sv).await?;
+                let mut v = self.open_version(sv).await?;
+                if v.resource.is_none() {
+                    continue;
+                }
+                // The policy decides (and masks) first, and the clauses are
+                // checked on what the caller may see: a masked element cannot
+                // be searched on by someone it is hidden from.
+                if !self.allowed(gate, policy::Action::Search, &mut v).await? {
+                    continue;
+                }
                 let Some(res) = &v.resource else { continue };
-                let ok = clauses.iter().all(|c| clause_holds(rtype, c, res, &v));
-                if ok {
+                if clauses.iter().all(|c| clause_holds(rtype, c, res, &v)) {
                     out.push(v);
                 }
             }
@@ -184,11 +216,14 @@ impl Vigil {
         &self,
         rtype: ResourceType,
         clauses: &[Clause],
+        gate: &mut Gate,
+        owners: Option<Vec<model::KeyOwner>>,
     ) -> Result<Vec<ResourceId>, AppError> {
         let window = self.config.limits.search_window;
         let ring = self.keys.ring();
         let mut query = IndexQuery {
             limit: window.saturating_add(1),
+            owners,
             ..IndexQuery::default()
         };
         let mut restrict: Option<BTreeSet<ResourceId>> = None;
@@ -203,10 +238,15 @@ impl Vigil {
                 Clause::Id(ids) => narrow(ids.iter().cloned().collect(), &mut restrict),
                 Clause::LastUpdated(_) => {}
                 Clause::Chain { def, target, inner } => {
+                    // The chained resources are searched as the caller: a
+                    // hidden one can never make an outer resource match.
+                    let reach = self.reach(gate, *target).await?;
                     let inner_ids = Box::pin(self.matching(
                         *target,
                         std::slice::from_ref(inner.as_ref()),
                         &Access::All,
+                        gate,
+                        reach,
                     ))
                     .await?;
                     let tokens = inner_ids
@@ -223,10 +263,13 @@ impl Vigil {
                     ref_param,
                     inner,
                 } => {
+                    let reach = self.reach(gate, *source).await?;
                     let sources = Box::pin(self.matching(
                         *source,
                         std::slice::from_ref(inner.as_ref()),
                         &Access::All,
+                        gate,
+                        reach,
                     ))
                     .await?;
                     let mut ids = BTreeSet::new();

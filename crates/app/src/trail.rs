@@ -80,6 +80,21 @@ pub struct Event {
     pub query: Option<String>,
     /// The account an administrative or security event is about.
     pub account: Option<String>,
+    /// What the access policy decided, for accesses it decided.
+    pub policy: Option<PolicyNote>,
+}
+
+/// The access policy's part of an entry: the deciding policy ids (the
+/// permits that allowed, or the rule that denied), the purpose the access
+/// was decided under, and the break-the-glass grants it used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyNote {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
 }
 
 impl Event {
@@ -93,10 +108,18 @@ impl Event {
             resources: Vec::new(),
             query: None,
             account: None,
+            policy: None,
         }
     }
 
     pub fn failed(mut self, e: &AppError) -> Event {
+        if let AppError::Denied(d) = e {
+            self.policy = Some(PolicyNote {
+                policies: d.policies.clone(),
+                purpose: Some(d.purpose.as_str().to_owned()),
+                grants: d.grant.iter().cloned().collect(),
+            });
+        }
         let code = if e.status() >= 500 { 8 } else { 4 };
         self.failure = Some((code, failure_text(e)));
         self
@@ -146,6 +169,8 @@ pub struct Entry {
     pub account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyNote>,
 }
 
 /// Where an entry landed: its index and the signed checkpoint covering it.
@@ -179,6 +204,11 @@ pub async fn with_request<F: std::future::Future>(ctx: Arc<RequestContext>, f: F
 
 fn context() -> Option<Arc<RequestContext>> {
     REQUEST.try_with(Arc::clone).ok()
+}
+
+/// The purpose of use the current request declared, if any.
+pub(crate) fn declared_purpose() -> Option<String> {
+    context().and_then(|c| c.purpose.clone())
 }
 
 fn agent_of(who: &Principal) -> Agent {
@@ -514,7 +544,12 @@ impl crate::Vigil {
     ) -> Result<AuditRecord, AppError> {
         let core = &self.audit;
         let recorded = self.now();
-        let agent = agent_of(who);
+        let mut agent = agent_of(who);
+        // The purpose the access was decided under (declared, the role's
+        // usual one, or ETREAT under a break-the-glass grant).
+        if let Some(p) = event.policy.as_ref().and_then(|n| n.purpose.clone()) {
+            agent.purpose = Some(p);
+        }
         let request = context()
             .map(|c| c.request_id.clone())
             .filter(|r| !r.is_empty());
@@ -560,6 +595,7 @@ impl crate::Vigil {
             query: event.query,
             account: event.account,
             request,
+            policy: event.policy,
         };
         Ok(AuditRecord {
             bytes: core.seal(&entry)?,
@@ -625,6 +661,9 @@ impl crate::Vigil {
             scopes: auth::scope::ScopeSet::default(),
             patient: None,
             via: Via::Token { jti: String::new() },
+            practitioner: None,
+            own_patient: None,
+            mfa: false,
         });
         let ev = Event::new(Category::Security, "authenticate", Action::E).failed(e);
         self.audit(&who, ev).await.map(|_| ())

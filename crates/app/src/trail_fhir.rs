@@ -14,6 +14,10 @@ use crate::trail::{Action, Category, Entry};
 const AUDIT_EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
 const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const RESTFUL_INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
+/// Prefix of an access-policy rule id in `AuditEvent.agent.policy`.
+pub const POLICY_URN: &str = "urn:vigil:policy:";
+/// Prefix of a break-the-glass grant id in `AuditEvent.agent.policy`.
+pub const GRANT_URN: &str = "urn:vigil:break-the-glass:";
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
 const PARTICIPATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
@@ -138,6 +142,23 @@ fn agents(e: &Entry) -> Vec<Value> {
             json!([{"coding": [{"system": ACT_REASON, "code": p}]}]),
         );
     }
+    // AuditEvent.agent.policy: the access-policy rules that decided, and
+    // the break-the-glass grants the access was made under.
+    if let Some(n) = &e.policy {
+        let uris: Vec<Value> = n
+            .policies
+            .iter()
+            .map(|p| Value::String(format!("{POLICY_URN}{p}")))
+            .chain(
+                n.grants
+                    .iter()
+                    .map(|g| Value::String(format!("{GRANT_URN}{g}"))),
+            )
+            .collect();
+        if !uris.is_empty() {
+            user.insert("policy".into(), Value::Array(uris));
+        }
+    }
     let mut out = vec![Value::Object(user)];
     if let (Some(client), Some(_)) = (&a.client, &a.account) {
         out.push(json!({
@@ -254,6 +275,7 @@ mod tests {
             query: Some("name=Smith".into()),
             account: None,
             request: Some("req-1".into()),
+            policy: None,
         }
     }
 

@@ -10,7 +10,7 @@
 mod accounts;
 mod oauth;
 mod outbox;
-mod signin;
+pub(crate) mod signin;
 mod tokens;
 
 use std::sync::{Arc, Mutex};
@@ -117,6 +117,14 @@ pub struct Caller {
     /// the patient chosen at an app launch.
     pub patient: Option<ResourceId>,
     pub via: Via,
+    /// The Practitioner a workforce account is linked to (its relationships
+    /// with patients come from the records that name this Practitioner).
+    pub practitioner: Option<ResourceId>,
+    /// The Patient a patient account is (its own record).
+    pub own_patient: Option<ResourceId>,
+    /// The person signed in with a second factor (workforce sign-in requires
+    /// one; tokens carry the sign-in's assurance).
+    pub mfa: bool,
 }
 
 /// The secrets and rules of identity, built once from the key file.

@@ -911,6 +911,9 @@ impl Vigil {
             via: crate::Via::Token {
                 jti: claims.jti.clone(),
             },
+            practitioner: None,
+            own_patient: None,
+            mfa: false,
         });
         self.audit_event(
             &agent,

@@ -758,6 +758,11 @@ impl Vigil {
                 scopes: session_scopes(account.role),
                 patient: patient_context(&account),
                 via: Via::Session,
+                practitioner: account.practitioner.clone(),
+                own_patient: patient_context(&account),
+                // Workforce sign-in requires a second factor; a patient's
+                // session has one when the account enrolled one.
+                mfa: account.role != store::Role::Patient,
             },
             csrf: auth::session::csrf_token(&id.csrf, &sid)
                 .as_str()
@@ -815,6 +820,9 @@ pub(crate) fn account_principal(account: &Account) -> Principal {
         scopes: ScopeSet::default(),
         patient: None,
         via: Via::Session,
+        practitioner: None,
+        own_patient: None,
+        mfa: false,
     })
 }
 
@@ -828,6 +836,9 @@ fn anonymous() -> Principal {
         scopes: ScopeSet::default(),
         patient: None,
         via: Via::Session,
+        practitioner: None,
+        own_patient: None,
+        mfa: false,
     })
 }
 

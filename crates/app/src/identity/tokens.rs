@@ -52,12 +52,15 @@ impl Vigil {
         };
         // The role (and user name) come from the account as it is now, so a
         // role change takes effect on the next request.
-        let (role, username) = match &account {
+        let (role, username, practitioner, own_patient) = match &account {
             Some(id) => match self.store.account(id).await? {
-                Some(a) if a.active => (Some(a.role), Some(a.username)),
+                Some(a) if a.active => {
+                    let own = super::signin::patient_context(&a);
+                    (Some(a.role), Some(a.username), a.practitioner, own)
+                }
                 _ => return Err(AppError::Unauthenticated),
             },
-            None => (None, None),
+            None => (None, None, None, None),
         };
         let jti = claims.jti.clone();
         Ok(Principal::User(Caller {
@@ -72,6 +75,11 @@ impl Vigil {
             } else {
                 Via::Token { jti }
             },
+            practitioner,
+            own_patient,
+            // Tokens come from a sign-in (workforce: with a second factor) or
+            // from an operator's deliberate, audited act.
+            mfa: role.is_some_and(|r| r != store::Role::Patient),
         }))
     }
 
