@@ -218,11 +218,16 @@ pub enum ClientCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
-    /// Prints an access token for an account (only the token, for scripts).
+    /// Prints an access token for an account, or with `--service` for a
+    /// backend service (no person: `system/` scopes, not decided by the
+    /// relationship rules), only the token, for scripts.
     Issue {
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        username: Option<String>,
+        /// A backend-service token (system scopes) instead of a user's.
         #[arg(long)]
-        username: String,
-        /// e.g. "user/Patient.rs".
+        service: bool,
+        /// e.g. "user/Patient.rs", or "system/*.rs" with --service.
         #[arg(long)]
         scope: String,
         /// Lifetime: 900s, 15m, 1h (at most an hour).
@@ -438,6 +443,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             action:
                 TokenCommand::Issue {
                     username,
+                    service: _,
                     scope,
                     ttl,
                     common,
@@ -445,7 +451,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = config::load(&overrides(&common, None))?;
             let (vigil, _) = serve::open_vigil(&s, false).await?;
-            users::token_issue(&vigil, &s, &username, &scope, &ttl).await
+            users::token_issue(&vigil, &s, username.as_deref(), &scope, &ttl).await
         }
         Command::Bench {
             what:

@@ -296,16 +296,17 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
 pub async fn token_issue(
     vigil: &Vigil,
     s: &Settings,
-    username: &str,
+    username: Option<&str>,
     scope: &str,
     ttl: &str,
 ) -> anyhow::Result<()> {
     let ttl = parse_ttl(ttl)?;
     let (site, fhir) = site_and_fhir_base(s);
-    let token = vigil
-        .issue_operator_token(username, scope, ttl, &site, &fhir)
-        .await
-        .map_err(explain)?;
+    let token = match username {
+        Some(u) => vigil.issue_operator_token(u, scope, ttl, &site, &fhir).await,
+        None => vigil.issue_service_token(scope, ttl, &site, &fhir).await,
+    }
+    .map_err(explain)?;
     println!("{token}");
     Ok(())
 }

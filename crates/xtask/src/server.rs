@@ -128,7 +128,10 @@ impl Server {
             Some(&password),
         )?;
         self.admin_password = password;
-        self.token = self.issue_token(ADMIN_USER, "user/*.cruds")?;
+        // The external suites load and read data across every patient: a
+        // backend-service token (system scopes, no person) does that; people
+        // get their own tokens and relationships where a round needs them.
+        self.token = self.issue_service_token("system/*.cruds")?;
         println!(
             "{ADMIN_USER} created and its token issued in {}",
             crate::cmd::secs(start.elapsed())
@@ -136,21 +139,21 @@ impl Server {
         Ok(())
     }
 
+    /// `vigil token issue --service`: a backend-service access token.
+    pub fn issue_service_token(&self, scope: &str) -> Result<String> {
+        self.token_from(&["--service"], scope)
+    }
+
     /// `vigil token issue` for `username`: the printed access token.
     pub fn issue_token(&self, username: &str, scope: &str) -> Result<String> {
-        let out = self.cli(
-            &[
-                "token",
-                "issue",
-                "--username",
-                username,
-                "--scope",
-                scope,
-                "--ttl",
-                "60m",
-            ],
-            None,
-        )?;
+        self.token_from(&["--username", username], scope)
+    }
+
+    fn token_from(&self, who: &[&str], scope: &str) -> Result<String> {
+        let mut args = vec!["token", "issue"];
+        args.extend_from_slice(who);
+        args.extend_from_slice(&["--scope", scope, "--ttl", "60m"]);
+        let out = self.cli(&args, None)?;
         // The token is the one word shaped like a JWT (three base64url parts).
         out.split_whitespace()
             .find(|w| {

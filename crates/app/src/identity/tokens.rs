@@ -83,6 +83,67 @@ impl Vigil {
         }))
     }
 
+    /// Issues a short-lived backend-service token (`system/` scopes only, no
+    /// person): for operators' integrations, data loads and smoke tests.
+    /// Refused when operator tokens are switched off.
+    pub async fn issue_service_token(
+        &self,
+        scopes: &str,
+        ttl_secs: u64,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<String, AppError> {
+        let id = self.identity()?;
+        if !id.cfg.operator_tokens {
+            return Err(AppError::Forbidden(
+                "operator tokens are switched off ([identity] operator_tokens = false)".into(),
+            ));
+        }
+        if ttl_secs == 0 || ttl_secs > auth::token::MAX_TTL_SECS {
+            return Err(AppError::bad_request(
+                IssueCode::Invalid,
+                "the lifetime must be between 1 second and 1 hour",
+            ));
+        }
+        let set = ScopeSet::parse(scopes)
+            .map_err(|e| AppError::bad_request(IssueCode::Invalid, e.to_string()))?;
+        for s in set.iter() {
+            if let Scope::Resource(r) = s
+                && r.context != Context::System
+            {
+                return Err(AppError::bad_request(
+                    IssueCode::Invalid,
+                    format!("scope {s} does not fit a backend service (use system/ scopes)"),
+                ));
+            }
+        }
+        let now = unix(self.now());
+        let claims = Claims {
+            iss: issuer.to_owned(),
+            sub: OPERATOR_CLIENT.to_owned(),
+            aud: audience.to_owned(),
+            exp: now + ttl_secs,
+            iat: now,
+            jti: auth::token::new_jti(&mut rand::rngs::OsRng),
+            scope: set.to_string(),
+            client_id: OPERATOR_CLIENT.to_owned(),
+            patient: None,
+        };
+        let token = auth::token::issue(&claims, &id.token_key)
+            .map_err(|e| AppError::Keys(format!("token: {e}")))?;
+        self.audit_event(
+            &Principal::Operator,
+            crate::trail::Category::Administration,
+            "operator-service-token-issue",
+            crate::trail::Action::C,
+            None,
+            None,
+        )
+        .await?;
+        tracing::info!(jti = %claims.jti, "operator issued a backend-service token");
+        Ok(token.into_string())
+    }
+
     /// Issues a short-lived access token for `username` (operators' scripts
     /// and smoke tests). Needs the key file; refused when the configuration
     /// switches operator tokens off. Scopes may be `user/` or, for a patient
