@@ -1315,7 +1315,9 @@ pub(crate) async fn load_identity(
         | BackupRecord::AuditEntry { .. }
         | BackupRecord::AuditTile(_)
         | BackupRecord::AuditCheckpoint { .. }
-        | BackupRecord::AuditHead(_) => {}
+        | BackupRecord::AuditHead(_)
+        | BackupRecord::PolicyVersion(_)
+        | BackupRecord::Grant(_) => {}
     }
     Ok(())
 }

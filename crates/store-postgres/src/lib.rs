@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit;
+mod grants;
 mod migrations;
 
 use std::str::FromStr;
@@ -1032,6 +1033,7 @@ impl Store for PgStore {
         }
         accounts::dump_identity(&mut tx, sink).await?;
         audit::dump(&mut tx, sink).await?;
+        grants::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1042,7 +1044,8 @@ impl Store for PgStore {
             &mut tx,
             "LOCK TABLE settings, data_keys, resource_versions, resource_current, search_index, \
              accounts, credentials, recovery_codes, passkeys, factor_failures, \
-             audit_entries, audit_terms, audit_tiles, audit_checkpoints, audit_head \
+             audit_entries, audit_terms, audit_tiles, audit_checkpoints, audit_head, \
+             emergency_grants, policy_versions \
              IN SHARE ROW EXCLUSIVE MODE",
         )
         .await?;
@@ -1055,7 +1058,11 @@ impl Store for PgStore {
         .map_err(db)?
         .try_get(0)
         .map_err(db)?;
-        if non_empty || accounts::has_identity(&mut tx).await? || audit::has_audit(&mut tx).await? {
+        if non_empty
+            || accounts::has_identity(&mut tx).await?
+            || audit::has_audit(&mut tx).await?
+            || grants::has_any(&mut tx).await?
+        {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
             ));
@@ -1139,6 +1146,9 @@ impl Store for PgStore {
                 | BackupRecord::AuditCheckpoint { .. }
                 | BackupRecord::AuditHead(_) => {
                     audit::load(&mut tx, record, &mut audit_entries).await?;
+                }
+                BackupRecord::PolicyVersion(_) | BackupRecord::Grant(_) => {
+                    grants::load(&mut tx, record).await?;
                 }
             }
         }

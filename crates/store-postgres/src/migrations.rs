@@ -258,4 +258,46 @@ CREATE TABLE audit_head (
 INSERT INTO audit_head (id, size, state, checkpoint) VALUES (1, 0, ''::bytea, NULL);
 "#,
     },
+    Migration {
+        version: 5,
+        name: "access-policy",
+        sql: r#"
+-- Break-the-glass grants. Architecture Invariant: never deleted (patient
+-- erasure leaves them alone); the only updates set `revoked` once and the
+-- review columns once. The justification and review note are sealed by the app.
+CREATE TABLE emergency_grants (
+    id              text COLLATE "C" NOT NULL PRIMARY KEY,
+    account         text COLLATE "C" NOT NULL REFERENCES accounts (id),
+    patient         text COLLATE "C" NOT NULL,
+    start           bigint NOT NULL,
+    expires         bigint NOT NULL,
+    revoked         bigint,
+    reason          text COLLATE "C" NOT NULL,
+    justification   bytea  NOT NULL,
+    review_due      bigint NOT NULL,
+    review_reviewer text COLLATE "C" REFERENCES accounts (id),
+    review_at       bigint,
+    review_outcome  text COLLATE "C",
+    review_note     bytea,
+    -- A review is recorded whole or not at all.
+    CHECK ((review_at IS NULL) = (review_reviewer IS NULL)
+       AND (review_at IS NULL) = (review_outcome IS NULL)
+       AND (review_at IS NULL) = (review_note IS NULL))
+);
+CREATE INDEX emergency_grants_patient ON emergency_grants (patient, start);
+CREATE INDEX emergency_grants_account ON emergency_grants (account, start);
+CREATE INDEX emergency_grants_unreviewed ON emergency_grants (review_due) WHERE review_at IS NULL;
+
+-- The access policy's versions, append only, numbered gap-free from 1.
+-- `add_policy_version` takes `LOCK TABLE … IN SHARE ROW EXCLUSIVE MODE`, so
+-- concurrent appends from any node queue instead of racing for a number.
+CREATE TABLE policy_versions (
+    version     bigint NOT NULL PRIMARY KEY CHECK (version >= 1),
+    policy_text text   NOT NULL,
+    author      text COLLATE "C" REFERENCES accounts (id),
+    created     bigint NOT NULL,
+    comment     text   NOT NULL
+);
+"#,
+    },
 ];

@@ -510,7 +510,9 @@ pub(crate) async fn load(
         | BackupRecord::RecoveryCode { .. }
         | BackupRecord::Passkey(_)
         | BackupRecord::FactorFailures { .. }
-        | BackupRecord::Client(_) => {}
+        | BackupRecord::Client(_)
+        | BackupRecord::PolicyVersion(_)
+        | BackupRecord::Grant(_) => {}
     }
     Ok(())
 }

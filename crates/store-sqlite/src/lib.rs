@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit;
+mod grants;
 mod migrations;
 
 use std::path::Path;
@@ -1112,6 +1113,7 @@ impl Store for SqliteStore {
         }
         accounts::dump_identity(&mut tx, sink).await?;
         audit::dump(&mut tx, sink).await?;
+        grants::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1126,7 +1128,11 @@ impl Store for SqliteStore {
         .map_err(db)?
         .try_get(0)
         .map_err(db)?;
-        if non_empty || accounts::has_identity(&mut tx).await? || audit::has_audit(&mut tx).await? {
+        if non_empty
+            || accounts::has_identity(&mut tx).await?
+            || audit::has_audit(&mut tx).await?
+            || grants::has_any(&mut tx).await?
+        {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
             ));
@@ -1204,6 +1210,9 @@ impl Store for SqliteStore {
                 | BackupRecord::AuditCheckpoint { .. }
                 | BackupRecord::AuditHead(_) => {
                     audit::load(&mut tx, record, &mut audit_entries).await?;
+                }
+                BackupRecord::PolicyVersion(_) | BackupRecord::Grant(_) => {
+                    grants::load(&mut tx, record).await?;
                 }
             }
         }

@@ -255,4 +255,44 @@ CREATE TABLE audit_head (
 INSERT INTO audit_head (id, size, state, checkpoint) VALUES (1, 0, X'', NULL);
 "#,
     },
+    Migration {
+        version: 5,
+        name: "access-policy",
+        sql: r#"
+-- Break-the-glass grants. Architecture Invariant: never deleted (patient
+-- erasure leaves them alone); the only updates set `revoked` once and the
+-- review columns once. The justification and review note are sealed by the app.
+CREATE TABLE emergency_grants (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    account         TEXT    NOT NULL REFERENCES accounts (id),
+    patient         TEXT    NOT NULL,
+    start           INTEGER NOT NULL,
+    expires         INTEGER NOT NULL,
+    revoked         INTEGER,
+    reason          TEXT    NOT NULL,
+    justification   BLOB    NOT NULL,
+    review_due      INTEGER NOT NULL,
+    review_reviewer TEXT    REFERENCES accounts (id),
+    review_at       INTEGER,
+    review_outcome  TEXT,
+    review_note     BLOB,
+    -- A review is recorded whole or not at all.
+    CHECK ((review_at IS NULL) = (review_reviewer IS NULL)
+       AND (review_at IS NULL) = (review_outcome IS NULL)
+       AND (review_at IS NULL) = (review_note IS NULL))
+) STRICT;
+CREATE INDEX emergency_grants_patient ON emergency_grants (patient, start);
+CREATE INDEX emergency_grants_account ON emergency_grants (account, start);
+CREATE INDEX emergency_grants_unreviewed ON emergency_grants (review_due) WHERE review_at IS NULL;
+
+-- The access policy's versions, append only, numbered gap-free from 1.
+CREATE TABLE policy_versions (
+    version     INTEGER NOT NULL PRIMARY KEY CHECK (version >= 1),
+    policy_text TEXT    NOT NULL,
+    author      TEXT    REFERENCES accounts (id),
+    created     INTEGER NOT NULL,
+    comment     TEXT    NOT NULL
+) STRICT;
+"#,
+    },
 ];

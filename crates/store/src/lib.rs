@@ -7,6 +7,7 @@
 
 mod accounts;
 mod audit;
+mod grants;
 
 pub use accounts::{
     Account, AccountId, AccountStore, Challenge, Credentials, FailureCounter, OAuthClient,
@@ -16,6 +17,8 @@ pub use accounts::{
 pub use audit::{
     AuditAppended, AuditHead, AuditQuery, AuditRecord, AuditStore, AuditTile, Integrate, Integrated,
 };
+
+pub use grants::{EmergencyGrant, GrantReview, GrantStore, PolicyStore, PolicyVersion};
 
 use async_trait::async_trait;
 use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
@@ -45,6 +48,9 @@ pub enum StoreError {
     /// An account with this id already exists.
     #[error("account id already exists")]
     AccountExists,
+    /// An emergency grant with this id already exists.
+    #[error("emergency grant id already exists")]
+    GrantExists,
     /// A backup file that cannot be read.
     #[error("backup: {0}")]
     Backup(String),
@@ -228,11 +234,20 @@ pub enum BackupRecord {
         note: String,
     },
     AuditHead(AuditHead),
+    /// The access policy's records come last: policy versions in order from
+    /// 1, then break-the-glass grants by id (accountability records, so a
+    /// restore keeps them, reviews and revocations included). Backups
+    /// written before they existed simply have none.
+    PolicyVersion(PolicyVersion),
+    Grant(EmergencyGrant),
 }
 
-/// The storage a Vigil node uses. It includes [`AccountStore`] (identity).
+/// The storage a Vigil node uses. It includes [`AccountStore`] (identity),
+/// [`AuditStore`], and [`GrantStore`] and [`PolicyStore`] (access policy).
 #[async_trait]
-pub trait Store: AccountStore + AuditStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + AuditStore + GrantStore + PolicyStore + Send + Sync + 'static
+{
     /// Which backend this is, for logs and the CapabilityStatement (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
@@ -330,12 +345,14 @@ pub trait Store: AccountStore + AuditStore + Send + Sync + 'static {
     /// Every record, read in one consistent snapshot, in dependency order
     /// (settings, keys, versions, index rows, then accounts, credentials,
     /// recovery codes, passkeys, factor failure counters, OAuth clients, then
-    /// the audit log: entries, tiles, checkpoints, head).
+    /// the audit log: entries, tiles, checkpoints, head; then policy versions
+    /// and emergency grants).
     /// Sent in chunks to `sink`. What [`BackupRecord`] leaves out (sessions,
     /// per-address counters, challenges, tokens, the outbox) is not included.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
     /// Loads records into an empty store, in one transaction.
     /// Fails with [`StoreError::Backup`] if the store already holds resources,
-    /// keys, settings, accounts, OAuth clients or audit entries.
+    /// keys, settings, accounts, OAuth clients, audit entries, policy
+    /// versions or emergency grants.
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
 }

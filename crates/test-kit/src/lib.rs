@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod policy_corpus;
 pub mod policy_ref;
 pub mod story;
+pub mod story_grants;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -135,6 +136,36 @@ macro_rules! store_story_tests {
             concurrent_rotations_have_one_winner,
             audit_concurrent_appenders_are_gap_free,
         ]);
+        // The access-policy capability's scenarios (`story_grants`).
+        $crate::store_story_tests!(@each $fixture, grants; [
+            grants_insert_get_round_trip,
+            grants_duplicate_id_is_refused,
+            grants_list_by_patient_and_account,
+            grants_revoke_once,
+            grants_review_once,
+            grants_to_review_in_due_order,
+            policy_versions_are_numbered_gap_free,
+            grants_and_policies_are_dumped_last,
+            load_refuses_a_store_holding_policy_versions,
+        ]);
+        $crate::store_story_tests!(@each $fixture, grants_arc; [
+            policy_versions_concurrent_adds_are_gap_free,
+        ]);
+        // Round trips into a second fresh store of the same backend.
+        $crate::store_story_tests!(@pairs $fixture; [
+            grants_and_policies_dump_load_round_trip,
+        ]);
+    };
+    (@pairs $fixture:ty; [$($name:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::run_pair::<$fixture, $fixture, _, _>(|a, b| async move {
+                    $crate::story_grants::$name(&*a, &*b).await
+                })
+                .await;
+            }
+        )*
     };
     (@each $fixture:ty, $kind:ident; [$($name:ident),* $(,)?]) => {
         $(
@@ -152,5 +183,11 @@ macro_rules! store_story_tests {
     };
     (@call arc, $name:ident, $store:ident) => {
         $crate::story::$name(&$store).await
+    };
+    (@call grants, $name:ident, $store:ident) => {
+        $crate::story_grants::$name(&*$store).await
+    };
+    (@call grants_arc, $name:ident, $store:ident) => {
+        $crate::story_grants::$name(&$store).await
     };
 }

@@ -1379,6 +1379,8 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
         BackupRecord::AuditTile(_) => 11,
         BackupRecord::AuditCheckpoint { .. } => 12,
         BackupRecord::AuditHead(_) => 13,
+        BackupRecord::PolicyVersion(_) => 14,
+        BackupRecord::Grant(_) => 15,
     };
     assert!(records.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
     assert_eq!(

@@ -11,7 +11,9 @@
 //! refresh tokens, revoked `jti`s and the outbox are never backed up. The
 //! audit log comes last (`audit` entries in index order with their terms,
 //! `tile`, `checkpoint`, then `head`); backups written before the log
-//! existed simply have none of these lines. A
+//! existed simply have none of these lines. The access policy's records
+//! follow (`policy` versions in order from 1, then `grant`s by id); older
+//! backups have none. A
 //! `passkey` line written before passkeys had a label and use times reads
 //! back with an empty label and time 0.
 //! A backup holds ciphertext, wrapped data keys and keyed tokens only (and
@@ -28,8 +30,9 @@ use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::{
-    Account, AccountId, AuditHead, AuditTile, BackupRecord, Credentials, FailureCounter, IndexRow,
-    OAuthClient, Role, Store, StoredPasskey, StoredVersion, WrappedKey,
+    Account, AccountId, AuditHead, AuditTile, BackupRecord, Credentials, EmergencyGrant,
+    FailureCounter, GrantReview, IndexRow, OAuthClient, PolicyVersion, Role, Store, StoredPasskey,
+    StoredVersion, WrappedKey,
 };
 
 const MAGIC: &str = "VIGIL-BACKUP 1";
@@ -130,6 +133,29 @@ enum Line {
         size: u64,
         state: String,
         checkpoint: Option<String>,
+    },
+    Policy {
+        v: u64,
+        text: String,
+        author: Option<String>,
+        created: i64,
+        comment: String,
+    },
+    /// A break-the-glass grant; the `review_*` fields are all present or all absent.
+    Grant {
+        id: String,
+        account: String,
+        patient: ResourceId,
+        start: i64,
+        expires: i64,
+        revoked: Option<i64>,
+        reason: String,
+        justification: String,
+        review_due: i64,
+        review_by: Option<String>,
+        review_at: Option<i64>,
+        review_outcome: Option<String>,
+        review_note: Option<String>,
     },
     End {
         records: u64,
@@ -245,6 +271,31 @@ fn to_line(r: BackupRecord) -> Line {
             state: B64.encode(h.state),
             checkpoint: h.checkpoint,
         },
+        BackupRecord::PolicyVersion(p) => Line::Policy {
+            v: p.version,
+            text: p.text,
+            author: p.author.map(|a| a.as_str().to_owned()),
+            created: p.created.0,
+            comment: p.comment,
+        },
+        BackupRecord::Grant(g) => {
+            let review = g.review;
+            Line::Grant {
+                id: g.id,
+                account: g.account.as_str().to_owned(),
+                patient: g.patient,
+                start: g.start.0,
+                expires: g.expires.0,
+                revoked: g.revoked.map(|t| t.0),
+                reason: g.reason,
+                justification: B64.encode(g.justification),
+                review_due: g.review_due.0,
+                review_by: review.as_ref().map(|r| r.reviewer.as_str().to_owned()),
+                review_at: review.as_ref().map(|r| r.at.0),
+                review_outcome: review.as_ref().map(|r| r.outcome.clone()),
+                review_note: review.map(|r| B64.encode(r.note)),
+            }
+        }
     }
 }
 
@@ -411,6 +462,54 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
             size,
             state: b(&state)?,
             checkpoint,
+        }),
+        Line::Policy {
+            v,
+            text,
+            author,
+            created,
+            comment,
+        } => BackupRecord::PolicyVersion(PolicyVersion {
+            version: v,
+            text,
+            author: author.map(account_of).transpose()?,
+            created: Timestamp(created),
+            comment,
+        }),
+        Line::Grant {
+            id,
+            account,
+            patient,
+            start,
+            expires,
+            revoked,
+            reason,
+            justification,
+            review_due,
+            review_by,
+            review_at,
+            review_outcome,
+            review_note,
+        } => BackupRecord::Grant(EmergencyGrant {
+            id,
+            account: account_of(account)?,
+            patient,
+            start: Timestamp(start),
+            expires: Timestamp(expires),
+            revoked: revoked.map(Timestamp),
+            reason,
+            justification: b(&justification)?,
+            review_due: Timestamp(review_due),
+            review: match (review_by, review_at, review_outcome, review_note) {
+                (Some(by), Some(at), Some(outcome), Some(note)) => Some(GrantReview {
+                    reviewer: account_of(by)?,
+                    at: Timestamp(at),
+                    outcome,
+                    note: b(&note)?,
+                }),
+                (None, None, None, None) => None,
+                _ => bail!("a grant's review in the backup is incomplete"),
+            },
         }),
         Line::End { .. } => return Ok(None),
     }))
