@@ -131,6 +131,21 @@ impl Vigil {
         Err(e)
     }
 
+    /// Records a failed or refused operation: a refusal names the patients
+    /// whose data it was about.
+    async fn audit_refusal<T>(
+        &self,
+        who: &Principal,
+        mut ev: Event,
+        gate: &crate::decide::Gate,
+        e: AppError,
+    ) -> Result<T, AppError> {
+        if ev.patients.is_empty() {
+            ev.patients = gate.note.refused_patients.iter().cloned().collect();
+        }
+        self.audit_failure(who, ev, e).await
+    }
+
     /// `POST /Type`: create with a server-assigned id.
     pub async fn create(
         &self,
@@ -146,7 +161,7 @@ impl Vigil {
         };
         match self.create_unaudited(who, &mut gate, rtype, body).await {
             Ok(w) => Ok(w),
-            Err(e) => self.audit_failure(who, ev, e).await,
+            Err(e) => self.audit_refusal(who, ev, &gate, e).await,
         }
     }
 
@@ -170,7 +185,7 @@ impl Vigil {
             .await
         {
             Ok(w) => Ok(w),
-            Err(e) => self.audit_failure(who, ev, e).await,
+            Err(e) => self.audit_refusal(who, ev, &gate, e).await,
         }
     }
 
@@ -196,7 +211,7 @@ impl Vigil {
                 self.audit(who, ev).await?;
                 Ok(None)
             }
-            Err(e) => self.audit_failure(who, ev, e).await,
+            Err(e) => self.audit_refusal(who, ev, &gate, e).await,
         }
     }
 
@@ -220,7 +235,7 @@ impl Vigil {
                 self.audit(who, ev).await?;
                 Ok((v, bytes))
             }
-            Err(e) => self.audit_failure(who, ev, e).await,
+            Err(e) => self.audit_refusal(who, ev, &gate, e).await,
         }
     }
 
@@ -244,7 +259,7 @@ impl Vigil {
                 self.audit(who, ev).await?;
                 Ok(v)
             }
-            Err(e) => self.audit_failure(who, ev, e).await,
+            Err(e) => self.audit_refusal(who, ev, &gate, e).await,
         }
     }
 
@@ -272,7 +287,7 @@ impl Vigil {
                 self.audit(who, ev).await?;
                 Ok(v)
             }
-            Err(e) => self.audit_failure(who, ev, e).await,
+            Err(e) => self.audit_refusal(who, ev, &gate, e).await,
         }
     }
 
@@ -296,7 +311,7 @@ impl Vigil {
                 self.audit(who, ev).await?;
                 Ok(vs)
             }
-            Err(e) => self.audit_failure(who, ev, e).await,
+            Err(e) => self.audit_refusal(who, ev, &gate, e).await,
         }
     }
 
@@ -331,7 +346,7 @@ impl Vigil {
             }
             Err(e) => {
                 ev.resources = vec![rtype.to_string()];
-                self.audit_failure(who, ev, e).await
+                self.audit_refusal(who, ev, &gate, e).await
             }
         }
     }

@@ -158,6 +158,9 @@ pub(crate) struct Note {
     pub(crate) policies: BTreeSet<String>,
     pub(crate) purpose: Option<Purpose>,
     pub(crate) grants: BTreeSet<String>,
+    /// Patients whose data a refused decision was about (a refusal's entry
+    /// names them, so monitoring and the patient see the attempt).
+    pub(crate) refused_patients: BTreeSet<String>,
 }
 
 /// The decision point for one operation.
@@ -331,6 +334,9 @@ impl Vigil {
             }
             Ok(d.masks)
         } else {
+            if let Some(p) = &resource.patient {
+                gate.note.refused_patients.insert(p.clone());
+            }
             Err(AppError::Denied(Box::new(d)))
         }
     }

@@ -105,6 +105,10 @@ impl Default for Config {
 
 /// Who is asking.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per request and passed by reference; boxing would only add an allocation"
+)]
 pub enum Principal {
     /// An operator running a CLI verb on the server's machine with the key file.
     Operator,

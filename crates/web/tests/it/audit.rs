@@ -21,13 +21,54 @@ async fn account(
     patient: Option<&str>,
     name: &str,
 ) -> store::AccountId {
+    account_with(t, username, role, patient, None, name).await
+}
+
+/// A physician with a Practitioner who is on the care team of `patients`.
+async fn clinician(t: &T, username: &str, name: &str, patients: &[&str]) -> store::AccountId {
+    let pr = format!("pr-{}", username.replace('.', "-"));
+    let r = t
+        .call(
+            "PUT",
+            &format!("/fhir/Practitioner/{pr}"),
+            Some(
+                serde_json::to_vec(&serde_json::json!({
+                    "resourceType": "Practitioner", "id": pr, "name": [{"family": name}]
+                }))
+                .unwrap(),
+            ),
+            &[],
+            true,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    for p in patients {
+        let team = serde_json::json!({
+            "resourceType": "CareTeam", "status": "active",
+            "subject": {"reference": format!("Patient/{p}")},
+            "participant": [{"member": {"reference": format!("Practitioner/{pr}")}}]
+        });
+        let r = t.post("/fhir/CareTeam", &team).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    account_with(t, username, Role::Physician, None, Some(&pr), name).await
+}
+
+async fn account_with(
+    t: &T,
+    username: &str,
+    role: Role,
+    patient: Option<&str>,
+    practitioner: Option<&str>,
+    name: &str,
+) -> store::AccountId {
     t.vigil
         .create_account(
             &Principal::Operator,
             NewAccount {
                 username: username.into(),
                 role,
-                practitioner: None,
+                practitioner: practitioner.map(|p| model::ResourceId::new(p).unwrap()),
                 patient: patient.map(|p| model::ResourceId::new(p).unwrap()),
                 display_name: Some(name.into()),
                 email: None,
@@ -143,9 +184,8 @@ async fn setup_without_mfa() -> T {
         .await
         .unwrap();
     let token = vigil
-        .issue_operator_token(
-            "it-admin",
-            "user/*.cruds",
+        .issue_service_token(
+            "system/*.cruds",
             3600,
             "http://vigil.test",
             "http://vigil.test/fhir",
@@ -194,7 +234,7 @@ async fn get_with_session(t: &T, uri: &str, s: &(String, String)) -> Resp {
 async fn audit_events_are_for_privacy_officers() {
     let t = setup_without_mfa().await;
     let p1 = create_patient(&t, "Audited").await;
-    let doc = account(&t, "dr.dana", Role::Physician, None, "Dana Physician").await;
+    let doc = clinician(&t, "dr.dana", "Dana Physician", &[&p1]).await;
     account(&t, "po.pat", Role::PrivacyOfficer, None, "Pat Officer").await;
     let doc_token = token(&t, "dr.dana").await;
     let po = session(&t, "po.pat").await;
@@ -308,14 +348,15 @@ async fn patients_see_who_read_their_record_and_nothing_of_others() {
     let t = setup().await;
     let mine = create_patient(&t, "Mine").await;
     let other = create_patient(&t, "Other").await;
-    account(&t, "dr.dana", Role::Physician, None, "Dana Physician").await;
+    clinician(&t, "dr.dana", "Dana Physician", &[&mine]).await;
     account(&t, "pat.one", Role::Patient, Some(&mine), "Pat One").await;
     let doc_token = token(&t, "dr.dana").await;
     let r = get_as(&t, &format!("/fhir/Patient/{mine}"), &doc_token).await;
     assert_eq!(r.status, StatusCode::OK);
     let my_read = receipt_indexes(&r)[0];
+    // No relationship with the other patient: refused, and still recorded.
     let r = get_as(&t, &format!("/fhir/Patient/{other}"), &doc_token).await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     let other_read = receipt_indexes(&r)[0];
 
     let SignInStep::Done(session) = t

@@ -100,7 +100,7 @@ pub async fn setup_clocked(config: app::Config, clock: Arc<dyn model::Clock>) ->
             .await
             .unwrap(),
     );
-    // The API takes access tokens: an administrator's, issued as an operator would.
+    // An administrator account (some tests act as one).
     vigil
         .create_account(
             &app::Principal::Operator,
@@ -116,10 +116,12 @@ pub async fn setup_clocked(config: app::Config, clock: Arc<dyn model::Clock>) ->
         )
         .await
         .unwrap();
+    // The record-mechanics tests act as a backend service (system scopes, no
+    // person, not decided by the relationship rules); the access-policy tests
+    // sign people in with their own tokens.
     let token = vigil
-        .issue_operator_token(
-            "it-admin",
-            "user/*.cruds",
+        .issue_service_token(
+            "system/*.cruds",
             3600,
             "http://vigil.test",
             "http://vigil.test/fhir",

@@ -58,7 +58,7 @@ async fn size(t: &T) -> u64 {
 }
 
 async fn seed(t: &T) {
-    for id in ["reg-1", "reg-del-0", "reg-del-1"] {
+    for id in ["reg-1", "reg-del-0", "reg-del-1", "reg-del-2"] {
         let r = t
             .put(
                 &format!("/fhir/Patient/{id}"),
@@ -69,15 +69,50 @@ async fn seed(t: &T) {
     }
 }
 
+/// A physician with no relationship to anyone: every patient-data request
+/// is refused by the access policy (or, for searches, finds nothing).
+async fn stranger_token(t: &T) -> String {
+    t.vigil
+        .create_account(
+            &app::Principal::Operator,
+            app::NewAccount {
+                username: "dr.stranger".into(),
+                role: store::Role::Physician,
+                practitioner: None,
+                patient: None,
+                display_name: None,
+                email: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    t.vigil
+        .issue_operator_token(
+            "dr.stranger",
+            "user/*.cruds",
+            3600,
+            "http://vigil.test",
+            "http://vigil.test/fhir",
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn every_patient_data_route_leaves_exactly_one_audit_entry() {
     let t = setup().await;
     seed(&t).await;
+    let stranger = format!("Bearer {}", stranger_token(&t).await);
     let mut checked = 0;
     for p in web::ROUTES {
         for it in p.interactions {
-            for (n, authenticated) in [(0, true), (1, false)] {
-                let (uri, body, headers) = example(p.path, it.method, n);
+            // 0: the service, 1: nobody, 2: a person the policy refuses.
+            for (n, authenticated) in [(0, true), (1, false), (2, false)] {
+                let (uri, body, mut headers) = example(p.path, it.method, n);
+                if n == 2 {
+                    headers.push(("authorization", stranger.as_str()));
+                }
                 let before = size(&t).await;
                 let r = t.call(it.method, &uri, body, &headers, authenticated).await;
                 let after = size(&t).await;
@@ -107,7 +142,29 @@ async fn every_patient_data_route_leaves_exactly_one_audit_entry() {
                     if authenticated {
                         assert!(r.status.is_success(), "{} {uri}: {}", it.method, r.body);
                         assert_eq!(e.outcome, 0, "{} {uri}", it.method);
-                        assert!(e.agent.account.is_some());
+                        assert!(e.agent.client.is_some(), "the service is named");
+                    } else if n == 2 {
+                        assert!(e.agent.account.is_some(), "the person is named");
+                        if r.status == 403 {
+                            assert_eq!(e.outcome, 4, "{} {uri}: a refusal", it.method);
+                            let note = e.policy.as_ref().expect("the deciding rule");
+                            assert!(
+                                note.policies.iter().any(|p| p == "default-deny"),
+                                "{} {uri}: {note:?}",
+                                it.method
+                            );
+                            assert_eq!(r.body["resourceType"], "OperationOutcome");
+                        } else {
+                            // A search finds nothing it may not see.
+                            assert_eq!(r.status, 200, "{} {uri}: {}", it.method, r.body);
+                            assert_eq!(
+                                r.body["entry"].as_array().map_or(0, Vec::len),
+                                0,
+                                "{} {uri}: {}",
+                                it.method,
+                                r.body
+                            );
+                        }
                     } else {
                         assert_eq!(r.status, 401);
                         assert_eq!(e.outcome, 4, "refusals are recorded as failures");
