@@ -53,8 +53,11 @@ pub fn page(
 pub struct Nav {
     pub username: String,
     pub admin: bool,
-    /// A privacy officer's session: the audit trail link.
+    /// A privacy officer's session: the audit trail, break-the-glass
+    /// reviews and access-policy links.
     pub privacy_officer: bool,
+    /// A clinician's session: the chart and emergency-access links.
+    pub clinician: bool,
     pub csrf: String,
 }
 
@@ -66,12 +69,19 @@ impl Nav {
             ""
         };
         let audit = if self.privacy_officer {
-            "<a href=\"/admin/audit\" id=\"nav-audit\">Audit trail</a> "
+            "<a href=\"/admin/audit\" id=\"nav-audit\">Audit trail</a> \
+<a href=\"/admin/break-glass\" id=\"nav-break-glass-reviews\">Break-glass reviews</a> \
+<a href=\"/admin/policy\" id=\"nav-policy\">Access policy</a> "
+        } else {
+            ""
+        };
+        let clinical = if self.clinician {
+            "<a href=\"/chart\" id=\"nav-chart\">Charts</a> <a href=\"/break-glass\" id=\"nav-break-glass\">Emergency access</a> "
         } else {
             ""
         };
         format!(
-            "  <nav aria-label=\"Main\"><a href=\"/\">Records</a> <a href=\"/account\" id=\"nav-account\">{user}</a> {admin}{audit}\
+            "  <nav aria-label=\"Main\"><a href=\"/\">Records</a> <a href=\"/account\" id=\"nav-account\">{user}</a> {clinical}{admin}{audit}\
 <form method=\"post\" action=\"/signout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <button type=\"submit\" id=\"signout\" class=\"secondary\">Sign out</button></form></nav>\n",
             user = esc(&self.username),

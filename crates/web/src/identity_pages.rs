@@ -413,12 +413,7 @@ fn pre_session_json(state: &WebState, headers: &HeaderMap, body: &[u8]) -> Resul
 }
 
 fn nav(v: &SessionView) -> Nav {
-    Nav {
-        username: v.account.username.clone(),
-        admin: v.account.role == Role::Administrator,
-        privacy_officer: v.account.role == Role::PrivacyOfficer,
-        csrf: v.csrf.clone(),
-    }
+    crate::pages::nav(v)
 }
 
 fn fmt_time(t: model::Timestamp) -> String {

@@ -5,6 +5,8 @@
 //! requests into calls on `app::Vigil` and results into responses; it never
 //! touches the store or keys.
 
+mod access_pages;
+mod access_routes;
 mod admin_pages;
 pub mod audit_context;
 mod audit_routes;
@@ -63,6 +65,8 @@ pub fn router(state: WebState) -> Router {
         .merge(admin_pages::routes())
         .merge(oauth_routes::routes())
         .merge(audit_routes::routes())
+        .merge(access_pages::routes())
+        .merge(access_routes::routes())
         .fallback(fhir_routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -85,6 +85,10 @@ pub(crate) fn nav(view: &SessionView) -> Nav {
         username: view.account.username.clone(),
         admin: view.account.role == Role::Administrator,
         privacy_officer: view.account.role == Role::PrivacyOfficer,
+        clinician: matches!(
+            view.account.role,
+            Role::Physician | Role::Nurse | Role::OtherClinical
+        ),
         csrf: view.csrf.clone(),
     }
 }
@@ -160,7 +164,11 @@ pub(crate) fn status_of(e: &app::AppError) -> StatusCode {
 }
 
 /// A signed-in user's error page for an application error.
+/// A denial by the access policy explains itself (`access_pages::denial_page`).
 pub(crate) fn app_error_page(view: &SessionView, title: &str, e: &app::AppError) -> Response {
+    if let app::AppError::Denied(d) = e {
+        return crate::access_pages::denial_page(view, d, None);
+    }
     error_page(status_of(e), Some(&nav(view)), title, &app_error_text(e))
 }
 
