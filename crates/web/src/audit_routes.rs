@@ -679,7 +679,9 @@ fn access_row(l: &AccessLine) -> String {
         Some(r) => format!("{} <span class=\"role\">({})</span>", esc(&l.who), esc(r)),
         None => esc(&l.who),
     };
-    let (class, label) = if l.break_glass {
+    // Emergency access is an access made under a break-the-glass grant; a
+    // refused attempt is listed as refused, not as emergency access.
+    let (class, label) = if l.break_glass && l.succeeded {
         (
             " class=\"break-glass\"",
             " <strong class=\"break-glass-label\">Emergency access</strong>",

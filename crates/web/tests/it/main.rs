@@ -14,6 +14,7 @@ mod audit;
 mod bundle;
 mod identity;
 mod oauth;
+mod policy;
 mod registry;
 mod search;
 
