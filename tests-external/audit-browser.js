@@ -3,13 +3,15 @@
 // "Who accessed my record" (/account/access-log) and the privacy officer's audit trail
 // (/admin/audit).
 //
-// The physician dr.audit reads the patient's record with an operator token (the Patient with
-// purpose TREAT, a search of their Observations without a purpose, one Observation with ETREAT:
-// break the glass) and reads another patient's record. Each response's vigil-audit-receipt
-// header names the audit entries it made. The patient pat.audit signs in (no second factor),
-// follows the access-log link from /account and must see the three entries of the physician
-// (name, role, time, purpose; the ETREAT one marked as emergency access) and not the other
-// patient's. A physician session is refused the page, and no session is sent to sign in.
+// The physician dr.audit (on the patient's care team, so the access policy allows treatment)
+// reads the patient's record with an operator token (the Patient with purpose TREAT, a search of
+// their Observations without a purpose) and is refused two reads: one Observation with ETREAT
+// but no break-the-glass grant (403), and another patient's record, with whom there is no
+// relationship (403). Refusals are recorded too. Each response's vigil-audit-receipt header names
+// the audit entries it made. The patient pat.audit signs in (no second factor), follows the
+// access-log link from /account and must see the three entries of the physician on this record
+// (name, role, time, purpose; the refused one listed as refused and not as emergency access) and
+// not the other patient's. Break-the-glass marking is tested in policy-browser.js. A physician session is refused the page, and no session is sent to sign in.
 // The privacy officer po.audit enrols TOTP, filters /admin/audit by each patient and must see
 // exactly the entries of that patient.
 //
@@ -120,17 +122,20 @@ async function physicianAccesses(cfg, r) {
   // A search is an execute (E) in FHIR's AuditEvent action codes.
   out.mine.push({ what: 'search Observation', purpose: null, indexes: search.indexes, resource: 'Observation', action: 'E' });
 
+  // ETREAT without a break-the-glass grant: the policy refuses it, and the refusal is recorded.
   const obs = cfg.observations[0];
   const glass = await drGet(cfg, `Observation/${obs}`, 'ETREAT');
-  r.check(glass.status === 200 && glass.body && glass.body.id === obs, `${cfg.dr.username} reads Observation/${obs} with purpose ETREAT (break the glass)`,
-    `${glass.status} ${short(glass.text)}`);
-  r.check(glass.indexes.length === 1, 'the emergency read answers with a receipt naming one entry', glass.receipt);
-  out.mine.push({ what: 'emergency read Observation', purpose: 'ETREAT', indexes: glass.indexes, resource: 'Observation', action: 'R', breakGlass: true });
+  r.check(glass.status === 403 && glass.body && glass.body.resourceType === 'OperationOutcome' && !glass.text.includes('"valueQuantity"'),
+    `${cfg.dr.username} is refused Observation/${obs} with purpose ETREAT and no grant (403 OperationOutcome, no data)`, `${glass.status} ${short(glass.text)}`);
+  r.check(glass.indexes.length === 1, 'the refused read answers with a receipt naming one entry', glass.receipt);
+  out.mine.push({ what: 'refused ETREAT read of Observation', purpose: 'ETREAT', indexes: glass.indexes, resource: 'Observation', action: 'R', refused: true });
 
+  // No relationship with the other patient: refused (403), and recorded.
   const other = await drGet(cfg, `Patient/${cfg.other}`, 'TREAT');
-  r.check(other.status === 200 && other.body && other.body.id === cfg.other, `${cfg.dr.username} reads the other patient Patient/${cfg.other}`,
-    `${other.status} ${short(other.text)}`);
-  r.check(other.indexes.length === 1, 'the other read answers with a receipt naming one entry', other.receipt);
+  const diagnostics = ((other.body && other.body.issue) || []).map((i) => i.diagnostics || '').join(' | ');
+  r.check(other.status === 403 && /default-deny/.test(diagnostics) && !other.text.includes('Otherton'),
+    `${cfg.dr.username} is refused the other patient Patient/${cfg.other} (403 naming default-deny, no data)`, `${other.status} ${short(other.text)}`);
+  r.check(other.indexes.length === 1, 'the refused read answers with a receipt naming one entry', other.receipt);
   out.other = { what: 'read the other Patient', indexes: other.indexes };
   const all = [...out.mine.flatMap((a) => a.indexes), ...other.indexes];
   r.check(new Set(all).size === all.length, 'every access has its own audit entry', short(all));
@@ -216,14 +221,17 @@ async function patientPage(cfg, r, page, t, accesses, startedAt) {
       // A sanity check of the value (the entry was made during this run), not of speed.
       r.check(Number.isFinite(at) && at >= startedAt - 120000 && at <= now + 120000 && /\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}/.test(row.when),
         `entry ${i}: a time (time[datetime] from this run, shown as a date and time)`, `${row.datetime} "${row.when}"`);
-      r.check(row.what.includes(a.resource) && !/refused|failed/i.test(row.what), `entry ${i}: what names ${a.resource}`, row.what);
-      const why = a.purpose === 'TREAT' ? 'treatment' : a.purpose === 'ETREAT' ? 'emergency treatment' : 'not stated';
-      r.check(row.why === why, `entry ${i}: why is "${why}"`, row.why);
-      if (a.breakGlass) {
-        r.check(row.breakGlass && /Emergency access/.test(row.label), `entry ${i}: marked tr.break-glass with "Emergency access"`, `${row.breakGlass} "${row.label}"`);
+      if (a.refused) {
+        r.check(row.what.includes(a.resource) && /refused/i.test(row.what), `entry ${i}: what names ${a.resource}, refused`, row.what);
       } else {
-        r.check(!row.breakGlass && !row.label, `entry ${i}: not marked as emergency access`);
+        r.check(row.what.includes(a.resource) && !/refused|failed/i.test(row.what), `entry ${i}: what names ${a.resource}`, row.what);
+        // A search declares no purpose: the entry has the purpose it was decided under (the
+        // physician's usual one, treatment).
+        const why = a.purpose === 'TREAT' || a.purpose === null ? ['treatment'] : ['emergency treatment'];
+        if (a.purpose === null) why.push('not stated');
+        r.check(why.includes(row.why), `entry ${i}: why is "${why.join('" or "')}"`, row.why);
       }
+      r.check(!row.breakGlass && !row.label, `entry ${i}: not marked as emergency access`, `${row.breakGlass} "${row.label}"`);
     }
   }
   const drRows = rows.filter((row) => row.who.includes(DR_NAME));
@@ -319,8 +327,9 @@ async function privacyOfficer(cfg, r, page, t, accesses) {
     for (const i of a.indexes) {
       const row = byIndex.get(i);
       if (!r.check(row !== undefined, `/admin/audit filtered by ${cfg.patient} lists the physician's ${a.what} (entry ${i})`)) continue;
-      r.check(row.role === 'physician' && row.action === a.action && /success/.test(row.outcome) && row.patients.split(', ').includes(cfg.patient),
-        `entry ${i}: role physician, action ${a.action}, success, patient ${cfg.patient}`, short(row));
+      const outcome = a.refused ? !/success/.test(row.outcome) : /success/.test(row.outcome);
+      r.check(row.role === 'physician' && row.action === a.action && outcome && row.patients.split(', ').includes(cfg.patient),
+        `entry ${i}: role physician, action ${a.action}, ${a.refused ? 'a failure' : 'success'}, patient ${cfg.patient}`, short(row));
     }
   }
   for (const i of accesses.other.indexes) {

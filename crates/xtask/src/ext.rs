@@ -65,9 +65,14 @@ enum Setup {
     Identity,
     /// The physician `rec.viewer`, who signs in to the record browser (`browser.js`).
     RecordBrowser,
-    /// Two Patients, a patient account on one, the physician `dr.audit` with an operator
-    /// token, and the privacy officer `po.audit` (the access log pages, `audit-browser.js`).
+    /// Two Patients, a patient account on one, the physician `dr.audit` (on that patient's
+    /// care team) with an operator token, and the privacy officer `po.audit` (the access log
+    /// pages, `audit-browser.js`).
     Audit,
+    /// Two Patients with clinical data, a physician on the care team of one only, the
+    /// privacy officer and the other patient's account (charts, denials, break-the-glass,
+    /// reviews and the policy pages, `policy-browser.js`).
+    Policy,
 }
 
 /// The `[identity]` settings of the identity round: a short idle timeout to test.
@@ -175,6 +180,20 @@ fn rounds() -> Vec<Round> {
                 file: "audit-browser.js",
             }],
         },
+        Round {
+            server: "policy-server",
+            opts: Options {
+                referential_integrity: true,
+                demo: false,
+                config: None,
+            },
+            setup: Setup::Policy,
+            scripts: vec![Script {
+                name: "access policy pages (Chromium: chart, denial, break-the-glass, review, what-if, access log)",
+                program: Program::Node,
+                file: "policy-browser.js",
+            }],
+        },
     ]
 }
 
@@ -183,6 +202,8 @@ fn rounds() -> Vec<Round> {
 const AUDIT_PATIENT: &str = "ext-audit-pat";
 const AUDIT_OTHER: &str = "ext-audit-other";
 const AUDIT_OBSERVATIONS: [&str; 2] = ["ext-audit-obs-1", "ext-audit-obs-2"];
+/// The audit round's physician is this Practitioner, on the care team of `AUDIT_PATIENT` only.
+const AUDIT_PRACTITIONER: &str = "ext-audit-dr";
 
 /// `vigil user add` of an account with a fresh passphrase (read from standard input);
 /// returns the passphrase.
@@ -200,6 +221,29 @@ fn add_user(server: &Server, username: &str, role: &str, extra: &[&str]) -> Resu
     args.extend_from_slice(extra);
     server.cli(&args, Some(&password))?;
     Ok(password)
+}
+
+/// `Practitioner/{id}`.
+fn practitioner(server: &Server, id: &str, family: &str) -> Result<()> {
+    server.put(
+        &format!("Practitioner/{id}"),
+        &format!(
+            r#"{{"resourceType":"Practitioner","id":"{id}","name":[{{"family":"{family}","prefix":["Dr"]}}]}}"#
+        ),
+    )?;
+    Ok(())
+}
+
+/// An active `CareTeam/{id}` of `patient` with `practitioner` as its member (the
+/// relationship the access policy's care rule needs).
+fn care_team(server: &Server, id: &str, patient: &str, practitioner: &str) -> Result<()> {
+    server.put(
+        &format!("CareTeam/{id}"),
+        &format!(
+            r#"{{"resourceType":"CareTeam","id":"{id}","status":"active","subject":{{"reference":"Patient/{patient}"}},"participant":[{{"member":{{"reference":"Practitioner/{practitioner}"}}}}]}}"#
+        ),
+    )?;
+    Ok(())
 }
 
 fn set_up_audit(server: &Server, env: &mut Vec<(String, String)>) -> Result<()> {
@@ -229,7 +273,14 @@ fn set_up_audit(server: &Server, env: &mut Vec<(String, String)>) -> Result<()> 
         "patient",
         &["--patient", AUDIT_PATIENT, "--name", "Pat Audit"],
     )?;
-    let dr = add_user(server, "dr.audit", "physician", &["--name", "Dr Audit"])?;
+    practitioner(server, AUDIT_PRACTITIONER, "Audit")?;
+    care_team(server, "ext-audit-team", AUDIT_PATIENT, AUDIT_PRACTITIONER)?;
+    let dr = add_user(
+        server,
+        "dr.audit",
+        "physician",
+        &["--practitioner", AUDIT_PRACTITIONER, "--name", "Dr Audit"],
+    )?;
     let po = add_user(
         server,
         "po.audit",
@@ -254,6 +305,69 @@ fn set_up_audit(server: &Server, env: &mut Vec<(String, String)>) -> Result<()> 
         ("VIGIL_DR_TOKEN".to_owned(), dr_token),
         ("VIGIL_PO_USER".to_owned(), "po.audit".to_owned()),
         ("VIGIL_PO_PASSWORD".to_owned(), po),
+    ]);
+    Ok(())
+}
+
+/// The policy round: patient A (on the physician's care team), patient B (not, with an
+/// account), their records, and the physician's Practitioner.
+const POLICY_A: &str = "ext-pol-a";
+const POLICY_B: &str = "ext-pol-b";
+const POLICY_PRACTITIONER: &str = "ext-pol-dr";
+
+fn set_up_policy(server: &Server, env: &mut Vec<(String, String)>) -> Result<()> {
+    for (id, family, given, born) in [
+        (POLICY_A, "Careford", "Ann", "1975-06-01"),
+        (POLICY_B, "Glassby", "Ben", "1988-09-23"),
+    ] {
+        server.put(
+            &format!("Patient/{id}"),
+            &format!(
+                r#"{{"resourceType":"Patient","id":"{id}","identifier":[{{"system":"urn:mrn","value":"MRN-{id}"}}],"name":[{{"family":"{family}","given":["{given}"]}}],"gender":"male","birthDate":"{born}"}}"#
+            ),
+        )?;
+        server.put(
+            &format!("Observation/{id}-hr"),
+            &format!(
+                r#"{{"resourceType":"Observation","id":"{id}-hr","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}}]}},"subject":{{"reference":"Patient/{id}"}},"effectiveDateTime":"2025-02-03T10:00:00Z","valueQuantity":{{"value":88,"unit":"beats/minute","system":"http://unitsofmeasure.org","code":"/min"}}}}"#
+            ),
+        )?;
+        server.put(
+            &format!("Condition/{id}-asthma"),
+            &format!(
+                r#"{{"resourceType":"Condition","id":"{id}-asthma","clinicalStatus":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/condition-clinical","code":"active"}}]}},"code":{{"text":"Asthma"}},"subject":{{"reference":"Patient/{id}"}},"onsetDateTime":"2019-04-01"}}"#
+            ),
+        )?;
+    }
+    practitioner(server, POLICY_PRACTITIONER, "Policy")?;
+    care_team(server, "ext-pol-team", POLICY_A, POLICY_PRACTITIONER)?;
+    let dr = add_user(
+        server,
+        "dr.policy",
+        "physician",
+        &["--practitioner", POLICY_PRACTITIONER, "--name", "Dr Policy"],
+    )?;
+    let po = add_user(
+        server,
+        "po.policy",
+        "privacy-officer",
+        &["--name", "Priya Policy"],
+    )?;
+    let pat = add_user(
+        server,
+        "pat.policy",
+        "patient",
+        &["--patient", POLICY_B, "--name", "Ben Glassby"],
+    )?;
+    env.extend([
+        ("VIGIL_POLICY_A".to_owned(), POLICY_A.to_owned()),
+        ("VIGIL_POLICY_B".to_owned(), POLICY_B.to_owned()),
+        ("VIGIL_DR_USER".to_owned(), "dr.policy".to_owned()),
+        ("VIGIL_DR_PASSWORD".to_owned(), dr),
+        ("VIGIL_PO_USER".to_owned(), "po.policy".to_owned()),
+        ("VIGIL_PO_PASSWORD".to_owned(), po),
+        ("VIGIL_PAT_USER".to_owned(), "pat.policy".to_owned()),
+        ("VIGIL_PAT_PASSWORD".to_owned(), pat),
     ]);
     Ok(())
 }
@@ -355,6 +469,7 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
             ]);
         }
         Setup::Audit => set_up_audit(server, &mut env)?,
+        Setup::Policy => set_up_policy(server, &mut env)?,
     }
     Ok(env)
 }
