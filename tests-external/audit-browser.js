@@ -245,9 +245,10 @@ async function patientPage(cfg, r, page, t, accesses, startedAt) {
   const leaked = [cfg.other, ...OTHER_WORDS].filter((w) => text.includes(w));
   r.check(leaked.length === 0, 'the page names nothing of the other patient', short(leaked));
   // Whatever else is listed (the patient's own sign-in and views, the harness's writes) is
-  // by the patient, the physician, or the server's operators (ext-admin's PUTs, the CLI's read
-  // of the Patient when it links the account): nobody else's activity.
-  const strangers = rows.filter((row) => !(row.who.includes(DR_NAME) || row.who.includes(PAT_NAME) || /ext-admin|operator/i.test(row.who)));
+  // by the patient, the physician, or the server's operators (the harness's PUTs with the
+  // backend-service token of the app vigil-cli, the CLI's read of the Patient when it links the
+  // account): nobody else's activity.
+  const strangers = rows.filter((row) => !(row.who.includes(DR_NAME) || row.who.includes(PAT_NAME) || /ext-admin|operator|the app vigil-cli/i.test(row.who)));
   r.check(strangers.length === 0, 'every row is by the physician, the patient or an operator', short(strangers));
   const own = rows.filter((row) => row.who.includes(PAT_NAME));
   r.check(own.every((row) => row.role === '(patient)'), "the patient's own rows show the role patient", short(own));
@@ -258,7 +259,7 @@ async function patientPage(cfg, r, page, t, accesses, startedAt) {
   await page.goto(base + '/account/access-log');
   const again = await accessRows(page);
   r.check(accesses.other.indexes.every((i) => !again.some((row) => row.index === i))
-    && again.every((row) => row.who.includes(DR_NAME) || row.who.includes(PAT_NAME) || /ext-admin|operator/i.test(row.who)),
+    && again.every((row) => row.who.includes(DR_NAME) || row.who.includes(PAT_NAME) || /ext-admin|operator|the app vigil-cli/i.test(row.who)),
   'after more page views of the patient the log still lists only this record\'s accesses', short(again.map((x) => `${x.index} ${x.who}`)));
   t.lap('access log reloaded');
 }
