@@ -44,7 +44,12 @@ pub fn derive(
     windows: &Windows,
 ) -> (BTreeSet<Relationship>, Option<String>) {
     let mut out = BTreeSet::new();
-    let me = principal.practitioner.as_deref();
+    // Care relationships (and break-the-glass) are a clinician's: another
+    // role's account linked to a Practitioner gains nothing from them.
+    let me = principal
+        .practitioner
+        .as_deref()
+        .filter(|_| principal.role.is_clinician());
     let is_me = |p: &str| me == Some(p);
 
     let care_team = facts.care_teams.iter().any(|t| {
@@ -61,7 +66,7 @@ pub fn derive(
     let encounter = facts.encounters.iter().any(|e| {
         !ENCOUNTER_VOID.contains(&e.status.as_str())
             && e.participants.iter().any(|m| is_me(&m.practitioner))
-            && e.period.start.is_none_or(|s| s <= now)
+            && e.period.start.is_some_and(|s| s <= now)
             && match e.period.end {
                 Some(end) => now <= plus(end, windows.encounter_after),
                 None => ENCOUNTER_OPEN.contains(&e.status.as_str()),
@@ -121,7 +126,8 @@ pub fn derive(
     }
 
     let grant = facts.grants.iter().find(|g| {
-        g.account == principal.id
+        principal.role.is_clinician()
+            && g.account == principal.id
             && g.patient == patient
             && !g.revoked
             && g.start <= now
@@ -140,10 +146,10 @@ fn plus(t: Timestamp, seconds: i64) -> Timestamp {
 }
 
 /// Whether `now` is within [start − before, end + after] of an appointment.
-/// An appointment with only one of its times uses it for both ends; one
-/// with neither has no window.
+/// An appointment without both times (FHIR allows that only while it is
+/// proposed or cancelled) has no window: it grants nothing.
 fn within(a: &AppointmentFact, now: Timestamp, before: i64, after: i64) -> bool {
-    let (Some(start), Some(end)) = (a.start.or(a.end), a.end.or(a.start)) else {
+    let (Some(start), Some(end)) = (a.start, a.end) else {
         return false;
     };
     plus(start, before.saturating_neg()) <= now && now <= plus(end, after)
@@ -350,12 +356,13 @@ mod tests {
     }
 
     #[test]
-    fn appointment_without_times() {
+    fn appointment_without_both_times_grants_nothing() {
         let mut f = appointment("booked", "pr-1");
         if let Some(a) = f.appointments.first_mut() {
             a.end = None;
         }
-        edges(&f, Relationship::Appointment, -72 * H, 24 * H);
+        assert!(!holds(&f, 0, Relationship::Appointment));
+        assert!(!holds(&f, 0, Relationship::ScheduledVisit));
         if let Some(a) = f.appointments.first_mut() {
             a.start = None;
         }

@@ -372,6 +372,29 @@ pub fn decide(req: &Request<'_>, windows: &Windows) -> RefDecision {
     let purpose = req
         .purpose
         .unwrap_or_else(|| default_purpose(req.principal.role, &rels));
+    let first = decide_under(req, category, purpose, rels.clone());
+    // No purpose declared, the usual one denied, and a live grant: the
+    // request is decided again under the grant, as ETREAT.
+    if !first.allow
+        && req.purpose.is_none()
+        && purpose != Purpose::Etreat
+        && req.principal.role.is_clinician()
+        && rels.contains(&Relationship::Emergency)
+    {
+        let again = decide_under(req, category, Purpose::Etreat, rels);
+        if again.allow {
+            return again;
+        }
+    }
+    first
+}
+
+fn decide_under(
+    req: &Request<'_>,
+    category: Category,
+    purpose: Purpose,
+    rels: BTreeSet<Relationship>,
+) -> RefDecision {
     let c = Ctx {
         req,
         role: req.principal.role,
@@ -425,16 +448,11 @@ pub fn decide(req: &Request<'_>, windows: &Windows) -> RefDecision {
     }
 }
 
-/// The purpose of a request that declares none: the role's usual one, or
-/// ETREAT for a clinician whose access can only come from a break-the-glass
-/// grant (an `emergency` relationship and no direct one).
-fn default_purpose(role: Role, rels: &BTreeSet<Relationship>) -> Purpose {
-    let direct = rels.iter().any(|r| r.is_direct());
-    if role.is_clinician() && rels.contains(&Relationship::Emergency) && !direct {
-        Purpose::Etreat
-    } else {
-        role.default_purpose()
-    }
+/// The purpose of a request that declares none: the role's usual one (a
+/// denial under it is decided again as ETREAT when a grant holds, in
+/// [`decide`]).
+fn default_purpose(role: Role, _rels: &BTreeSet<Relationship>) -> Purpose {
+    role.default_purpose()
 }
 
 // --- Forbid rules. ---
@@ -475,15 +493,15 @@ fn f1_consent(c: &Ctx) -> bool {
 }
 
 /// F2: a VIP patient's data needs a direct relationship, except front desk
-/// under P9, billing under P10, the privacy officer under P11 and
-/// break-the-glass.
+/// with a scheduled visit, billing with a recent encounter, the privacy
+/// officer and break-the-glass (what those may see is up to their permits).
 fn f2_vip(c: &Ctx) -> bool {
     !c.in_directory()
         && c.req.resource.labels.contains(&Label::Vip)
         && !c.direct()
-        && !p9_front_desk(c)
-        && !p10_billing(c)
-        && !p11_consents(c)
+        && !(c.role == Role::FrontDesk && c.has(Relationship::ScheduledVisit))
+        && !(c.role == Role::Billing && c.has(Relationship::RecentEncounter))
+        && c.role != Role::PrivacyOfficer
         && !c.break_glass()
 }
 

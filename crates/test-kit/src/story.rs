@@ -762,7 +762,15 @@ pub async fn find_narrows_to_owners(store: &dyn Store) {
         ("n4", KeyOwner::Organisation),
     ]
     .iter()
-    .map(|(id, owner)| create(Observation, id, owner, id.as_bytes(), vec![row("code", "bp")]))
+    .map(|(id, owner)| {
+        create(
+            Observation,
+            id,
+            owner,
+            id.as_bytes(),
+            vec![row("code", "bp")],
+        )
+    })
     .collect();
     store.commit(ops).await.unwrap();
     let find = |owners: Option<Vec<KeyOwner>>| async move {

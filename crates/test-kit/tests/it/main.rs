@@ -10,4 +10,5 @@
 )]
 
 mod policy_corpus;
+mod policy_differential;
 mod policy_ref_props;

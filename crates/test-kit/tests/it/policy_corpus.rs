@@ -68,20 +68,25 @@ pub fn reference_decide(case: &Case) -> Outcome {
     }
 }
 
-// ENGINE: plug the real engine in here once `policy::Engine` exists, e.g.
-//
-//     fn engine_decide(engine: &policy::Engine, case: &Case) -> Outcome {
-//         let d = engine.decide(&case.request());
-//         Outcome { allow: d.allow, rules: d.policies, masks: d.masks.into_iter().collect() }
-//     }
-//
-//     #[test]
-//     fn corpus_against_the_engine() {
-//         let engine = policy::Engine::default_rules().unwrap();
-//         check_corpus("engine", |c| engine_decide(&engine, c));
-//     }
-//
-// It is deliberately not written yet: the engine is being built concurrently.
+/// The Cedar engine (the shipped policies) as a corpus decision function.
+pub fn engine_decide(engine: &policy::Engine, case: &Case) -> Outcome {
+    let d = engine.decide(&case.request());
+    Outcome {
+        allow: d.allow,
+        rules: d.policies,
+        masks: d.masks.into_iter().collect(),
+    }
+}
+
+pub fn engine() -> policy::Engine {
+    policy::Engine::shipped(Windows::default()).unwrap_or_else(|e| panic!("shipped policies: {e}"))
+}
+
+#[test]
+fn corpus_against_the_engine() {
+    let engine = engine();
+    check_corpus("engine", |c| engine_decide(&engine, c));
+}
 
 #[test]
 fn corpus_against_the_reference() {
