@@ -249,13 +249,14 @@ impl Server {
         let public = format!("{}/fhir", self.base);
         let mut with_url = envs.clone();
         with_url.push(("VIGIL_PUBLIC_URL", &public));
+        // The tests act on records across patients: a backend-service token
+        // (system scopes, no person, not decided by the relationship rules).
         let mut issue = vec![
             "token",
             "issue",
-            "--username",
-            "it-admin",
+            "--service",
             "--scope",
-            "user/*.cruds",
+            "system/*.cruds",
             "--ttl",
             "60m",
         ];
