@@ -21,6 +21,8 @@ const MAX_JUSTIFICATION: usize = 2000;
 pub struct GrantView {
     pub id: String,
     pub account: String,
+    /// The holder's display name (else user name), for the review queue.
+    pub holder: String,
     pub patient: String,
     pub start: Timestamp,
     pub expires: Timestamp,
@@ -112,9 +114,14 @@ impl Vigil {
             }),
         };
         let live = g.is_live(self.now());
+        let holder = match self.store.account(&g.account).await? {
+            Some(a) => self.display_name(&a).await?.unwrap_or(a.username),
+            None => "an unknown account".to_owned(),
+        };
         Ok(GrantView {
             id: g.id,
             account: g.account.to_string(),
+            holder,
             patient: g.patient.to_string(),
             start: g.start,
             expires: g.expires,

@@ -89,7 +89,9 @@ pub struct Config {
     /// References to served types must resolve on write (422 otherwise).
     pub referential_integrity: bool,
     pub limits: Limits,
-    /// The access policy's settings (`[policy]`).
+    /// The access policy's settings: the binary reads them from `[policy]`
+    /// (never from inside `[fhir]`).
+    #[serde(skip)]
     pub policy: PolicyConfig,
 }
 

@@ -43,8 +43,10 @@ pub struct AccessLine {
     pub action: Action,
     pub purpose: Option<String>,
     pub succeeded: bool,
-    /// Break-the-glass access (set by the access-policy capability).
+    /// An access made under a break-the-glass grant (and allowed).
     pub break_glass: bool,
+    /// The break-the-glass grants it was made under.
+    pub grants: Vec<String>,
 }
 
 /// Tiles read on demand for one proof.
@@ -198,7 +200,9 @@ impl Vigil {
                 action: e.action,
                 purpose: e.agent.purpose.clone(),
                 succeeded: e.outcome == 0,
-                break_glass: e.agent.purpose.as_deref() == Some("ETREAT"),
+                break_glass: e.outcome == 0
+                    && e.policy.as_ref().is_some_and(|n| !n.grants.is_empty()),
+                grants: e.policy.as_ref().map(|n| n.grants.clone()).unwrap_or_default(),
             });
         }
         Ok(out)

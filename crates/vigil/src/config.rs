@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub proxy: ProxyConfig,
     pub smtp: Option<SmtpConfig>,
     pub identity: app::IdentityConfig,
+    /// `[policy]`: relationship windows, training, grant lengths, the facts cache.
+    pub policy: app::PolicyConfig,
 }
 
 /// `[proxy]`: the reverse proxies whose forwarding header is believed.
@@ -170,6 +172,7 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
         (None, None) => crypto::KeyFileSource::Path(data_dir.join("vigil-keys.toml")),
     };
     let mut fhir = file.fhir;
+    fhir.policy = file.policy;
     if let Some(b) = env_bool("VIGIL_REFERENTIAL_INTEGRITY")? {
         fhir.referential_integrity = b;
     }

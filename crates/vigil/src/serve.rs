@@ -30,6 +30,15 @@ pub async fn open_vigil(
     vigil
         .configure_identity(&kf, s.identity.clone())
         .context("[identity] settings")?;
+    // The privacy officer's newest policy version, if any (validated again:
+    // a version that no longer validates stops the start).
+    let version = vigil
+        .load_policy()
+        .await
+        .context("loading the access policy")?;
+    if version > 0 {
+        tracing::info!(version, "access policy loaded");
+    }
     Ok((Arc::new(vigil), created))
 }
 
