@@ -630,3 +630,47 @@ impl Vigil {
             .collect())
     }
 }
+
+/// What one decision is made over, for the benchmark and diagnostics: the
+/// resource as the policy sees it and the facts about its patient.
+pub struct DecisionSlice {
+    pub resource: policy::Resource,
+    pub facts: Facts,
+}
+
+impl Vigil {
+    /// The current policy engine (shared; replaced when the policy changes).
+    pub fn policy_engine(&self) -> Result<Arc<Engine>, AppError> {
+        self.policy.engine()
+    }
+
+    /// Builds the slice a decision about `rtype/id` is made over, reading
+    /// the resource and the patient's relationship facts from the records
+    /// (never from the cache): the relationship lookup the benchmark times.
+    pub async fn decision_slice(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+    ) -> Result<DecisionSlice, AppError> {
+        let sv = self
+            .store
+            .current(rtype, id)
+            .await?
+            .filter(|s| !s.deleted)
+            .ok_or_else(|| AppError::NotFound(format!("{rtype}/{id}")))?;
+        let v = self.open_version(&sv).await?;
+        let body = v
+            .resource
+            .as_ref()
+            .ok_or_else(|| AppError::NotFound(format!("{rtype}/{id}")))?;
+        let owner = crate::records::key_owner(rtype, id, body);
+        let pf = match &owner {
+            KeyOwner::Patient(p) => self.load_facts(p).await?,
+            KeyOwner::Organisation => PatientFacts::default(),
+        };
+        Ok(DecisionSlice {
+            resource: policy_resource(rtype, Some(id), &owner, body, pf.vip),
+            facts: pf.facts,
+        })
+    }
+}

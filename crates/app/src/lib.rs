@@ -38,7 +38,7 @@ use store::Store;
 /// The pure audit-log crate, for the web layer and the CLI (tiles, proofs, verification).
 pub use audit;
 pub use bundle::parse_query_string;
-pub use decide::PolicyConfig;
+pub use decide::{DecisionSlice, PolicyConfig};
 pub use error::AppError;
 pub use identity::{
     AccountSummary, AccountView, AuthorizeRequest, Caller, ClientSummary, ConsentView, Endpoints,

@@ -221,13 +221,12 @@ async fn run_one(
         ),
     ];
     for (label, path) in workloads {
+        let paths: Vec<String> = (0..size.clamp(1, 100_000)).map(path).collect();
         let f = load(
             &base,
-            &token,
-            size,
+            &[(token.clone(), paths)],
             opts.connections,
             opts.duration,
-            path.as_ref(),
         )
         .await?;
         println!(
@@ -241,34 +240,39 @@ async fn run_one(
 }
 
 /// Runs `connections` concurrent keep-alive clients for `duration` (after a
-/// one-second warm-up) and measures every request.
+/// one-second warm-up) and measures every request. Connection `c` acts as
+/// `people[c % people.len()]`: a token and the paths it picks from at random.
 pub async fn load(
     base: &str,
-    token: &str,
-    size: usize,
+    people: &[(String, Vec<String>)],
     connections: usize,
     duration: Duration,
-    path: &(dyn Fn(usize) -> String + Send + Sync),
 ) -> anyhow::Result<Figures> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections)
         .build_http();
-    let auth = format!("Bearer {token}");
     let warmup = Duration::from_secs(1);
+    // Pre-compute request URIs so the generator does little work per request.
+    let mut prepared = Vec::with_capacity(people.len());
+    for (token, paths) in people {
+        let uris: Vec<hyper::Uri> = paths
+            .iter()
+            .map(|p| format!("{base}{p}").parse::<hyper::Uri>())
+            .collect::<Result<_, _>>()?;
+        prepared.push((format!("Bearer {token}"), Arc::new(uris)));
+    }
+    anyhow::ensure!(!prepared.is_empty(), "nobody to make requests as");
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
     let mut tasks = Vec::with_capacity(connections);
-    // Pre-compute request URIs so the generator does little work per request.
-    let uris: Arc<Vec<hyper::Uri>> = Arc::new(
-        (0..size.clamp(1, 100_000))
-            .map(|i| format!("{base}{}", path(i)).parse::<hyper::Uri>())
-            .collect::<Result<_, _>>()?,
-    );
     for c in 0..connections {
         let client = client.clone();
+        let Some((auth, uris)) = prepared.get(c % prepared.len()) else {
+            continue;
+        };
         let auth = auth.clone();
-        let uris = Arc::clone(&uris);
+        let uris = Arc::clone(uris);
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::with_capacity(100_000);
             let mut errors = 0u64;
@@ -281,7 +285,7 @@ pub async fn load(
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let i = (x % uris.len() as u64) as usize;
+                let i = (x % uris.len().max(1) as u64) as usize;
                 let Some(uri) = uris.get(i).cloned() else {
                     continue;
                 };
@@ -337,26 +341,16 @@ pub async fn load(
     })
 }
 
-/// An administrator's access token for the load generator.
-async fn bench_token(vigil: &app::Vigil, issuer: &str, audience: &str) -> anyhow::Result<String> {
-    if vigil.account_by_username("bench-admin").await.is_err() {
-        vigil
-            .create_account(
-                &app::Principal::Operator,
-                app::NewAccount {
-                    username: "bench-admin".into(),
-                    role: store::Role::Administrator,
-                    practitioner: None,
-                    patient: None,
-                    display_name: None,
-                    email: None,
-                },
-                None,
-            )
-            .await?;
-    }
+/// The record store's load generator acts as a backend service: identity,
+/// decryption and the audit entry are on, the relationship rules are not
+/// (`vigil bench policy` measures them).
+pub(crate) async fn bench_token(
+    vigil: &app::Vigil,
+    issuer: &str,
+    audience: &str,
+) -> anyhow::Result<String> {
     Ok(vigil
-        .issue_operator_token("bench-admin", "user/*.cruds", 3600, issuer, audience)
+        .issue_service_token("system/*.rs", 3600, issuer, audience)
         .await?)
 }
 

@@ -4,6 +4,7 @@
 pub mod audit_cli;
 pub mod backup;
 pub mod bench;
+pub mod bench_policy;
 pub mod config;
 pub mod mail;
 pub mod pgadmin;
@@ -278,6 +279,23 @@ pub enum AuditCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Access-policy decision latency (relationship lookup apart) in a
+    /// deployment of 5,000 staff and 100,000 patients, and FHIR reads with
+    /// identity, policy, decryption and audit on beside the record store's.
+    Policy {
+        #[arg(long, default_value_t = 100_000)]
+        patients: usize,
+        #[arg(long, default_value_t = 5_000)]
+        staff: usize,
+        /// Decisions sampled.
+        #[arg(long, default_value_t = 20_000)]
+        decisions: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per HTTP workload.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Durable audit appends/s at 1, 8, 64 and 256 writers beside raw fsync; proofs; verification.
     Audit {
         #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
@@ -462,6 +480,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => bench::run_audit(&writers, Duration::from_secs(seconds), verify_entries).await,
         Command::Audit { action } => audit(action).await,
+        Command::Bench {
+            what:
+                BenchCommand::Policy {
+                    patients,
+                    staff,
+                    decisions,
+                    connections,
+                    seconds,
+                },
+        } => {
+            bench_policy::run(bench_policy::PolicyBenchOptions {
+                patients,
+                staff,
+                decisions: decisions.max(1),
+                connections: connections.max(1),
+                duration: Duration::from_secs(seconds.max(1)),
+            })
+            .await
+        }
         Command::Bench {
             what: BenchCommand::Auth { sign_ins, checks },
         } => bench::run_auth(sign_ins.max(1), checks.max(1)).await,
