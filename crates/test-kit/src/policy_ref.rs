@@ -424,7 +424,7 @@ fn decide_under(
         return deny(rule);
     }
 
-    let permits: [(&str, Rule); 11] = [
+    let permits: [(&str, Rule); 12] = [
         ("P1", p1_directory_read),
         ("P2", p2_directory_upkeep),
         ("P3", p3_own_record),
@@ -436,6 +436,7 @@ fn decide_under(
         ("P9", p9_front_desk),
         ("P10", p10_billing),
         ("P11", p11_consents),
+        ("P12", p12_registration),
     ];
     match permits.iter().find(|(_, allows)| allows(&c)) {
         Some((rule, _)) => RefDecision {
@@ -594,6 +595,16 @@ fn p9_front_desk(c: &Ctx) -> bool {
     c.role == Role::FrontDesk
         && c.has(Relationship::ScheduledVisit)
         && (reads || writes)
+        && c.purpose == Purpose::Hoperat
+}
+
+/// P12: front desk creates Patients, RelatedPersons and Appointments for
+/// anyone (registration and booking), HOPERAT.
+fn p12_registration(c: &Ctx) -> bool {
+    c.role == Role::FrontDesk
+        && c.is(&[Action::Create])
+        && (c.category == Category::Demographics
+            || c.req.resource.rtype == model::ResourceType::Appointment)
         && c.purpose == Purpose::Hoperat
 }
 

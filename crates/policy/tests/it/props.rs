@@ -258,7 +258,8 @@ proptest! {
 
     /// (a) Without any relationship, nothing but the directory is reached,
     /// except by the privacy officer under P11 (read, search, create and
-    /// update Consent; read and search Patient).
+    /// update Consent; read and search Patient) and the front desk's
+    /// registration and booking under P12 (create only: it shows nothing).
     #[test]
     fn no_relationship_denies(p in principal(), a in action(), r in resource(), purpose in option::of(purpose()), f in facts()) {
         prop_assume!(Category::of(r.rtype) != Category::Directory);
@@ -267,7 +268,10 @@ proptest! {
         let p11 = p.role == Role::PrivacyOfficer
             && ((r.rtype == ResourceType::Consent && matches!(a, Action::Read | Action::Search | Action::Create | Action::Update))
                 || (r.rtype == ResourceType::Patient && matches!(a, Action::Read | Action::Search)));
-        prop_assert!(!d.allow || (p11 && d.policies == ["P11"]), "{d:?}");
+        let p12 = p.role == Role::FrontDesk
+            && a == Action::Create
+            && matches!(r.rtype, ResourceType::Patient | ResourceType::RelatedPerson | ResourceType::Appointment);
+        prop_assert!(!d.allow || (p11 && d.policies == ["P11"]) || (p12 && d.policies == ["P12"]), "{d:?}");
     }
 
     /// (b) A matching consent deny provision beats a care-team permit,

@@ -165,9 +165,10 @@ fn p9_front_desk() {
     Case::new(Role::FrontDesk, Search, T::Encounter)
         .rels(&[R::ScheduledVisit])
         .check("allow P9 [diagnosis,reasonCode,reasonReference]");
-    Case::new(Role::FrontDesk, Create, T::Appointment)
+    Case::new(Role::FrontDesk, Update, T::Appointment)
         .rels(&[R::ScheduledVisit])
         .check("allow P9");
+    Case::new(Role::FrontDesk, Update, T::Appointment).check("deny default-deny L-RELATIONSHIP");
     Case::new(Role::FrontDesk, Read, T::Patient)
         .rels(&[R::ScheduledVisit])
         .labels(&[Label::Vip])
@@ -187,6 +188,15 @@ fn p9_front_desk() {
         .rels(&[R::ScheduledVisit])
         .labels(&[Label::Restricted])
         .check("deny F3 L-SENSITIVE");
+}
+
+#[test]
+fn p12_registration() {
+    Case::new(Role::FrontDesk, Create, T::Patient).check("allow P12");
+    Case::new(Role::FrontDesk, Create, T::Appointment).check("allow P12");
+    Case::new(Role::FrontDesk, Create, T::Observation).check("deny default-deny L-ROLE");
+    Case::new(Role::FrontDesk, Update, T::Patient).check("deny default-deny L-ROLE");
+    Case::new(Role::Nurse, Create, T::Patient).check("deny default-deny L-RELATIONSHIP");
 }
 
 #[test]

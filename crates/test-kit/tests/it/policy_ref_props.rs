@@ -303,7 +303,11 @@ proptest! {
         let d = decide(&i.request(), &Windows::default());
         let p11 = i.principal.role == Role::PrivacyOfficer
             && matches!(i.resource.rtype, ResourceType::Consent | ResourceType::Patient);
-        if !is_directory(&i) && rels(&i).is_empty() && !p11 {
+        // P12: registration and booking create, and show nothing.
+        let p12 = i.principal.role == Role::FrontDesk
+            && i.action == Action::Create
+            && matches!(i.resource.rtype, ResourceType::Patient | ResourceType::RelatedPerson | ResourceType::Appointment);
+        if !is_directory(&i) && rels(&i).is_empty() && !p11 && !p12 {
             prop_assert!(!d.allow, "allowed by {} without a relationship", d.rule);
         }
     }
