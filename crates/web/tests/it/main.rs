@@ -15,6 +15,7 @@ mod bundle;
 mod identity;
 mod oauth;
 mod policy;
+mod policy_break_glass;
 mod policy_consent;
 mod policy_leaks;
 mod registry;
