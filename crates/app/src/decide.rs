@@ -605,9 +605,10 @@ impl Vigil {
                 account: g.account.to_string(),
                 patient: g.patient.to_string(),
                 start: g.start,
-                // Ended early: it held until then.
-                expires: g.revoked.map_or(g.expires, |r| r.min(g.expires)),
-                revoked: false,
+                expires: g.expires,
+                // Ended early: from the instant it was ended, it opens nothing
+                // (revocation is always "now", so a stored end is in the past).
+                revoked: g.revoked.is_some(),
             })
             .collect())
     }

@@ -303,7 +303,11 @@ pub async fn token_issue(
     let ttl = parse_ttl(ttl)?;
     let (site, fhir) = site_and_fhir_base(s);
     let token = match username {
-        Some(u) => vigil.issue_operator_token(u, scope, ttl, &site, &fhir).await,
+        Some(u) => {
+            vigil
+                .issue_operator_token(u, scope, ttl, &site, &fhir)
+                .await
+        }
         None => vigil.issue_service_token(scope, ttl, &site, &fhir).await,
     }
     .map_err(explain)?;
