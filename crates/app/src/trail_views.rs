@@ -202,7 +202,11 @@ impl Vigil {
                 succeeded: e.outcome == 0,
                 break_glass: e.outcome == 0
                     && e.policy.as_ref().is_some_and(|n| !n.grants.is_empty()),
-                grants: e.policy.as_ref().map(|n| n.grants.clone()).unwrap_or_default(),
+                grants: e
+                    .policy
+                    .as_ref()
+                    .map(|n| n.grants.clone())
+                    .unwrap_or_default(),
             });
         }
         Ok(out)
