@@ -542,21 +542,23 @@ impl Vigil {
     pub(crate) async fn load_facts(&self, p: &PatientId) -> Result<PatientFacts, AppError> {
         let owner = KeyOwner::Patient(p.clone());
         let mut out = PatientFacts::default();
-        for rtype in [
-            ResourceType::CareTeam,
-            ResourceType::Encounter,
-            ResourceType::Appointment,
-            ResourceType::Consent,
-            ResourceType::Patient,
-        ] {
-            let query = IndexQuery {
-                owners: Some(vec![owner.clone()]),
-                limit: usize::MAX,
-                ..IndexQuery::default()
-            };
-            let ids = self.store.find(rtype, &query).await?;
-            for chunk in ids.chunks(500) {
-                for sv in self.store.current_many(rtype, chunk).await? {
+        let stored = self
+            .store
+            .current_of_owner(
+                &owner,
+                &[
+                    ResourceType::CareTeam,
+                    ResourceType::Encounter,
+                    ResourceType::Appointment,
+                    ResourceType::Consent,
+                    ResourceType::Patient,
+                ],
+            )
+            .await?;
+        {
+            {
+                for sv in stored {
+                    let rtype = sv.rtype;
                     let v = self.open_version(&sv).await?;
                     let Some(r) = &v.resource else { continue };
                     let id = v.id.as_str();

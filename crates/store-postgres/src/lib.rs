@@ -845,6 +845,29 @@ impl Store for PgStore {
         rows.iter().map(version_from_row).collect()
     }
 
+    async fn current_of_owner(
+        &self,
+        owner: &KeyOwner,
+        rtypes: &[ResourceType],
+    ) -> Result<Vec<StoredVersion>> {
+        if rtypes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let types: Vec<String> = rtypes.iter().map(|t| t.as_str().to_owned()).collect();
+        let rows = sqlx::query(
+            "SELECT v.rtype, v.id, v.version, v.last_updated, v.deleted, v.key_owner, v.ciphertext \
+             FROM resource_current c JOIN resource_versions v \
+             ON v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
+             WHERE c.key_owner = $1 AND NOT c.deleted AND c.rtype = ANY($2::text[])",
+        )
+        .bind(owner.storage_key())
+        .bind(types)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(version_from_row).collect()
+    }
+
     async fn erase_patient(&self, owner: &KeyOwner) -> Result<EraseReport> {
         if *owner == KeyOwner::Organisation {
             // Shredding the organisation key would destroy every shared record.

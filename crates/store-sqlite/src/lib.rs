@@ -816,9 +816,15 @@ impl Store for SqliteStore {
         }
         // The statement's size depends only on how many clauses there are;
         // ids, owners and tokens travel as one JSON parameter each.
-        let mut sql = String::from(
-            "SELECT c.id FROM resource_current c WHERE c.rtype = ?1 AND c.deleted = 0",
-        );
+        // When only owners narrow the query (a patient's compartment, the
+        // relationship facts), the unary `+` keeps SQLite on the key-owner
+        // index instead of walking every resource of the type.
+        let by_owner = query.owners.is_some() && query.ids.is_none() && query.clauses.is_empty();
+        let mut sql = String::from(if by_owner {
+            "SELECT c.id FROM resource_current c WHERE +c.rtype = ?1 AND c.deleted = 0"
+        } else {
+            "SELECT c.id FROM resource_current c WHERE c.rtype = ?1 AND c.deleted = 0"
+        });
         let mut n = 1;
         let mut next = || {
             n += 1;
@@ -931,6 +937,33 @@ impl Store for SqliteStore {
         )
         .bind(rtype.as_str())
         .bind(ids_json(ids)?)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db)?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn current_of_owner(
+        &self,
+        owner: &KeyOwner,
+        rtypes: &[ResourceType],
+    ) -> Result<Vec<StoredVersion>> {
+        if rtypes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let types: Vec<&str> = rtypes.iter().map(|t| t.as_str()).collect();
+        let types =
+            serde_json::to_string(&types).map_err(|e| StoreError::Database(e.to_string()))?;
+        // The unary `+` keeps SQLite on the key-owner index.
+        let rows = sqlx::query(
+            "SELECT v.rtype, v.id, v.version, v.last_updated, v.deleted, v.key_owner, v.ciphertext \
+             FROM resource_current c JOIN resource_versions v \
+             ON v.rtype = c.rtype AND v.id = c.id AND v.version = c.version \
+             WHERE c.key_owner = ?1 AND c.deleted = 0 \
+             AND +c.rtype IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(owner.storage_key())
+        .bind(types)
         .fetch_all(&self.readers)
         .await
         .map_err(db)?;

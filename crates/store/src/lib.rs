@@ -330,6 +330,14 @@ pub trait Store:
         rtype: ResourceType,
         ids: &[ResourceId],
     ) -> Result<Vec<StoredVersion>>;
+    /// The current versions of the given types sealed under `owner` (one
+    /// patient's compartment), deleted ones left out, in no particular
+    /// order: one query for the access policy's relationship facts.
+    async fn current_of_owner(
+        &self,
+        owner: &KeyOwner,
+        rtypes: &[ResourceType],
+    ) -> Result<Vec<StoredVersion>>;
 
     // ---- erase, maintenance, backup ----
     /// Crypto-shreds a patient: destroys their data key and deletes every

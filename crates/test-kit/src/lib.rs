@@ -90,6 +90,7 @@ macro_rules! store_story_tests {
             find_handles_long_token_and_id_lists,
             find_follows_index_replacement,
             find_narrows_to_owners,
+            current_of_owner_reads_one_compartment,
             ids_sort_bytewise,
             scan_pages_through_current_resources,
             existing_and_current_many,

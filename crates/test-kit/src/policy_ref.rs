@@ -497,13 +497,11 @@ fn f1_consent(c: &Ctx) -> bool {
 /// with a scheduled visit, billing with a recent encounter, the privacy
 /// officer and break-the-glass (what those may see is up to their permits).
 fn f2_vip(c: &Ctx) -> bool {
-    !c.in_directory()
-        && c.req.resource.labels.contains(&Label::Vip)
-        && !c.direct()
-        && !(c.role == Role::FrontDesk && c.has(Relationship::ScheduledVisit))
-        && !(c.role == Role::Billing && c.has(Relationship::RecentEncounter))
-        && c.role != Role::PrivacyOfficer
-        && !c.break_glass()
+    let exempt = (c.role == Role::FrontDesk && c.has(Relationship::ScheduledVisit))
+        || (c.role == Role::Billing && c.has(Relationship::RecentEncounter))
+        || c.role == Role::PrivacyOfficer
+        || c.break_glass();
+    !c.in_directory() && c.req.resource.labels.contains(&Label::Vip) && !c.direct() && !exempt
 }
 
 /// F3: data with a restricted label needs a direct relationship, except

@@ -754,6 +754,95 @@ pub async fn find_combines_clauses_tokens_ids_and_bounds(store: &dyn Store) {
     assert_eq!(find(q).await, "o2,o3");
 }
 
+pub async fn current_of_owner_reads_one_compartment(store: &dyn Store) {
+    let ops = vec![
+        create(
+            ResourceType::CareTeam,
+            "t1",
+            &patient("pa"),
+            b"t1",
+            Vec::new(),
+        ),
+        create(
+            ResourceType::Encounter,
+            "e1",
+            &patient("pa"),
+            b"e1",
+            Vec::new(),
+        ),
+        create(Observation, "x1", &patient("pa"), b"x1", Vec::new()),
+        create(
+            ResourceType::CareTeam,
+            "t2",
+            &patient("pb"),
+            b"t2",
+            Vec::new(),
+        ),
+        create(
+            ResourceType::CareTeam,
+            "t3",
+            &patient("pa"),
+            b"t3",
+            Vec::new(),
+        ),
+    ];
+    store.commit(ops).await.unwrap();
+    let del = store
+        .current(ResourceType::CareTeam, &rid("t3"))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .commit(vec![WriteOp {
+            precondition: Precondition::CurrentVersion(del.version),
+            version: StoredVersion {
+                version: VersionId(del.version.0 + 1),
+                deleted: true,
+                ciphertext: Vec::new(),
+                ..del
+            },
+            index: Vec::new(),
+        }])
+        .await
+        .unwrap();
+    let got = |owner: KeyOwner, types: Vec<ResourceType>| async move {
+        let mut v: Vec<String> = store
+            .current_of_owner(&owner, &types)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                assert!(!s.deleted);
+                assert_eq!(s.ciphertext, s.id.as_str().as_bytes());
+                format!("{}/{}", s.rtype, s.id)
+            })
+            .collect();
+        v.sort();
+        v.join(",")
+    };
+    assert_eq!(
+        got(
+            patient("pa"),
+            vec![ResourceType::CareTeam, ResourceType::Encounter]
+        )
+        .await,
+        "CareTeam/t1,Encounter/e1"
+    );
+    assert_eq!(
+        got(patient("pb"), vec![ResourceType::CareTeam]).await,
+        "CareTeam/t2"
+    );
+    assert_eq!(
+        got(patient("pa"), vec![Observation]).await,
+        "Observation/x1"
+    );
+    assert_eq!(
+        got(patient("nobody"), vec![ResourceType::CareTeam]).await,
+        ""
+    );
+    assert_eq!(got(patient("pa"), Vec::new()).await, "");
+}
+
 pub async fn find_narrows_to_owners(store: &dyn Store) {
     let ops = [
         ("n1", patient("pa")),
