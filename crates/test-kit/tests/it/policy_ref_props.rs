@@ -432,7 +432,7 @@ proptest! {
                 "P3" => Some(Purpose::Patrqt),
                 "P4" | "P5" | "P6" | "P7" => Some(Purpose::Treat),
                 "P8" => Some(Purpose::Etreat),
-                "P9" | "P11" => Some(Purpose::Hoperat),
+                "P9" | "P11" | "P12" => Some(Purpose::Hoperat),
                 "P10" => Some(Purpose::Hpaymt),
                 other => panic!("allowed by {other}"),
             };
