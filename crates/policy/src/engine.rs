@@ -1,9 +1,11 @@
 //! The decision point: Cedar policies validated in strict mode against the
 //! schema, evaluated over a small entity slice built per request.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use cedar_policy as cedar;
 use model::Timestamp;
@@ -89,6 +91,86 @@ pub struct Engine {
     actions: Vec<(Action, cedar::EntityUid)>,
     windows: Windows,
     text: String,
+    /// What the policies read, so that the memo's key holds exactly that.
+    reads: Reads,
+    /// Cedar's answers by everything they depend on (see [`MemoKey`]).
+    memo: Mutex<HashMap<MemoKey, (bool, Vec<usize>)>>,
+}
+
+/// The answers kept at most (the memo is emptied when full: it is a cache,
+/// never the truth).
+const MEMO_MAX: usize = 65_536;
+
+/// Which inputs the policy set can see beyond the attributes every key holds:
+/// entity ids (a policy naming a user or a resource) and the principal's
+/// practitioner, organization and department attributes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reads {
+    ids: bool,
+    practitioner: bool,
+    organization: bool,
+    department: bool,
+}
+
+impl Reads {
+    /// Scans the policies' JSON form: any entity literal other than an
+    /// action means ids matter; any attribute access names what is read.
+    fn of(set: &cedar::PolicySet) -> Result<Reads, PolicyError> {
+        fn walk(v: &serde_json::Value, r: &mut Reads) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let (Some(serde_json::Value::String(t)), Some(_)) =
+                        (m.get("type"), m.get("id"))
+                        && t != "Vigil::Action"
+                        && t != "Action"
+                    {
+                        r.ids = true;
+                    }
+                    if let Some(serde_json::Value::String(a)) = m.get("attr") {
+                        match a.as_str() {
+                            "practitioner" => r.practitioner = true,
+                            "organization" => r.organization = true,
+                            "department" => r.department = true,
+                            _ => {}
+                        }
+                    }
+                    m.values().for_each(|x| walk(x, r));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, r)),
+                _ => {}
+            }
+        }
+        let mut r = Reads::default();
+        for p in set.policies() {
+            let json = p
+                .to_json()
+                .map_err(|e| PolicyError::Parse(format!("{}: {e}", p.id())))?;
+            walk(&json, &mut r);
+        }
+        Ok(r)
+    }
+}
+
+/// Everything a Cedar answer depends on: the two entities' attributes (and
+/// their ids or the optional attributes only when the policies read them),
+/// the action and the context. Cedar is a pure function of these, so a
+/// remembered answer is exactly the answer it would give again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MemoKey {
+    ids: Option<(String, Option<String>)>,
+    role: crate::Role,
+    mfa: bool,
+    training_current: bool,
+    practitioner: Option<String>,
+    organization: Option<String>,
+    department: Option<String>,
+    rtype: model::ResourceType,
+    has_patient: bool,
+    labels: BTreeSet<Label>,
+    action: Action,
+    purpose: Purpose,
+    rels: BTreeSet<Relationship>,
+    consent_denied: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -207,7 +289,10 @@ impl Engine {
                 (a, uid)
             })
             .collect();
+        let reads = Reads::of(&set)?;
         Ok(Engine {
+            reads,
+            memo: Mutex::new(HashMap::new()),
             policies: set,
             authorizer: cedar::Authorizer::new(),
             rules,
@@ -276,7 +361,8 @@ impl Engine {
             Some(patient) => self.relationships(req.principal, patient, req.facts, req.now),
             None => (BTreeSet::new(), None),
         };
-        let slice = self.slice(req, None);
+        // Built only if Cedar is asked (not when the memo answers).
+        let slice = OnceCell::new();
         let (purpose, eval) = match req.purpose {
             Some(p) => (p, self.evaluate(req, &slice, &rels, p)),
             None => {
@@ -409,7 +495,7 @@ impl Engine {
     fn needed_purpose(
         &self,
         req: &Request<'_>,
-        slice: &Result<Slice, Internal>,
+        slice: &OnceCell<Result<Slice, Internal>>,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Option<(Purpose, String)> {
@@ -436,12 +522,23 @@ impl Engine {
     fn evaluate(
         &self,
         req: &Request<'_>,
-        slice: &Result<Slice, Internal>,
+        slice: &OnceCell<Result<Slice, Internal>>,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Result<Eval, Internal> {
-        let slice = slice.as_ref().map_err(|_| Internal)?;
         let consent = consent_denies(req.principal, purpose, req.resource, req.facts, req.now);
+        let key = self.memo_key(req, rels, purpose, consent.is_some());
+        if let Some((allow, fired)) = self.memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Eval {
+                allow,
+                fired,
+                consent,
+            });
+        }
+        let slice = slice
+            .get_or_init(|| self.slice(req, None))
+            .as_ref()
+            .map_err(|_| Internal)?;
         let request = self.cedar_request(slice, rels, purpose, consent.is_some(), None)?;
         let response = self
             .authorizer
@@ -455,11 +552,47 @@ impl Engine {
             .map(|id| self.index.get(id).copied().ok_or(Internal))
             .collect::<Result<Vec<usize>, Internal>>()?;
         fired.sort_unstable();
+        let allow = response.decision() == cedar::Decision::Allow;
+        if let Ok(mut m) = self.memo.lock() {
+            if m.len() >= MEMO_MAX {
+                m.clear();
+            }
+            m.insert(key, (allow, fired.clone()));
+        }
         Ok(Eval {
-            allow: response.decision() == cedar::Decision::Allow,
+            allow,
             fired,
             consent,
         })
+    }
+
+    /// The memo key of a question (see [`MemoKey`]).
+    fn memo_key(
+        &self,
+        req: &Request<'_>,
+        rels: &BTreeSet<Relationship>,
+        purpose: Purpose,
+        consent_denied: bool,
+    ) -> MemoKey {
+        let p = req.principal;
+        let r = req.resource;
+        let reads = self.reads;
+        MemoKey {
+            ids: reads.ids.then(|| (p.id.clone(), r.id.clone())),
+            role: p.role,
+            mfa: p.mfa,
+            training_current: p.training_current,
+            practitioner: p.practitioner.clone().filter(|_| reads.practitioner),
+            organization: p.organization.clone().filter(|_| reads.organization),
+            department: p.department.clone().filter(|_| reads.department),
+            rtype: r.rtype,
+            has_patient: r.patient.is_some(),
+            labels: r.labels.clone(),
+            action: req.action,
+            purpose,
+            rels: rels.clone(),
+            consent_denied,
+        }
     }
 
     /// The entity slice of a request: the principal and the resource.
@@ -607,6 +740,28 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memo's key holds ids and optional attributes exactly when some
+    /// policy can see them.
+    #[test]
+    fn what_the_policies_read_is_found() {
+        let reads = |text: &str| {
+            let set = cedar::PolicySet::from_str(text).map_err(|e| e.to_string())?;
+            Reads::of(&set).map_err(|e| e.to_string())
+        };
+        let Ok(r) = reads(DEFAULT_POLICIES) else {
+            unreachable!("the shipped policies parse");
+        };
+        assert!(!r.ids && !r.practitioner && !r.organization && !r.department);
+        let named = r#"permit (principal == Vigil::User::"u1", action, resource);"#;
+        assert!(reads(named).is_ok_and(|r| r.ids));
+        let literal = r#"permit (principal, action, resource) when { resource == Vigil::Resource::"Patient/p1" };"#;
+        assert!(reads(literal).is_ok_and(|r| r.ids));
+        let action_only = r#"permit (principal, action == Vigil::Action::"read", resource);"#;
+        assert!(reads(action_only).is_ok_and(|r| !r.ids));
+        let attrs = r#"permit (principal, action, resource) when { principal.practitioner == "x" && principal.department == "y" };"#;
+        assert!(reads(attrs).is_ok_and(|r| r.practitioner && r.department && !r.organization));
+    }
 
     #[test]
     fn shipped_set_validates() {

@@ -371,4 +371,23 @@ proptest! {
         let e = Engine::shipped(windows);
         prop_assert!(e.is_ok());
     }
+
+    /// (f) The memo never changes an answer: the shared engine (its memo
+    /// filled by every earlier case of every test) decides exactly as a
+    /// fresh engine that has never answered anything.
+    #[test]
+    fn the_memo_answers_as_cedar_would(p in principal(), a in action(), r in resource(), purpose in option::of(purpose()), f in facts()) {
+        let remembered = decide(&p, a, &r, purpose, &f);
+        let again = decide(&p, a, &r, purpose, &f);
+        let fresh = Engine::shipped(Windows::default()).unwrap().decide(&Request {
+            principal: &p,
+            action: a,
+            resource: &r,
+            purpose,
+            now: NOW,
+            facts: &f,
+        });
+        prop_assert_eq!(&remembered, &fresh);
+        prop_assert_eq!(&again, &fresh);
+    }
 }
