@@ -80,8 +80,11 @@ pub(crate) fn shapes_facts(t: ResourceType) -> bool {
 pub(crate) struct PolicyState {
     pub(crate) engine: RwLock<Arc<Engine>>,
     pub(crate) config: PolicyConfig,
-    cache: Mutex<HashMap<PatientId, (Timestamp, Arc<PatientFacts>)>>,
+    cache: Mutex<HashMap<PatientId, Cached>>,
 }
+
+/// A patient's facts, when they were loaded and until when they are used.
+type Cached = (Timestamp, Timestamp, Arc<PatientFacts>);
 
 impl PolicyState {
     pub(crate) fn new(config: PolicyConfig) -> Result<PolicyState, AppError> {
@@ -125,21 +128,26 @@ impl PolicyState {
     }
 
     fn cached(&self, p: &PatientId, now: Timestamp) -> Option<Arc<PatientFacts>> {
-        let ttl = i64::try_from(self.config.facts_ttl_secs)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000);
         let c = self.cache.lock().ok()?;
-        let (at, f) = c.get(p)?;
-        (now.0.saturating_sub(at.0) < ttl && now.0 >= at.0).then(|| Arc::clone(f))
+        let (at, until, f) = c.get(p)?;
+        (now.0 >= at.0 && now.0 < until.0).then(|| Arc::clone(f))
     }
 
     fn remember(&self, p: PatientId, at: Timestamp, f: Arc<PatientFacts>) {
+        use rand::Rng as _;
+        let ttl = i64::try_from(self.config.facts_ttl_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        // Between half the lifetime and all of it, so that facts loaded
+        // together (a clinician opening a list of charts) are not all
+        // reloaded in the same instant.
+        let life = ttl / 2 + rand::thread_rng().gen_range(0..=ttl / 2);
         if let Ok(mut c) = self.cache.lock() {
             // A bound on memory: the cache is an optimisation, never the truth.
             if c.len() >= 100_000 {
                 c.clear();
             }
-            c.insert(p, (at, f));
+            c.insert(p, (at, Timestamp(at.0.saturating_add(life)), f));
         }
     }
 }

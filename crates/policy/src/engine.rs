@@ -191,6 +191,13 @@ struct Eval {
     consent: Option<String>,
 }
 
+/// One decision's questions to Cedar: the entity slice (built at most once,
+/// and only if Cedar is asked) and whether the memo may answer.
+struct Call {
+    slice: OnceCell<Result<Slice, Internal>>,
+    memo: bool,
+}
+
 /// Any failure to build or evaluate a request (the decision denies).
 struct Internal;
 
@@ -351,6 +358,21 @@ impl Engine {
     /// (access under a grant always has purpose `ETREAT`). The grant id is
     /// reported whenever the decision is under `ETREAT` and a grant holds.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
+        self.decide_with(req, true)
+    }
+
+    /// How many answers the memo holds.
+    pub fn memo_len(&self) -> usize {
+        self.memo.lock().map_or(0, |m| m.len())
+    }
+
+    /// [`Engine::decide`] without the memo: every question goes to Cedar
+    /// (for the benchmark's figure of an evaluation, and for diagnostics).
+    pub fn decide_fresh(&self, req: &Request<'_>) -> Decision {
+        self.decide_with(req, false)
+    }
+
+    fn decide_with(&self, req: &Request<'_>, memo: bool) -> Decision {
         // A directory resource belongs to no patient, whatever it says.
         let patient = req
             .resource
@@ -361,18 +383,21 @@ impl Engine {
             Some(patient) => self.relationships(req.principal, patient, req.facts, req.now),
             None => (BTreeSet::new(), None),
         };
-        // Built only if Cedar is asked (not when the memo answers).
-        let slice = OnceCell::new();
+        // The slice is built only if Cedar is asked (not when the memo answers).
+        let call = Call {
+            slice: OnceCell::new(),
+            memo,
+        };
         let (purpose, eval) = match req.purpose {
-            Some(p) => (p, self.evaluate(req, &slice, &rels, p)),
+            Some(p) => (p, self.evaluate(req, &call, &rels, p)),
             None => {
                 let usual = req.principal.role.default_purpose();
-                let eval = self.evaluate(req, &slice, &rels, usual);
+                let eval = self.evaluate(req, &call, &rels, usual);
                 let allowed = matches!(eval, Ok(Eval { allow: true, .. }));
                 if !allowed && rels.contains(&Relationship::Emergency) {
                     (
                         Purpose::Etreat,
-                        self.evaluate(req, &slice, &rels, Purpose::Etreat),
+                        self.evaluate(req, &call, &rels, Purpose::Etreat),
                     )
                 } else {
                     (usual, eval)
@@ -433,7 +458,7 @@ impl Engine {
                 let mut with_grant = rels.clone();
                 with_grant.insert(Relationship::Emergency);
                 matches!(
-                    self.evaluate(req, &slice, &with_grant, Purpose::Etreat),
+                    self.evaluate(req, &call, &with_grant, Purpose::Etreat),
                     Ok(Eval { allow: true, .. })
                 )
             };
@@ -461,7 +486,7 @@ impl Engine {
 
         // No permit applied: default deny, with what is missing.
         d.policies = vec![DEFAULT_DENY.to_owned()];
-        if let Some((alt, rules)) = self.needed_purpose(req, &slice, &rels, purpose) {
+        if let Some((alt, rules)) = self.needed_purpose(req, &call, &rels, purpose) {
             d.reason = format!(
                 "the rule {rules} allows this for purpose {}, not {}",
                 alt.as_str(),
@@ -495,7 +520,7 @@ impl Engine {
     fn needed_purpose(
         &self,
         req: &Request<'_>,
-        slice: &OnceCell<Result<Slice, Internal>>,
+        call: &Call,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Option<(Purpose, String)> {
@@ -503,7 +528,7 @@ impl Engine {
         std::iter::once(req.principal.role.default_purpose())
             .chain(Purpose::ALL)
             .filter(|&p| p != purpose)
-            .find_map(|p| match self.evaluate(req, slice, rels, p) {
+            .find_map(|p| match self.evaluate(req, call, rels, p) {
                 Ok(e) if e.allow => {
                     let ids = dedup(
                         e.fired
@@ -522,20 +547,26 @@ impl Engine {
     fn evaluate(
         &self,
         req: &Request<'_>,
-        slice: &OnceCell<Result<Slice, Internal>>,
+        call: &Call,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Result<Eval, Internal> {
         let consent = consent_denies(req.principal, purpose, req.resource, req.facts, req.now);
         let key = self.memo_key(req, rels, purpose, consent.is_some());
-        if let Some((allow, fired)) = self.memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        let remembered = if call.memo {
+            self.memo.lock().ok().and_then(|m| m.get(&key).cloned())
+        } else {
+            None
+        };
+        if let Some((allow, fired)) = remembered {
             return Ok(Eval {
                 allow,
                 fired,
                 consent,
             });
         }
-        let slice = slice
+        let slice = call
+            .slice
             .get_or_init(|| self.slice(req, None))
             .as_ref()
             .map_err(|_| Internal)?;
@@ -553,7 +584,9 @@ impl Engine {
             .collect::<Result<Vec<usize>, Internal>>()?;
         fired.sort_unstable();
         let allow = response.decision() == cedar::Decision::Allow;
-        if let Ok(mut m) = self.memo.lock() {
+        if call.memo
+            && let Ok(mut m) = self.memo.lock()
+        {
             if m.len() >= MEMO_MAX {
                 m.clear();
             }
