@@ -66,6 +66,26 @@ fn review_aad(id: &str) -> String {
 }
 
 impl Vigil {
+    /// Records an operation's entry with its outcome, then returns the
+    /// outcome (or the audit failure, if the entry cannot be written).
+    pub(crate) async fn record_outcome<T>(
+        &self,
+        who: &Principal,
+        ev: Event,
+        result: Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        match result {
+            Ok(v) => {
+                self.audit(who, ev).await?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.audit(who, ev.failed(&e)).await?;
+                Err(e)
+            }
+        }
+    }
+
     fn clinician(who: &Principal) -> Result<(AccountId, store::Role), AppError> {
         match who {
             Principal::User(c) => match (&c.account, c.role) {
@@ -274,16 +294,7 @@ impl Vigil {
             Ok(())
         }
         .await;
-        match result {
-            Ok(()) => {
-                self.audit(who, ev).await?;
-                Ok(())
-            }
-            Err(e) => {
-                self.audit(who, ev.failed(&e)).await?;
-                Err(e)
-            }
-        }
+        self.record_outcome(who, ev, result).await
     }
 
     /// The caller's own grants (newest first), live or not.
@@ -362,15 +373,6 @@ impl Vigil {
             Ok(())
         }
         .await;
-        match result {
-            Ok(()) => {
-                self.audit(who, ev).await?;
-                Ok(())
-            }
-            Err(e) => {
-                self.audit(who, ev.failed(&e)).await?;
-                Err(e)
-            }
-        }
+        self.record_outcome(who, ev, result).await
     }
 }

@@ -83,16 +83,9 @@ impl Vigil {
         }))
     }
 
-    /// Issues a short-lived backend-service token (`system/` scopes only, no
-    /// person): for operators' integrations, data loads and smoke tests.
-    /// Refused when operator tokens are switched off.
-    pub async fn issue_service_token(
-        &self,
-        scopes: &str,
-        ttl_secs: u64,
-        issuer: &str,
-        audience: &str,
-    ) -> Result<String, AppError> {
+    /// The identity secrets, when operator tokens are on and the lifetime is
+    /// within bounds.
+    fn operator_token_identity(&self, ttl_secs: u64) -> Result<&super::Identity, AppError> {
         let id = self.identity()?;
         if !id.cfg.operator_tokens {
             return Err(AppError::Forbidden(
@@ -105,6 +98,20 @@ impl Vigil {
                 "the lifetime must be between 1 second and 1 hour",
             ));
         }
+        Ok(id)
+    }
+
+    /// Issues a short-lived backend-service token (`system/` scopes only, no
+    /// person): for operators' integrations, data loads and smoke tests.
+    /// Refused when operator tokens are switched off.
+    pub async fn issue_service_token(
+        &self,
+        scopes: &str,
+        ttl_secs: u64,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<String, AppError> {
+        let id = self.operator_token_identity(ttl_secs)?;
         let set = ScopeSet::parse(scopes)
             .map_err(|e| AppError::bad_request(IssueCode::Invalid, e.to_string()))?;
         for s in set.iter() {
@@ -156,18 +163,7 @@ impl Vigil {
         issuer: &str,
         audience: &str,
     ) -> Result<String, AppError> {
-        let id = self.identity()?;
-        if !id.cfg.operator_tokens {
-            return Err(AppError::Forbidden(
-                "operator tokens are switched off ([identity] operator_tokens = false)".into(),
-            ));
-        }
-        if ttl_secs == 0 || ttl_secs > auth::token::MAX_TTL_SECS {
-            return Err(AppError::bad_request(
-                IssueCode::Invalid,
-                "the lifetime must be between 1 second and 1 hour",
-            ));
-        }
+        let id = self.operator_token_identity(ttl_secs)?;
         let account = self.account_by_username(username).await?;
         if !account.active {
             return Err(AppError::Forbidden("the account is deactivated".into()));

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use store::Role;
 
-use crate::{Resp, T, patient, setup};
+use crate::{Resp, T, patient, setup, setup_without_mfa};
 
 const SESSION: &str = "__Host-vigil_session";
 const PASSWORD: &str = "quiet lantern over harbour 48";
@@ -123,86 +123,6 @@ fn page_text(r: &Resp) -> String {
     match &r.body {
         Value::String(s) => s.clone(),
         v => v.to_string(),
-    }
-}
-
-/// A server whose workforce signs in with a password alone (sessions for
-/// the tests without second-factor ceremonies).
-async fn setup_without_mfa() -> T {
-    let dir = std::env::temp_dir().join(format!(
-        "vigil-web-it-audit-{}",
-        crypto::random_token()
-            .replace(['-', '_'], "")
-            .get(..12)
-            .unwrap()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = std::sync::Arc::new(
-        store_sqlite::SqliteStore::open(
-            &dir.join("vigil.db"),
-            store_sqlite::SqliteOptions::default(),
-        )
-        .await
-        .unwrap(),
-    );
-    store::Store::migrate(store.as_ref()).await.unwrap();
-    let kf = crypto::KeyFile::generate();
-    let source = crypto::KeyFileSource::Inline(kf.to_toml().unwrap());
-    let dyn_store: std::sync::Arc<dyn store::Store> = store.clone();
-    let mut vigil = app::Vigil::open(
-        dyn_store,
-        &kf,
-        source,
-        std::sync::Arc::new(model::SystemClock),
-        app::Config::default(),
-    )
-    .await
-    .unwrap();
-    vigil
-        .configure_identity(
-            &kf,
-            app::IdentityConfig {
-                workforce_mfa: false,
-                ..app::IdentityConfig::default()
-            },
-        )
-        .unwrap();
-    let vigil = std::sync::Arc::new(vigil);
-    vigil
-        .create_account(
-            &Principal::Operator,
-            NewAccount {
-                username: "it-admin".into(),
-                role: Role::Administrator,
-                practitioner: None,
-                patient: None,
-                display_name: None,
-                email: None,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    let token = vigil
-        .issue_service_token(
-            "system/*.cruds",
-            3600,
-            "http://vigil.test",
-            "http://vigil.test/fhir",
-        )
-        .await
-        .unwrap();
-    let router = web::router(web::WebState {
-        vigil: vigil.clone(),
-        public_base: Some("http://vigil.test/fhir".into()),
-        proxies: Default::default(),
-    });
-    T {
-        router,
-        vigil,
-        store,
-        dir,
-        token,
     }
 }
 

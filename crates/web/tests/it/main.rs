@@ -79,6 +79,31 @@ pub async fn setup_with(config: app::Config) -> T {
 
 /// A server whose clock the test chooses (token lifetimes, expiry).
 pub async fn setup_clocked(config: app::Config, clock: Arc<dyn model::Clock>) -> T {
+    setup_full(config, clock, None).await
+}
+
+/// A server whose workforce signs in with a password alone (sessions for
+/// the tests without second-factor ceremonies; the access policy still
+/// counts workforce sign-ins as second-factor ones, as in production).
+pub async fn setup_without_mfa() -> T {
+    setup_full(
+        app::Config::default(),
+        Arc::new(model::SystemClock),
+        Some(app::IdentityConfig {
+            workforce_mfa: false,
+            ..app::IdentityConfig::default()
+        }),
+    )
+    .await
+}
+
+/// The one test server: SQLite in a fresh directory, a fresh key file, an
+/// administrator account, and a backend-service token in `T::token`.
+pub async fn setup_full(
+    config: app::Config,
+    clock: Arc<dyn model::Clock>,
+    identity: Option<app::IdentityConfig>,
+) -> T {
     let dir = std::env::temp_dir().join(format!(
         "vigil-web-it-{}",
         crypto::random_token()
@@ -99,11 +124,13 @@ pub async fn setup_clocked(config: app::Config, clock: Arc<dyn model::Clock>) ->
     let kf = crypto::KeyFile::generate();
     let source = crypto::KeyFileSource::Inline(kf.to_toml().unwrap());
     let dyn_store: Arc<dyn store::Store> = store.clone();
-    let vigil = Arc::new(
-        app::Vigil::open(dyn_store, &kf, source, clock, config)
-            .await
-            .unwrap(),
-    );
+    let mut vigil = app::Vigil::open(dyn_store, &kf, source, clock, config)
+        .await
+        .unwrap();
+    if let Some(identity) = identity {
+        vigil.configure_identity(&kf, identity).unwrap();
+    }
+    let vigil = Arc::new(vigil);
     // An administrator account (some tests act as one).
     vigil
         .create_account(

@@ -3,7 +3,6 @@
 //! break-the-glass pages and API; the privacy officer's review queue, policy
 //! page and what-if; the patient sees emergency access marked.
 
-use std::sync::Arc;
 
 use app::{NewAccount, Principal, SignInStep};
 use axum::http::StatusCode;
@@ -15,70 +14,8 @@ use crate::{Resp, T, patient};
 const SESSION: &str = "__Host-vigil_session";
 const PASSWORD: &str = "quiet lantern over harbour 48";
 
-/// A server whose workforce signs in with a password alone (sessions
-/// without second-factor ceremonies; sessions still count as MFA for the
-/// policy, as in production after the second factor).
 async fn setup() -> T {
-    let dir = std::env::temp_dir().join(format!(
-        "vigil-web-it-policy-{}",
-        crypto::random_token()
-            .replace(['-', '_'], "")
-            .get(..12)
-            .unwrap()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(
-        store_sqlite::SqliteStore::open(
-            &dir.join("vigil.db"),
-            store_sqlite::SqliteOptions::default(),
-        )
-        .await
-        .unwrap(),
-    );
-    store::Store::migrate(store.as_ref()).await.unwrap();
-    let kf = crypto::KeyFile::generate();
-    let source = crypto::KeyFileSource::Inline(kf.to_toml().unwrap());
-    let dyn_store: Arc<dyn store::Store> = store.clone();
-    let mut vigil = app::Vigil::open(
-        dyn_store,
-        &kf,
-        source,
-        Arc::new(model::SystemClock),
-        app::Config::default(),
-    )
-    .await
-    .unwrap();
-    vigil
-        .configure_identity(
-            &kf,
-            app::IdentityConfig {
-                workforce_mfa: false,
-                ..app::IdentityConfig::default()
-            },
-        )
-        .unwrap();
-    let vigil = Arc::new(vigil);
-    let token = vigil
-        .issue_service_token(
-            "system/*.cruds",
-            3600,
-            "http://vigil.test",
-            "http://vigil.test/fhir",
-        )
-        .await
-        .unwrap();
-    let router = web::router(web::WebState {
-        vigil: vigil.clone(),
-        public_base: Some("http://vigil.test/fhir".into()),
-        proxies: Default::default(),
-    });
-    T {
-        router,
-        vigil,
-        store,
-        dir,
-        token,
-    }
+    crate::setup_without_mfa().await
 }
 
 async fn account(
