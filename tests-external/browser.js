@@ -4,7 +4,8 @@
 // The page needs a session: the script signs in on /signin?next=%2F as a workforce account without
 // a second factor, enrols TOTP on /signin/enrol, lands back on /, browses, and signs out.
 // Env: VIGIL_URL (http://localhost:PORT), VIGIL_TOKEN (the API, for the counts the page must match
-// and the markup-named Patient), VIGIL_REC_USER / VIGIL_REC_PASSWORD (a physician without a second
+// and the markup-named Patient), VIGIL_REC_PRACTITIONER (the Practitioner on every demo patient's care
+// team), VIGIL_REC_USER / VIGIL_REC_PASSWORD (a physician without a second
 // factor: cargo xtask ext creates rec.viewer); CHROMIUM (default /usr/bin/chromium).
 // Leaves one screenshot of an open record in a fresh temp directory and prints its path.
 // Prints how long each step took; never asserts on time.
@@ -237,6 +238,14 @@ async function run(cfg, r, context, shots) {
     birthDate: '1999-09-09',
   });
   if (r.check(created.status === 201 && created.body && created.body.id, 'xss: the API stores a Patient with a markup name', `${created.status} ${short(created.text)}`)) {
+    // The viewer sees a patient it cares for: put it on the new patient's care team.
+    const team = await http(cfg, 'POST', '/CareTeam', {
+      resourceType: 'CareTeam',
+      status: 'active',
+      subject: { reference: `Patient/${created.body.id}` },
+      participant: [{ member: { reference: `Practitioner/${process.env.VIGIL_REC_PRACTITIONER}` } }],
+    });
+    r.check(team.status === 201, 'xss: the viewer joins the new patient\'s care team', `${team.status} ${short(team.text)}`);
     const found = await search(page, { identifier: `XSS-${tag}` });
     r.check(found.rows.length === 1 && found.rows[0][0] === `${evilGiven} ${evil}`, 'xss: the name shows as literal text', short(found.rows));
     r.check(await page.locator('#results img, #results script').count() === 0, 'xss: no element was made from the name');

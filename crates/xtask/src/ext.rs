@@ -199,6 +199,10 @@ fn rounds() -> Vec<Round> {
 
 /// The Patients of the audit round: the one with an account, and another whose accesses
 /// must stay off that account's access log.
+/// The record browser's physician, and how many patients `serve --demo` seeds.
+const REC_PRACTITIONER: &str = "ext-rec-viewer";
+const DEMO_PATIENTS: usize = 300;
+
 const AUDIT_PATIENT: &str = "ext-audit-pat";
 const AUDIT_OTHER: &str = "ext-audit-other";
 const AUDIT_OBSERVATIONS: [&str; 2] = ["ext-audit-obs-1", "ext-audit-obs-2"];
@@ -450,6 +454,23 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
             ]);
         }
         Setup::RecordBrowser => {
+            // The viewer browses the whole demo clinic, so under the access
+            // policy it is a physician on every demo patient's care team.
+            server.put(
+                &format!("Practitioner/{REC_PRACTITIONER}"),
+                &format!(
+                    r#"{{"resourceType":"Practitioner","id":"{REC_PRACTITIONER}","name":[{{"family":"Viewer","given":["Rec"]}}]}}"#
+                ),
+            )?;
+            for n in 0..DEMO_PATIENTS {
+                let pid = format!("pat-{n:05}");
+                server.put(
+                    &format!("CareTeam/ext-rec-ct-{n}"),
+                    &format!(
+                        r#"{{"resourceType":"CareTeam","id":"ext-rec-ct-{n}","status":"active","subject":{{"reference":"Patient/{pid}"}},"participant":[{{"member":{{"reference":"Practitioner/{REC_PRACTITIONER}"}}}}]}}"#
+                    ),
+                )?;
+            }
             let password = passphrase()?;
             server.cli(
                 &[
@@ -459,6 +480,8 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
                     "rec.viewer",
                     "--role",
                     "physician",
+                    "--practitioner",
+                    REC_PRACTITIONER,
                     "--password-stdin",
                 ],
                 Some(&password),
@@ -466,6 +489,10 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
             env.extend([
                 ("VIGIL_REC_USER".to_owned(), "rec.viewer".to_owned()),
                 ("VIGIL_REC_PASSWORD".to_owned(), password),
+                (
+                    "VIGIL_REC_PRACTITIONER".to_owned(),
+                    REC_PRACTITIONER.to_owned(),
+                ),
             ]);
         }
         Setup::Audit => set_up_audit(server, &mut env)?,

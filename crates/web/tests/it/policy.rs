@@ -3,7 +3,6 @@
 //! break-the-glass pages and API; the privacy officer's review queue, policy
 //! page and what-if; the patient sees emergency access marked.
 
-
 use app::{NewAccount, Principal, SignInStep};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
