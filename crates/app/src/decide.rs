@@ -644,6 +644,7 @@ impl Vigil {
 
 /// What one decision is made over, for the benchmark and diagnostics: the
 /// resource as the policy sees it and the facts about its patient.
+#[derive(Debug)]
 pub struct DecisionSlice {
     pub resource: policy::Resource,
     pub facts: Facts,
@@ -658,11 +659,19 @@ impl Vigil {
     /// Builds the slice a decision about `rtype/id` is made over, reading
     /// the resource and the patient's relationship facts from the records
     /// (never from the cache): the relationship lookup the benchmark times.
+    /// Operators only (it reads records without an audit entry, like the
+    /// other operator tasks with the key file).
     pub async fn decision_slice(
         &self,
+        who: &Principal,
         rtype: ResourceType,
         id: &ResourceId,
     ) -> Result<DecisionSlice, AppError> {
+        if !matches!(who, Principal::Operator) {
+            return Err(AppError::Forbidden(
+                "decision slices are an operator's diagnostic".into(),
+            ));
+        }
         let sv = self
             .store
             .current(rtype, id)

@@ -245,7 +245,7 @@ async fn decisions(vigil: &app::Vigil, opts: &PolicyBenchOptions) -> anyhow::Res
             .map_err(|e| anyhow::anyhow!("resource id: {e}"))?;
         let t0 = Instant::now();
         let slice = vigil
-            .decision_slice(ResourceType::Observation, &obs)
+            .decision_slice(&app::Principal::Operator, ResourceType::Observation, &obs)
             .await?;
         lookup.push(t0.elapsed().as_secs_f64() * 1e6);
         let principal = clinician(who);

@@ -541,3 +541,39 @@ async fn the_privacy_officer_reads_tests_and_edits_the_policy() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert!(r.body["error"].as_str().unwrap().contains("sign in again"));
 }
+
+/// The benchmark's diagnostic read of a decision slice is an operator's
+/// alone: a person (here a privacy officer) is refused.
+#[tokio::test]
+async fn decision_slices_are_for_operators_only() {
+    let t = setup().await;
+    let r = t.post("/fhir/Patient", &crate::patient("Slice")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = model::ResourceId::new(r.body["id"].as_str().unwrap()).unwrap();
+    let slice = t
+        .vigil
+        .decision_slice(&Principal::Operator, model::ResourceType::Patient, &id)
+        .await
+        .unwrap();
+    assert_eq!(slice.resource.patient.as_deref(), Some(id.as_str()));
+    let person = Principal::User(app::Caller {
+        account: Some(store::AccountId::from_bytes([7; 16])),
+        role: Some(Role::PrivacyOfficer),
+        username: None,
+        client_id: None,
+        scopes: Default::default(),
+        patient: None,
+        via: app::Via::Session,
+        practitioner: None,
+        own_patient: None,
+        mfa: true,
+    });
+    let refused = t
+        .vigil
+        .decision_slice(&person, model::ResourceType::Patient, &id)
+        .await;
+    assert!(
+        matches!(refused, Err(app::AppError::Forbidden(_))),
+        "{refused:?}"
+    );
+}
