@@ -237,6 +237,16 @@ pub(crate) fn policy_resource(
     }
 }
 
+impl Note {
+    /// What an allowed decision adds beyond its rules and purpose: the grant
+    /// it was made under.
+    fn allowed(&mut self, d: &policy::Decision) {
+        if let Some(g) = &d.grant {
+            self.grants.insert(g.clone());
+        }
+    }
+}
+
 impl Gate {
     /// The audit entry's policy part (`None` for unrestricted callers).
     pub(crate) fn policy_note(&self) -> Option<crate::trail::PolicyNote> {
@@ -314,8 +324,37 @@ impl Vigil {
         owner: &KeyOwner,
         body: &Value,
     ) -> Result<Vec<String>, AppError> {
-        let Subject::Person(principal) = &gate.subject else {
+        let Some((d, patient)) = self.decision(gate, action, rtype, id, owner, body).await? else {
             return Ok(Vec::new());
+        };
+        gate.note.policies.extend(d.policies.iter().cloned());
+        if gate.note.purpose.is_none() || d.allow {
+            gate.note.purpose = Some(d.purpose);
+        }
+        if d.allow {
+            gate.note.allowed(&d);
+            Ok(d.masks)
+        } else {
+            if let Some(p) = patient {
+                gate.note.refused_patients.insert(p);
+            }
+            Err(AppError::Denied(Box::new(d)))
+        }
+    }
+
+    /// The engine's decision about a resource body and the patient it
+    /// concerns; `None` for unrestricted callers. Records nothing.
+    async fn decision(
+        &self,
+        gate: &mut Gate,
+        action: policy::Action,
+        rtype: ResourceType,
+        id: Option<&ResourceId>,
+        owner: &KeyOwner,
+        body: &Value,
+    ) -> Result<Option<(policy::Decision, Option<String>)>, AppError> {
+        let Subject::Person(principal) = &gate.subject else {
+            return Ok(None);
         };
         let principal = principal.clone();
         let pf = match owner {
@@ -331,26 +370,12 @@ impl Vigil {
             now: self.now(),
             facts: &pf.facts,
         };
-        let d = gate.engine.decide(&req);
-        gate.note.policies.extend(d.policies.iter().cloned());
-        if gate.note.purpose.is_none() || d.allow {
-            gate.note.purpose = Some(d.purpose);
-        }
-        if d.allow {
-            if let Some(g) = &d.grant {
-                gate.note.grants.insert(g.clone());
-            }
-            Ok(d.masks)
-        } else {
-            if let Some(p) = &resource.patient {
-                gate.note.refused_patients.insert(p.clone());
-            }
-            Err(AppError::Denied(Box::new(d)))
-        }
+        Ok(Some((gate.engine.decide(&req), resource.patient)))
     }
 
     /// Whether `action` on this version is allowed (for filtering search
-    /// results: a hidden resource is left out, never reported).
+    /// results: a hidden resource is left out, never reported, and does not
+    /// shape the entry's policy list); an allowed one is masked.
     pub(crate) async fn allowed(
         &self,
         gate: &mut Gate,
@@ -360,21 +385,26 @@ impl Vigil {
         if gate.is_unrestricted() {
             return Ok(true);
         }
-        let note = gate.note.clone();
-        match self.decide_version(gate, action, v).await {
-            Ok(masks) => {
-                if let Some(r) = v.resource.as_mut() {
-                    crate::facts::mask(r, &masks);
-                }
-                Ok(true)
-            }
-            Err(AppError::Denied(_)) => {
-                // What was left out does not shape the entry's policy list.
-                gate.note = note;
-                Ok(false)
-            }
-            Err(e) => Err(e),
+        let Some(body) = &v.resource else {
+            return Ok(true);
+        };
+        let owner = crate::records::key_owner(v.rtype, &v.id, body);
+        let Some((d, _)) = self
+            .decision(gate, action, v.rtype, Some(&v.id), &owner, body)
+            .await?
+        else {
+            return Ok(true);
+        };
+        if !d.allow {
+            return Ok(false);
         }
+        gate.note.policies.extend(d.policies.iter().cloned());
+        gate.note.purpose = Some(d.purpose);
+        gate.note.allowed(&d);
+        if let Some(r) = v.resource.as_mut() {
+            crate::facts::mask(r, &d.masks);
+        }
+        Ok(true)
     }
 
     /// The key owners whose resources a search of `rtype` may look at:
@@ -446,7 +476,6 @@ impl Vigil {
             }
             _ => {}
         }
-        let _ = gate;
         Ok(Some(patients.into_iter().map(KeyOwner::Patient).collect()))
     }
 
@@ -563,33 +592,29 @@ impl Vigil {
                 ],
             )
             .await?;
-        {
-            {
-                for sv in stored {
-                    let rtype = sv.rtype;
-                    let v = self.open_version(&sv).await?;
-                    let Some(r) = &v.resource else { continue };
-                    let id = v.id.as_str();
-                    match rtype {
-                        ResourceType::CareTeam => {
-                            out.facts.care_teams.extend(crate::facts::care_team(id, r));
-                        }
-                        ResourceType::Encounter => {
-                            out.facts.encounters.extend(crate::facts::encounter(id, r));
-                        }
-                        ResourceType::Appointment => {
-                            out.facts
-                                .appointments
-                                .extend(crate::facts::appointment(id, r));
-                        }
-                        ResourceType::Consent => {
-                            out.facts.consents.extend(crate::facts::consent(id, r));
-                        }
-                        _ => {
-                            if v.id == p.0 {
-                                out.vip = crate::facts::labels(r).contains(&policy::Label::Vip);
-                            }
-                        }
+        for sv in stored {
+            let rtype = sv.rtype;
+            let v = self.open_version(&sv).await?;
+            let Some(r) = &v.resource else { continue };
+            let id = v.id.as_str();
+            match rtype {
+                ResourceType::CareTeam => {
+                    out.facts.care_teams.extend(crate::facts::care_team(id, r));
+                }
+                ResourceType::Encounter => {
+                    out.facts.encounters.extend(crate::facts::encounter(id, r));
+                }
+                ResourceType::Appointment => {
+                    out.facts
+                        .appointments
+                        .extend(crate::facts::appointment(id, r));
+                }
+                ResourceType::Consent => {
+                    out.facts.consents.extend(crate::facts::consent(id, r));
+                }
+                _ => {
+                    if v.id == p.0 {
+                        out.vip = crate::facts::labels(r).contains(&policy::Label::Vip);
                     }
                 }
             }
