@@ -112,6 +112,21 @@ fn refuse_unless(view: &SessionView, ok: fn(&SessionView) -> bool) -> Option<Res
     (!ok(view)).then(|| pages::forbidden_page(Some(&pages::nav(view))))
 }
 
+/// A page for the signed-in users `ok` admits: the session, or the sign-in
+/// redirect (back to `here`) or the refusal page.
+async fn signed_in_as(
+    state: &WebState,
+    headers: &HeaderMap,
+    here: &str,
+    ok: fn(&SessionView) -> bool,
+) -> Result<SessionView, Response> {
+    let view = pages::signed_in(state, headers, here).await?;
+    match refuse_unless(&view, ok) {
+        Some(r) => Err(r),
+        None => Ok(view),
+    }
+}
+
 fn is_officer(view: &SessionView) -> bool {
     view.account.role == Role::PrivacyOfficer
 }
@@ -601,13 +616,10 @@ async fn break_glass_form(
     headers: HeaderMap,
 ) -> Response {
     let here = format!("/break-glass/{}", pages::encode_component(&patient));
-    let view = match pages::signed_in(&state, &headers, &here).await {
+    let view = match signed_in_as(&state, &headers, &here, is_clinician).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_unless(&view, is_clinician) {
-        return r;
-    }
     if ResourceId::new(&patient).is_err() {
         return not_found(&view, "such patient");
     }
@@ -689,13 +701,10 @@ async fn my_grants(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let view = match pages::signed_in(&state, &headers, "/break-glass").await {
+    let view = match signed_in_as(&state, &headers, "/break-glass", is_clinician).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_unless(&view, is_clinician) {
-        return r;
-    }
     let grants = match state.vigil.my_grants(&principal(&view)).await {
         Ok(g) => g,
         Err(e) => return pages::app_error_page(&view, "Emergency access", &e),
@@ -768,13 +777,10 @@ async fn review_queue(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let view = match pages::signed_in(&state, &headers, "/admin/break-glass").await {
+    let view = match signed_in_as(&state, &headers, "/admin/break-glass", is_officer).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_unless(&view, is_officer) {
-        return r;
-    }
     let grants = match state.vigil.grants_to_review(&principal(&view)).await {
         Ok(g) => g,
         Err(e) => return pages::app_error_page(&view, "Break-glass reviews", &e),
@@ -1059,13 +1065,10 @@ async fn policy_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let view = match pages::signed_in(&state, &headers, "/admin/policy").await {
+    let view = match signed_in_as(&state, &headers, "/admin/policy", is_officer).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_unless(&view, is_officer) {
-        return r;
-    }
     let parts = PolicyPageParts {
         flash: flash(q.as_deref()),
         ..PolicyPageParts::default()
@@ -1113,13 +1116,10 @@ async fn policy_version(
     headers: HeaderMap,
 ) -> Response {
     let here = format!("/admin/policy/versions/{}", pages::encode_component(&n));
-    let view = match pages::signed_in(&state, &headers, &here).await {
+    let view = match signed_in_as(&state, &headers, &here, is_officer).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_unless(&view, is_officer) {
-        return r;
-    }
     let Ok(n) = n.parse::<u64>() else {
         return not_found(&view, "such policy version");
     };
