@@ -23,10 +23,9 @@
 // /usr/bin/chromium). cargo xtask ext creates them all.
 // Prints how long each step took; never asserts on time.
 
-const fs = require('fs');
-const { Reporter, short } = require('./common');
+const { short } = require('./common');
 const {
-  CHROMIUM, openContext, removeProfiles, Timer, pathOf, navigating, errorsOn, passwordStep, enrolTotp,
+  runFlow, watch, Timer, pathOf, navigating, errorsOn, passwordStep, enrolTotp,
 } = require('./browser-common');
 
 const NEED = [
@@ -54,32 +53,7 @@ function env() {
 }
 
 async function main() {
-  const cfg = env();
-  const r = new Reporter('audit browser');
-  if (cfg.missing.length) {
-    r.fail(`not provisioned: set ${cfg.missing.join(', ')} (cargo xtask ext does)`);
-    return r.finish();
-  }
-  if (!/^http:\/\/localhost:\d+$/.test(cfg.base)) {
-    r.fail(`VIGIL_URL must be http://localhost:PORT (the session cookies are __Host- and bound to that origin), not ${cfg.base}`);
-    return r.finish();
-  }
-  if (!fs.existsSync(CHROMIUM)) {
-    r.fail(`Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)`);
-    return r.finish();
-  }
-  const profiles = [];
-  const contexts = [];
-  const open = async () => { const c = await openContext(profiles, 'vigil-audit-profile-'); contexts.push(c); return c; };
-  try {
-    await run(cfg, r, open);
-  } catch (e) {
-    r.fail(`audit flow: ${e && e.stack ? e.stack : e}`);
-  } finally {
-    for (const c of contexts) await c.close().catch(() => {});
-    removeProfiles(profiles);
-  }
-  r.finish();
+  await runFlow('audit', env(), run);
 }
 
 // ---- the physician's accesses, through the API ----
@@ -143,30 +117,6 @@ async function physicianAccesses(cfg, r) {
 }
 
 // ---- page watchers ----
-
-// Console errors, CSP violations (also from a securitypolicyviolation listener), uncaught
-// exceptions and failed requests are collected per phase; `phase.expect` names status codes a
-// phase causes on purpose (Chromium logs a refused page as a console error).
-function watch(context, page, label, problems, phase) {
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error' && msg.type() !== 'warning') return;
-    const text = msg.text();
-    if (/Content.Security.Policy/i.test(text)) { problems.push(`[${label} ${phase.name}] CSP: ${text}`); return; }
-    if (msg.type() !== 'error') return;
-    if (phase.expect.some((code) => text.includes(`status of ${code}`))) {
-      console.log(`(expected console error on ${label} ${phase.name}: ${short(text, 160)})`);
-      return;
-    }
-    problems.push(`[${label} ${phase.name}] console error: ${text}`);
-  });
-  page.on('pageerror', (err) => problems.push(`[${label} ${phase.name}] uncaught: ${err.message}`));
-  page.on('requestfailed', (req) => problems.push(`[${label} ${phase.name}] request failed: ${req.method()} ${req.url()} ${req.failure() && req.failure().errorText}`));
-  return context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`Content-Security-Policy violation: ${e.violatedDirective} blocked ${e.blockedURI}`);
-    });
-  });
-}
 
 // ---- the patient's access log ----
 

@@ -1,12 +1,13 @@
 'use strict';
-// Shared helpers of the Chromium scripts (browser.js, identity-browser.js, audit-browser.js): launching a fresh
-// profile, TOTP codes (RFC 6238), and the sign-in pages (password step, TOTP enrolment).
+// Shared helpers of the Chromium scripts (browser.js, identity-browser.js, audit-browser.js, policy-browser.js):
+// launching a fresh profile, running a flow with its checks, watching pages for errors, TOTP codes (RFC 6238),
+// and the sign-in pages (password step, TOTP enrolment).
 
 const crypto = require('crypto');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { short } = require('./common');
+const { Reporter, short } = require('./common');
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -158,8 +159,65 @@ async function enrolTotp(page, r, who, { landing = '/account' } = {}) {
   return { secret, codes };
 }
 
+// ---- running a flow ----
+
+// Checks what a flow needs (its environment, a localhost URL for the __Host- cookies, Chromium),
+// runs `run(cfg, r, open)` where `open()` gives a fresh browser context, and always closes the
+// contexts and removes their profiles. `cfg.missing` lists the variables not set.
+async function runFlow(name, cfg, run) {
+  const r = new Reporter(`${name} browser`);
+  if (cfg.missing.length) {
+    r.fail(`not provisioned: set ${cfg.missing.join(', ')} (cargo xtask ext does)`);
+    return r.finish();
+  }
+  if (!/^http:\/\/localhost:\d+$/.test(cfg.base)) {
+    r.fail(`VIGIL_URL must be http://localhost:PORT (the session cookies are __Host- and bound to that origin), not ${cfg.base}`);
+    return r.finish();
+  }
+  if (!fs.existsSync(CHROMIUM)) {
+    r.fail(`Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)`);
+    return r.finish();
+  }
+  const profiles = [];
+  const contexts = [];
+  const open = async () => { const c = await openContext(profiles, `vigil-${name}-profile-`); contexts.push(c); return c; };
+  try {
+    await run(cfg, r, open);
+  } catch (e) {
+    r.fail(`${name} flow: ${e && e.stack ? e.stack : e}`);
+  } finally {
+    for (const c of contexts) await c.close().catch(() => {});
+    removeProfiles(profiles);
+  }
+  return r.finish();
+}
+
+// Console errors, CSP violations (also from a securitypolicyviolation listener), uncaught
+// exceptions and failed requests are collected per phase; `phase.expect` names status codes a
+// phase causes on purpose (Chromium logs a refused page as a console error).
+function watch(context, page, label, problems, phase) {
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error' && msg.type() !== 'warning') return;
+    const text = msg.text();
+    if (/Content.Security.Policy/i.test(text)) { problems.push(`[${label} ${phase.name}] CSP: ${text}`); return; }
+    if (msg.type() !== 'error') return;
+    if (phase.expect.some((code) => text.includes(`status of ${code}`))) {
+      console.log(`(expected console error on ${label} ${phase.name}: ${short(text, 160)})`);
+      return;
+    }
+    problems.push(`[${label} ${phase.name}] console error: ${text}`);
+  });
+  page.on('pageerror', (err) => problems.push(`[${label} ${phase.name}] uncaught: ${err.message}`));
+  page.on('requestfailed', (req) => problems.push(`[${label} ${phase.name}] request failed: ${req.method()} ${req.url()} ${req.failure() && req.failure().errorText}`));
+  return context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      console.error(`Content-Security-Policy violation: ${e.violatedDirective} blocked ${e.blockedURI}`);
+    });
+  });
+}
+
 module.exports = {
-  CHROMIUM, CHROMIUM_ARGS, WAIT, openContext, removeProfiles,
+  CHROMIUM, CHROMIUM_ARGS, WAIT, openContext, removeProfiles, runFlow, watch,
   totp, stepNow, freshCode, roomInStep, Timer,
   pathOf, navigating, errorsOn, passwordStep, enrolTotp,
 };

@@ -15,10 +15,9 @@
 // VIGIL_PAT_PASSWORD; CHROMIUM (default /usr/bin/chromium). cargo xtask ext creates them all.
 // Prints how long each step took; never asserts on time.
 
-const fs = require('fs');
-const { Reporter, short } = require('./common');
+const { short } = require('./common');
 const {
-  CHROMIUM, openContext, removeProfiles, Timer, pathOf, navigating, errorsOn, passwordStep, enrolTotp, freshCode, roomInStep,
+  runFlow, watch, Timer, pathOf, navigating, errorsOn, passwordStep, enrolTotp, freshCode, roomInStep,
 } = require('./browser-common');
 
 const NEED = [
@@ -45,55 +44,7 @@ function env() {
 }
 
 async function main() {
-  const cfg = env();
-  const r = new Reporter('policy browser');
-  if (cfg.missing.length) {
-    r.fail(`not provisioned: set ${cfg.missing.join(', ')} (cargo xtask ext does)`);
-    return r.finish();
-  }
-  if (!/^http:\/\/localhost:\d+$/.test(cfg.base)) {
-    r.fail(`VIGIL_URL must be http://localhost:PORT (the session cookies are __Host- and bound to that origin), not ${cfg.base}`);
-    return r.finish();
-  }
-  if (!fs.existsSync(CHROMIUM)) {
-    r.fail(`Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)`);
-    return r.finish();
-  }
-  const profiles = [];
-  const contexts = [];
-  const open = async () => { const c = await openContext(profiles, 'vigil-policy-profile-'); contexts.push(c); return c; };
-  try {
-    await run(cfg, r, open);
-  } catch (e) {
-    r.fail(`policy flow: ${e && e.stack ? e.stack : e}`);
-  } finally {
-    for (const c of contexts) await c.close().catch(() => {});
-    removeProfiles(profiles);
-  }
-  r.finish();
-}
-
-// Console errors, CSP violations, uncaught exceptions and failed requests, per phase;
-// `phase.expect` names status codes a phase causes on purpose (a refused page is logged).
-function watch(context, page, label, problems, phase) {
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error' && msg.type() !== 'warning') return;
-    const text = msg.text();
-    if (/Content.Security.Policy/i.test(text)) { problems.push(`[${label} ${phase.name}] CSP: ${text}`); return; }
-    if (msg.type() !== 'error') return;
-    if (phase.expect.some((code) => text.includes(`status of ${code}`))) {
-      console.log(`(expected console error on ${label} ${phase.name}: ${short(text, 160)})`);
-      return;
-    }
-    problems.push(`[${label} ${phase.name}] console error: ${text}`);
-  });
-  page.on('pageerror', (err) => problems.push(`[${label} ${phase.name}] uncaught: ${err.message}`));
-  page.on('requestfailed', (req) => problems.push(`[${label} ${phase.name}] request failed: ${req.method()} ${req.url()} ${req.failure() && req.failure().errorText}`));
-  return context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`Content-Security-Policy violation: ${e.violatedDirective} blocked ${e.blockedURI}`);
-    });
-  });
+  await runFlow('policy', env(), run);
 }
 
 const textOf = async (page, sel) => ((await page.textContent(sel).catch(() => null)) || '').trim();
