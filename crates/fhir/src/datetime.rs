@@ -103,6 +103,12 @@ fn date_start(y: i32, m: u32, d: u32) -> Option<i64> {
     ))
 }
 
+/// Where the year after `year` starts; past 9999 (beyond the calendar) it is the end
+/// of 9999-12-31.
+fn next_year_start(year: i32) -> Option<i64> {
+    date_start(year + 1, 1, 1).or_else(|| Some(date_start(year, 12, 31)? + DAY_MICROS))
+}
+
 /// Parses `s` in the given form; `None` when it is not valid.
 pub fn parse(s: &str, form: Form) -> Option<FhirDateTime> {
     let (date_part, time_part) = match s.split_once('T') {
@@ -127,12 +133,12 @@ pub fn parse(s: &str, form: Form) -> Option<FhirDateTime> {
         let (start, end, precision) = match (mon, day) {
             (None, _) => (
                 date_start(year, 1, 1)?,
-                date_start(year + 1, 1, 1)?,
+                next_year_start(year)?,
                 Precision::Year,
             ),
             (Some(m), None) => {
                 let next = if m == 12 {
-                    date_start(year + 1, 1, 1)?
+                    next_year_start(year)?
                 } else {
                     date_start(year, m + 1, 1)?
                 };
@@ -379,5 +385,19 @@ mod tests {
         assert!(is_valid_time("23:59:60.123"));
         assert!(!is_valid_time("24:00:00"));
         assert!(!is_valid_time("10:00"));
+    }
+
+    #[test]
+    fn the_last_calendar_year_and_month_end_at_its_last_day() {
+        let last_day = parse("9999-12-31", Form::Date).unwrap().range;
+        for s in ["9999", "9999-12"] {
+            let r = parse(s, Form::Date).unwrap().range;
+            assert_eq!(r.end, last_day.end, "{s}");
+            assert!(r.end > r.start);
+        }
+        assert_eq!(
+            parse("9999-11", Form::Date).unwrap().range.end,
+            date_start(9999, 12, 1).unwrap()
+        );
     }
 }
