@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use cedar_policy as cedar;
 use model::Timestamp;
 
+use crate::compile;
 use crate::explain::{self, Need};
 use crate::{
     Action, Category, Decision, Facts, Label, Lesson, Principal, Purpose, Relationship, Request,
@@ -81,14 +82,15 @@ const LESSONS: [Lesson; 8] = [
 /// The decision point. Everything is parsed and validated once, in
 /// [`Engine::new`]; [`Engine::decide`] only builds the request's entities.
 pub struct Engine {
-    policies: cedar::PolicySet,
     authorizer: cedar::Authorizer,
     /// In source order.
     rules: Vec<Rule>,
     index: HashMap<cedar::PolicyId, usize>,
     user: cedar::EntityTypeName,
     resource: cedar::EntityTypeName,
-    actions: Vec<(Action, cedar::EntityUid)>,
+    /// Each action's uid and the policies Cedar is asked for it (see
+    /// [`compile`]).
+    actions: Vec<(Action, cedar::EntityUid, cedar::PolicySet)>,
     windows: Windows,
     text: String,
     /// What the policies read, so that the memo's key holds exactly that.
@@ -193,8 +195,8 @@ struct Eval {
 
 /// One decision's questions to Cedar: the entity slice (built at most once,
 /// and only if Cedar is asked) and whether the memo may answer.
-struct Call {
-    slice: OnceCell<Result<Slice, Internal>>,
+struct Call<'e> {
+    slice: OnceCell<Result<Slice<'e>, Internal>>,
     memo: bool,
 }
 
@@ -202,11 +204,13 @@ struct Call {
 struct Internal;
 
 /// The entities of one request, built once per decision.
-struct Slice {
+struct Slice<'e> {
     entities: cedar::Entities,
     user: cedar::EntityUid,
     action: cedar::EntityUid,
     resource: cedar::EntityUid,
+    /// The policies whose scope can match the action.
+    policies: &'e cedar::PolicySet,
 }
 
 impl Engine {
@@ -286,7 +290,7 @@ impl Engine {
             cedar::EntityTypeName::from_str(s).map_err(|e| PolicyError::Names(e.to_string()))
         };
         let action_type = name("Vigil::Action")?;
-        let actions = Action::ALL
+        let uids: Vec<(Action, cedar::EntityUid)> = Action::ALL
             .into_iter()
             .map(|a| {
                 let uid = cedar::EntityUid::from_type_name_and_id(
@@ -296,11 +300,15 @@ impl Engine {
                 (a, uid)
             })
             .collect();
+        let leaves: Vec<&cedar::EntityUid> = uids.iter().map(|(_, u)| u).collect();
+        let mut actions = Vec::with_capacity(uids.len());
+        for (a, uid) in &uids {
+            actions.push((*a, uid.clone(), compile::for_action(&set, uid, &leaves)?));
+        }
         let reads = Reads::of(&set)?;
         Ok(Engine {
             reads,
             memo: Mutex::new(HashMap::new()),
-            policies: set,
             authorizer: cedar::Authorizer::new(),
             rules,
             index,
@@ -517,10 +525,10 @@ impl Engine {
     /// G3: for a declared purpose that no permit accepts, the purpose (and
     /// the rule ids) under which the same request would be allowed. The
     /// role's usual purpose is tried first.
-    fn needed_purpose(
-        &self,
+    fn needed_purpose<'s>(
+        &'s self,
         req: &Request<'_>,
-        call: &Call,
+        call: &Call<'s>,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Option<(Purpose, String)> {
@@ -544,10 +552,10 @@ impl Engine {
 
     /// Asks Cedar about `req` (whose entities are `slice`) under `purpose`
     /// with `rels`.
-    fn evaluate(
-        &self,
+    fn evaluate<'s>(
+        &'s self,
         req: &Request<'_>,
-        call: &Call,
+        call: &Call<'s>,
         rels: &BTreeSet<Relationship>,
         purpose: Purpose,
     ) -> Result<Eval, Internal> {
@@ -573,7 +581,7 @@ impl Engine {
         let request = self.cedar_request(slice, rels, purpose, consent.is_some(), None)?;
         let response = self
             .authorizer
-            .is_authorized(&request, &self.policies, &slice.entities);
+            .is_authorized(&request, slice.policies, &slice.entities);
         if response.diagnostics().errors().next().is_some() {
             return Err(Internal);
         }
@@ -631,7 +639,11 @@ impl Engine {
     /// The entity slice of a request: the principal and the resource.
     /// With a schema, the entities are validated against it (tests do;
     /// production skips it, the shapes being fixed here).
-    fn slice(&self, req: &Request<'_>, schema: Option<&cedar::Schema>) -> Result<Slice, Internal> {
+    fn slice(
+        &self,
+        req: &Request<'_>,
+        schema: Option<&cedar::Schema>,
+    ) -> Result<Slice<'_>, Internal> {
         let p = req.principal;
         let r = req.resource;
         let s = |v: &str| cedar::RestrictedExpression::new_string(v.to_owned());
@@ -681,17 +693,18 @@ impl Engine {
             schema,
         )
         .map_err(|_| Internal)?;
-        let action = self
+        let (action, policies) = self
             .actions
             .iter()
-            .find(|(a, _)| *a == req.action)
-            .map(|(_, uid)| uid.clone())
+            .find(|(a, _, _)| *a == req.action)
+            .map(|(_, uid, set)| (uid.clone(), set))
             .ok_or(Internal)?;
         Ok(Slice {
             entities,
             user,
             action,
             resource,
+            policies,
         })
     }
 
@@ -794,6 +807,40 @@ mod tests {
         assert!(reads(action_only).is_ok_and(|r| !r.ids));
         let attrs = r#"permit (principal, action, resource) when { principal.practitioner == "x" && principal.department == "y" };"#;
         assert!(reads(attrs).is_ok_and(|r| r.practitioner && r.department && !r.organization));
+    }
+
+    #[test]
+    fn each_action_is_asked_only_the_policies_scoped_to_it() {
+        let Ok(engine) = Engine::shipped(Windows::default()) else {
+            unreachable!("the shipped policies load");
+        };
+        for (action, uid, part) in &engine.actions {
+            let ids: BTreeSet<&cedar::PolicyId> = part.policies().map(|p| p.id()).collect();
+            for (id, &i) in &engine.index {
+                let Some(rule) = engine.rules.get(i) else {
+                    unreachable!("the index points into the rules");
+                };
+                let unscoped = rule.text.contains("(principal, action, resource)");
+                let named = rule
+                    .text
+                    .contains(&format!("Vigil::Action::\"{}\"", action.as_str()));
+                assert_eq!(ids.contains(id), unscoped || named, "{} for {uid}", rule.id);
+            }
+        }
+        // A list naming something other than a leaf action (a group) keeps
+        // the policy for every action.
+        let Ok(p) = cedar::Policy::from_str(
+            r#"permit (principal, action in [Vigil::Action::"all"], resource);"#,
+        ) else {
+            unreachable!("the policy parses");
+        };
+        let leaves: Vec<&cedar::EntityUid> = engine.actions.iter().map(|(_, u, _)| u).collect();
+        assert!(
+            engine
+                .actions
+                .iter()
+                .all(|(_, uid, _)| compile::scoped_to(&p, uid, &leaves))
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod compile;
 mod consent;
 mod engine;
 mod explain;

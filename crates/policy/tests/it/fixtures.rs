@@ -188,15 +188,22 @@ impl Case {
         self.purpose = Some(p);
         self
     }
-    pub fn decide(&self) -> Decision {
-        engine().decide(&Request {
+    pub fn request(&self) -> Request<'_> {
+        Request {
             principal: &self.principal,
             action: self.action,
             resource: &self.resource,
             purpose: self.purpose,
             now: NOW,
             facts: &self.facts,
-        })
+        }
+    }
+    pub fn decide(&self) -> Decision {
+        engine().decide(&self.request())
+    }
+    /// Decided by Cedar afresh, without the memo.
+    pub fn decide_fresh(&self) -> Decision {
+        engine().decide_fresh(&self.request())
     }
     #[track_caller]
     pub fn check(&self, expect: &str) -> Decision {

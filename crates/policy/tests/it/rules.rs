@@ -398,11 +398,11 @@ fn latency() {
         Case::new(Role::Nurse, Read, T::Observation),
         Case::new(Role::FrontDesk, Read, T::Encounter).rels(&[R::ScheduledVisit]),
     ];
-    for c in &cases {
+    for (c, fresh) in cases.iter().flat_map(|c| [(c, true), (c, false)]) {
         let mut times: Vec<std::time::Duration> = (0..20_000)
             .map(|_| {
                 let t = std::time::Instant::now();
-                std::hint::black_box(c.decide());
+                std::hint::black_box(if fresh { c.decide_fresh() } else { c.decide() });
                 t.elapsed()
             })
             .collect();
@@ -413,6 +413,12 @@ fn latency() {
                 .copied()
                 .unwrap_or_default()
         };
-        println!("{}: p50 {:?} p99 {:?}", summary(&c.decide()), p(50), p(99));
+        let how = if fresh { "afresh" } else { "memo" };
+        println!(
+            "{} ({how}): p50 {:?} p99 {:?}",
+            summary(&c.decide()),
+            p(50),
+            p(99)
+        );
     }
 }
