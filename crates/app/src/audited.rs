@@ -47,12 +47,12 @@ fn patient_of(owner: &KeyOwner) -> Option<String> {
     }
 }
 
-fn reference(rtype: ResourceType, id: &ResourceId) -> String {
+pub(crate) fn reference(rtype: ResourceType, id: &ResourceId) -> String {
     format!("{rtype}/{id}")
 }
 
 /// The search as `k=v&k=v` (percent-encoded), for the sealed entry.
-fn query_string(pairs: &[(String, String)]) -> String {
+pub(crate) fn query_string(pairs: &[(String, String)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{}={}", auth::percent_encode(k), auth::percent_encode(v)))
@@ -121,7 +121,7 @@ impl Vigil {
 
     /// Records a failed operation, then returns its error (or the audit
     /// failure, if even that cannot be written).
-    async fn audit_failure<T>(
+    pub(crate) async fn audit_failure<T>(
         &self,
         who: &Principal,
         ev: Event,
@@ -133,7 +133,7 @@ impl Vigil {
 
     /// Records a failed or refused operation: a refusal names the patients
     /// whose data it was about.
-    async fn audit_refusal<T>(
+    pub(crate) async fn audit_refusal<T>(
         &self,
         who: &Principal,
         mut ev: Event,

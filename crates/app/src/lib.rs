@@ -16,6 +16,7 @@ mod decide;
 pub mod demo;
 pub mod emergency;
 mod error;
+pub mod export;
 mod facts;
 pub mod identity;
 pub mod json;
@@ -66,6 +67,9 @@ pub struct Limits {
     pub default_count: usize,
     /// Most resources added by `_include` / `_revinclude` to one page.
     pub max_included: usize,
+    /// Most resources one `Patient/[id]/$everything` export returns; an
+    /// export that would return more is refused (never truncated).
+    pub max_export: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +82,7 @@ impl Default for Limits {
             max_count: 1000,
             default_count: 20,
             max_included: 1000,
+            max_export: 10_000,
         }
     }
 }

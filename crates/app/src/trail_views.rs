@@ -346,6 +346,7 @@ fn describe(e: &Entry) -> String {
         (Category::Rest, "delete") => "deleted",
         (Category::Rest, "transaction") => "changed",
         (Category::Rest, "import") => "imported",
+        (Category::Rest, "export") => "exported",
         (Category::Administration, "patient-erase") => "erased",
         (Category::Administration, "audit-search") => "searched the access log for",
         _ => "accessed",

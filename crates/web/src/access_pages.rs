@@ -13,7 +13,7 @@ use app::{AppError, Principal, SessionView};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use model::{ResourceId, ResourceType, Timestamp};
@@ -45,6 +45,8 @@ pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/chart", get(chart_search))
         .route("/chart/{patient}", get(chart))
+        .route("/chart/{patient}/export", get(chart_export))
+        .route("/account/my-record", get(my_record))
         .route("/break-glass", get(my_grants))
         .route(
             "/break-glass/{patient}",
@@ -538,9 +540,12 @@ async fn chart(
     let body = format!(
         "{banner}<section class=\"card\" id=\"chart-demographics\">\n<h2 id=\"chart-patient-name\">{name}</h2>\n\
 <p>Patient <code id=\"chart-patient-id\">{pid}</code>; born <span id=\"chart-birthdate\">{born}</span>; \
-gender <span id=\"chart-gender\">{gender}</span>{ident}</p>\n</section>\n{sections}",
+gender <span id=\"chart-gender\">{gender}</span>{ident}</p>\n\
+<p><a id=\"chart-export\" class=\"button secondary\" href=\"/chart/{href}/export\" download>Export record</a> \
+(a FHIR Bundle of what you may export; the export is recorded)</p>\n</section>\n{sections}",
         name = esc(&human_name(&p)),
         pid = esc(id.as_str()),
+        href = esc(&pages::encode_component(id.as_str())),
         born = esc(str_at(&p, &["birthDate"]).unwrap_or("unknown")),
         gender = esc(str_at(&p, &["gender"]).unwrap_or("unknown")),
         ident = if ident.is_empty() {
@@ -550,6 +555,70 @@ gender <span id=\"chart-gender\">{gender}</span>{ident}</p>\n</section>\n{sectio
         },
     );
     page(&view, "Chart", &body, StatusCode::OK)
+}
+
+// ---- Export ----
+
+/// `/chart/{patient}/export`: the patient's record as the signed-in user may
+/// export it (the same operation as `Patient/[id]/$everything`), as a file.
+/// A GET whose only effect is its audit entry, so it carries no CSRF token;
+/// the session cookie is `SameSite=Strict`, so another site cannot send it.
+async fn chart_export(
+    State(state): State<WebState>,
+    Path(patient): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let here = format!("/chart/{}/export", pages::encode_component(&patient));
+    let view = match pages::signed_in(&state, &headers, &here).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Ok(id) = ResourceId::new(&patient) else {
+        return not_found(&view, "such patient");
+    };
+    download(&state, &headers, &view, &id).await
+}
+
+/// `/account/my-record`: a patient downloads their own record (rule P3).
+async fn my_record(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let view = match pages::signed_in(&state, &headers, "/account/my-record").await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if view.account.role != Role::Patient {
+        return pages::forbidden_page(Some(&pages::nav(&view)));
+    }
+    let Some(id) = view.caller.own_patient.clone() else {
+        return not_found(&view, "record linked to your account");
+    };
+    download(&state, &headers, &view, &id).await
+}
+
+/// The export as an attachment named `patient-<id>-export.json`, or the
+/// page that explains why not.
+async fn download(
+    state: &WebState,
+    headers: &HeaderMap,
+    view: &SessionView,
+    id: &ResourceId,
+) -> Response {
+    match state.vigil.export_patient(&principal(view), id, &[]).await {
+        Ok(export) => {
+            let base = crate::fhir_routes::base_url(state, headers);
+            let bundle = export.bundle(&base, &state.vigil.now().to_fhir_instant());
+            let mut resp = crate::fhir_routes::fhir_json(StatusCode::OK, &bundle);
+            // The id is `[A-Za-z0-9.-]{1,64}`: nothing to quote or escape.
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "attachment; filename=\"patient-{}-export.json\"",
+                id.as_str()
+            )) {
+                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            resp
+        }
+        Err(AppError::Denied(d)) => denial_page(view, &d, Some(id.as_str())),
+        Err(e) => pages::app_error_page(view, "Export", &e),
+    }
 }
 
 /// `HH:MM UTC`.

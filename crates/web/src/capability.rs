@@ -56,7 +56,7 @@ fn resource(rtype: ResourceType) -> Value {
         json!({"name": "_lastUpdated", "type": "date"}),
     ];
     all_params.extend(params);
-    json!({
+    let mut out = json!({
         "type": rtype.as_str(),
         "profile": format!("http://hl7.org/fhir/StructureDefinition/{rtype}"),
         "interaction": [
@@ -74,7 +74,20 @@ fn resource(rtype: ResourceType) -> Value {
         "searchInclude": include,
         "searchRevInclude": revinclude,
         "searchParam": all_params
-    })
+    });
+    if rtype == ResourceType::Patient
+        && let Some(obj) = out.as_object_mut()
+    {
+        obj.insert(
+            "operation".into(),
+            json!([{
+                "name": "everything",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                "documentation": "GET only. The patient's compartment as far as the access policy allows the caller to export it (rule P3 for the patient, P6 for a clinician caring for them); what it does not allow is left out. Parameters: _type (comma-separated types) and _since (an instant); others are refused with 400. More than the export limit is refused with 400 too-costly, never truncated."
+            }]),
+        );
+    }
+    out
 }
 
 /// SMART on FHIR: how apps get tokens (the Python `fhirclient` reads the

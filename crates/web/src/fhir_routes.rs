@@ -78,6 +78,13 @@ pub const ROUTES: &[PathRoutes] = &[
         interactions: &[i("GET", true), i("PUT", true), i("DELETE", true)],
     },
     PathRoutes {
+        // A static segment beside `{rtype}`: matchit prefers it and falls
+        // back to `/fhir/{rtype}/{id}/…` for every other path.
+        path: "/fhir/Patient/{id}/$everything",
+        make: || get(everything).fallback(unsupported_method),
+        interactions: &[i("GET", true)],
+    },
+    PathRoutes {
         path: "/fhir/{rtype}/{id}/_history",
         make: || get(history),
         interactions: &[i("GET", true)],
@@ -600,5 +607,29 @@ async fn history(
     Ok(fhir_json(
         StatusCode::OK,
         &app::json::history(&base, &versions, &state.vigil.now().to_fhir_instant()),
+    ))
+}
+
+/// `GET /Patient/[id]/$everything`: the patient's record as far as the
+/// access policy lets the caller export it (`app::export`).
+async fn everything(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = principal(&state, &headers).await?;
+    let id = id_of(&id)?;
+    let pairs = pairs(q);
+    check_format(&headers, &pairs)?;
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(k, _)| k != "_format" && k != "_pretty")
+        .collect();
+    let export = state.vigil.export_patient(&who, &id, &pairs).await?;
+    let base = base_url(&state, &headers);
+    Ok(fhir_json(
+        StatusCode::OK,
+        &export.bundle(&base, &state.vigil.now().to_fhir_instant()),
     ))
 }

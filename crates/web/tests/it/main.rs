@@ -17,6 +17,7 @@ mod oauth;
 mod policy;
 mod policy_break_glass;
 mod policy_consent;
+mod policy_export;
 mod policy_leaks;
 mod registry;
 mod search;

@@ -43,6 +43,9 @@ fn example(path: &str, method: &str, n: usize) -> Example {
             ("/fhir/Patient/reg-1".into(), body(patient("reg-1")), vec![])
         }
         ("/fhir/{rtype}/{id}", "DELETE") => (format!("/fhir/Patient/reg-del-{n}"), None, vec![]),
+        ("/fhir/Patient/{id}/$everything", "GET") => {
+            ("/fhir/Patient/reg-1/$everything".into(), None, vec![])
+        }
         ("/fhir/{rtype}/{id}/_history", "GET") => {
             ("/fhir/Patient/reg-1/_history".into(), None, vec![])
         }
