@@ -2,19 +2,22 @@
 // The access policy's pages in a real headless Chromium, driven by playwright-core.
 //
 // The physician dr.policy is on the care team of patient A only. They enrol TOTP, search /chart
-// and open A's chart (demographics, observations, problems); B's chart is the denial page (the
+// and open A's chart (demographics, observations, problems) and download its "Export record"
+// (a FHIR Bundle of A's record, as the export action of the policy allows); B's chart is the denial page (the
 // rule, the reason, the missing relationship, the way forward, the lesson and the break-the-glass
 // link). They follow the link (signing in again if asked), justify, and land on B's chart under an
 // emergency banner. The privacy officer po.policy enrols TOTP, finds the grant in
 // /admin/break-glass and reviews it, opens /admin/policy (the rules) and asks "what if" the
 // physician reads Patient/B for treatment. Patient B (pat.policy) signs in and sees the
-// physician's accesses under the grant marked "Emergency access" on "Who accessed my record".
+// physician's accesses under the grant marked "Emergency access" on "Who accessed my record", and
+// downloads their own record from there.
 //
 // Env: VIGIL_URL (http://localhost:PORT), VIGIL_POLICY_A, VIGIL_POLICY_B (Patient ids),
 // VIGIL_DR_USER / VIGIL_DR_PASSWORD, VIGIL_PO_USER / VIGIL_PO_PASSWORD, VIGIL_PAT_USER /
 // VIGIL_PAT_PASSWORD; CHROMIUM (default /usr/bin/chromium). cargo xtask ext creates them all.
 // Prints how long each step took; never asserts on time.
 
+const fs = require('fs');
 const { short } = require('./common');
 const {
   runFlow, watch, Timer, pathOf, navigating, errorsOn, passwordStep, enrolTotp, freshCode, roomInStep,
@@ -102,6 +105,31 @@ async function physician(cfg, r, page, t, phase) {
     r.check(await page.locator(`#chart-${s}`).count() === 1, `A's chart has the section #chart-${s}`);
   }
   t.lap("A's chart");
+
+  // "Export record": the chart's link downloads A's record as a FHIR Bundle (the export action).
+  const exportLink = page.locator('a#chart-export');
+  if (r.check(await exportLink.count() === 1 && await exportLink.getAttribute('href') === `/chart/${cfg.a}/export`,
+    `A's chart links a#chart-export to /chart/${cfg.a}/export`)) {
+    const [download] = await Promise.all([page.waitForEvent('download'), exportLink.click()]);
+    r.check(download.suggestedFilename() === `patient-${cfg.a}-export.json`,
+      `the export downloads as patient-${cfg.a}-export.json`, download.suggestedFilename());
+    const file = await download.path();
+    let bundle = null;
+    try { bundle = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { r.fail(`the downloaded export is JSON: ${e}`); }
+    if (bundle) {
+      const refs = (bundle.entry || []).map((e) => `${e.resource.resourceType}/${e.resource.id}`);
+      console.log(`(export of ${cfg.a}: ${refs.length} resources: ${short(refs)})`);
+      r.check(bundle.resourceType === 'Bundle' && bundle.type === 'searchset' && bundle.total === refs.length,
+        'the export is a searchset Bundle whose total is its number of entries', short({ type: bundle.type, total: bundle.total }));
+      r.check(refs[0] === `Patient/${cfg.a}` && refs.includes(`Observation/${cfg.a}-hr`) && refs.includes(`Condition/${cfg.a}-asthma`),
+        `it holds Patient/${cfg.a} (first), its Observation and its Condition`, short(refs));
+      r.check((bundle.entry || []).every((e) => e.search && e.search.mode === 'match' && e.fullUrl.endsWith(`/fhir/${e.resource.resourceType}/${e.resource.id}`)),
+        'every entry is a match with its fullUrl');
+      r.check(!JSON.stringify(bundle).includes(cfg.b) && !JSON.stringify(bundle).includes(B_FAMILY), "it holds nothing of B's record");
+    }
+    r.check(pathOf(page) === `/chart/${cfg.a}`, 'downloading leaves the browser on the chart', page.url());
+  }
+  t.lap('export download');
 
   // B's chart: the denial page.
   phase.name = 'denial'; phase.expect = [403];
@@ -243,6 +271,25 @@ async function patient(cfg, r, page, t) {
     'only accesses under the grant are marked (not the refusal before it)', short(dr.filter((row) => row.breakGlass && row.why !== 'emergency treatment')));
   r.check(dr.some((row) => /refused/.test(row.what) && !row.breakGlass), 'the refused read before the grant is listed as refused, unmarked', short(dr.map((x) => x.what)));
   t.lap('patient access log');
+
+  // "Download my record": B's own record, all of it (rule P3), as a file.
+  const mine = page.locator('a#download-my-record');
+  if (r.check(await mine.count() === 1 && await mine.getAttribute('href') === '/account/my-record', 'the access log links a#download-my-record')) {
+    const [download] = await Promise.all([page.waitForEvent('download'), mine.click()]);
+    r.check(download.suggestedFilename() === `patient-${cfg.b}-export.json`, `it downloads as patient-${cfg.b}-export.json`, download.suggestedFilename());
+    let bundle = null;
+    try { bundle = JSON.parse(fs.readFileSync(await download.path(), 'utf8')); } catch (e) { r.fail(`the downloaded record is JSON: ${e}`); }
+    if (bundle) {
+      const refs = (bundle.entry || []).map((e) => `${e.resource.resourceType}/${e.resource.id}`);
+      r.check(bundle.type === 'searchset' && refs[0] === `Patient/${cfg.b}` && refs.includes(`Observation/${cfg.b}-hr`) && refs.includes(`Condition/${cfg.b}-asthma`),
+        `it holds Patient/${cfg.b}, its Observation and its Condition`, short(refs));
+      r.check(!JSON.stringify(bundle).includes(cfg.a) && !JSON.stringify(bundle).includes(A_FAMILY), "it holds nothing of A's record");
+    }
+    await page.reload();
+    r.check((await textOf(page, 'table#access-log tbody tr:first-child td.what')).startsWith('exported'),
+      'the download is the newest line of the access log ("exported …")', await textOf(page, 'table#access-log tbody tr:first-child td.what'));
+  }
+  t.lap('patient download');
 }
 
 // ---- the run ----

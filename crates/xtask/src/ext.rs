@@ -189,7 +189,7 @@ fn rounds() -> Vec<Round> {
             },
             setup: Setup::Policy,
             scripts: vec![Script {
-                name: "access policy pages (Chromium: chart, denial, break-the-glass, review, what-if, access log)",
+                name: "access policy pages (Chromium: chart, export, denial, break-the-glass, review, what-if, access log and download)",
                 program: Program::Node,
                 file: "policy-browser.js",
             }],
