@@ -194,7 +194,9 @@ async function runFlow(name, cfg, run) {
 
 // Console errors, CSP violations (also from a securitypolicyviolation listener), uncaught
 // exceptions and failed requests are collected per phase; `phase.expect` names status codes a
-// phase causes on purpose (Chromium logs a refused page as a console error).
+// phase causes on purpose (Chromium logs a refused page as a console error), and
+// `phase.downloads` the paths whose navigation becomes a download on purpose (Chromium reports
+// it as an aborted request).
 function watch(context, page, label, problems, phase) {
   page.on('console', (msg) => {
     if (msg.type() !== 'error' && msg.type() !== 'warning') return;
@@ -208,7 +210,14 @@ function watch(context, page, label, problems, phase) {
     problems.push(`[${label} ${phase.name}] console error: ${text}`);
   });
   page.on('pageerror', (err) => problems.push(`[${label} ${phase.name}] uncaught: ${err.message}`));
-  page.on('requestfailed', (req) => problems.push(`[${label} ${phase.name}] request failed: ${req.method()} ${req.url()} ${req.failure() && req.failure().errorText}`));
+  page.on('requestfailed', (req) => {
+    const error = req.failure() && req.failure().errorText;
+    if (error === 'net::ERR_ABORTED' && req.isNavigationRequest() && (phase.downloads || []).includes(new URL(req.url()).pathname)) {
+      console.log(`(expected on ${label} ${phase.name}: ${req.url()} became a download)`);
+      return;
+    }
+    problems.push(`[${label} ${phase.name}] request failed: ${req.method()} ${req.url()} ${error}`);
+  });
   return context.addInitScript(() => {
     document.addEventListener('securitypolicyviolation', (e) => {
       console.error(`Content-Security-Policy violation: ${e.violatedDirective} blocked ${e.blockedURI}`);

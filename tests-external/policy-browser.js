@@ -6,7 +6,7 @@
 // (a FHIR Bundle of A's record, as the export action of the policy allows); B's chart is the denial page (the
 // rule, the reason, the missing relationship, the way forward, the lesson and the break-the-glass
 // link). They follow the link (signing in again if asked), justify, and land on B's chart under an
-// emergency banner. The privacy officer po.policy enrols TOTP, finds the grant in
+// emergency banner, where "Export record" is refused (break-the-glass never exports). The privacy officer po.policy enrols TOTP, finds the grant in
 // /admin/break-glass and reviews it, opens /admin/policy (the rules) and asks "what if" the
 // physician reads Patient/B for treatment. Patient B (pat.policy) signs in and sees the
 // physician's accesses under the grant marked "Emergency access" on "Who accessed my record", and
@@ -110,6 +110,7 @@ async function physician(cfg, r, page, t, phase) {
   const exportLink = page.locator('a#chart-export');
   if (r.check(await exportLink.count() === 1 && await exportLink.getAttribute('href') === `/chart/${cfg.a}/export`,
     `A's chart links a#chart-export to /chart/${cfg.a}/export`)) {
+    phase.downloads = [`/chart/${cfg.a}/export`];
     const [download] = await Promise.all([page.waitForEvent('download'), exportLink.click()]);
     r.check(download.suggestedFilename() === `patient-${cfg.a}-export.json`,
       `the export downloads as patient-${cfg.a}-export.json`, download.suggestedFilename());
@@ -175,6 +176,17 @@ async function physician(cfg, r, page, t, phase) {
   const bObs = await page.$$eval('#chart-observations tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-id')));
   r.check(bObs.includes(`${cfg.b}-hr`), `B's chart lists Observation ${cfg.b}-hr`, short(bObs));
   t.lap('break the glass');
+
+  // The grant opens reads, never an export (P8): B's "Export record" is the denial page, no file.
+  phase.name = 'export under the grant'; phase.expect = [403];
+  let downloaded = false;
+  page.once('download', () => { downloaded = true; });
+  await navigating(page, () => page.click('a#chart-export'));
+  r.check(pathOf(page) === `/chart/${cfg.b}/export` && await textOf(page, '#denial h2') === 'Access denied' && (await textOf(page, '#denial-rule')).length > 0,
+    `under the grant, B's "Export record" is the denial page naming its rule`, `${page.url()} ${await textOf(page, '#denial-rule')}`);
+  r.check(!downloaded && !(await textOf(page, 'main')).includes(B_FAMILY), "and nothing of B's record is downloaded or shown");
+  phase.name = 'break-glass'; phase.expect = [];
+  t.lap('export refused under the grant');
 
   // The physician's own grants.
   await page.goto(`${base}/break-glass`);
@@ -315,7 +327,7 @@ async function run(cfg, r, open) {
 
   const patCtx = await open();
   const pat = patCtx.pages()[0] || (await patCtx.newPage());
-  await watch(patCtx, pat, 'patient', problems, { name: 'access log', expect: [] });
+  await watch(patCtx, pat, 'patient', problems, { name: 'access log', expect: [], downloads: ['/account/my-record'] });
   await patient(cfg, r, pat, t);
 
   r.check(problems.length === 0, 'no console errors, CSP violations, uncaught exceptions or failed requests', problems.join('\n'));

@@ -541,7 +541,7 @@ async fn chart(
         "{banner}<section class=\"card\" id=\"chart-demographics\">\n<h2 id=\"chart-patient-name\">{name}</h2>\n\
 <p>Patient <code id=\"chart-patient-id\">{pid}</code>; born <span id=\"chart-birthdate\">{born}</span>; \
 gender <span id=\"chart-gender\">{gender}</span>{ident}</p>\n\
-<p><a id=\"chart-export\" class=\"button secondary\" href=\"/chart/{href}/export\" download>Export record</a> \
+<p><a id=\"chart-export\" class=\"button secondary\" href=\"/chart/{href}/export\">Export record</a> \
 (a FHIR Bundle of what you may export; the export is recorded)</p>\n</section>\n{sections}",
         name = esc(&human_name(&p)),
         pid = esc(id.as_str()),

@@ -760,7 +760,7 @@ async fn access_log_page(
         "<section class=\"card\">\n<h2 id=\"access-log-title\">Who accessed my record</h2>\n\
 <p>Every time someone opened, searched or changed your record, newest first, including you and the apps you allowed. \
 Emergency access (break the glass) is marked; ask the privacy office about any access you do not expect.</p>\n\
-<p><a id=\"download-my-record\" class=\"button secondary\" href=\"/account/my-record\" download>Download my record</a> \
+<p><a id=\"download-my-record\" class=\"button secondary\" href=\"/account/my-record\">Download my record</a> \
 (a FHIR Bundle of everything in your record; the download is listed here too)</p>\n{empty}\
 <table id=\"access-log\">\n<thead><tr><th>When</th><th>Who</th><th>What</th><th>Why</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n{older}</section>"
     );

@@ -1306,7 +1306,7 @@ async fn account_html(state: &WebState, v: &SessionView, codes: Option<&[String]
         csrf = csrf_field(&v.csrf),
         access = if s.role == Role::Patient {
             "<li><a href=\"/account/access-log\" id=\"access-log-link\">Who accessed my record</a></li>\
-<li><a href=\"/account/my-record\" id=\"my-record-link\" download>Download my record</a></li>"
+<li><a href=\"/account/my-record\" id=\"my-record-link\">Download my record</a></li>"
         } else {
             ""
         },
