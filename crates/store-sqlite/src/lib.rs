@@ -105,9 +105,13 @@ impl SqliteStore {
         };
         // The writer connection lives as long as the store: it keeps the WAL
         // and its index open for the readers.
+        // No ping before each use: an embedded connection cannot go stale
+        // as a network one can, and a failing one fails its query anyway.
+        // The ping is a round trip to the connection's thread per query.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(writer_opts)
@@ -124,6 +128,7 @@ impl SqliteStore {
         .pragma("query_only", "ON");
         let readers = SqlitePoolOptions::new()
             .max_connections(opts.max_readers.max(1))
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(reader_opts)
