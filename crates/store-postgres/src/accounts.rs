@@ -956,6 +956,28 @@ impl AccountStore for PgStore {
         .map_err(db)
     }
 
+    async fn live_token_account(
+        &self,
+        account: &AccountId,
+        client_id: Option<&str>,
+        jti: &str,
+    ) -> Result<Option<Account>> {
+        // One query: this runs on every API request of a person.
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 AND active \
+             AND ($2::text IS NULL \
+                  OR EXISTS (SELECT 1 FROM oauth_clients WHERE client_id = $2::text AND active)) \
+             AND NOT EXISTS (SELECT 1 FROM revoked_jtis WHERE jti = $3)"
+        ))
+        .bind(account.as_str())
+        .bind(client_id)
+        .bind(jti)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
     async fn delete_expired_tokens(&self, now: Timestamp) -> Result<u64> {
         let mut tx = self.begin().await?;
         let mut n = 0;

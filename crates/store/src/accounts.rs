@@ -407,6 +407,16 @@ pub trait AccountStore: Send + Sync + 'static {
         client_id: Option<&str>,
         jti: &str,
     ) -> Result<bool>;
+    /// [`access_token_live`](Self::access_token_live) for a person's token,
+    /// returning the account as it is now, in the same single query: `None`
+    /// when the account is missing or inactive, the client (if any) missing
+    /// or inactive, or the `jti` revoked.
+    async fn live_token_account(
+        &self,
+        account: &AccountId,
+        client_id: Option<&str>,
+        jti: &str,
+    ) -> Result<Option<Account>>;
     /// Deletes expired refresh tokens and revoked-`jti` records.
     async fn delete_expired_tokens(&self, now: Timestamp) -> Result<u64>;
 

@@ -3123,6 +3123,21 @@ pub async fn access_token_liveness(store: &dyn Store) {
     };
     assert!(live(Some(&a.id), Some("app"), "j1").await);
     assert!(live(Some(&a.id), None, "j1").await);
+    // The person's check returns the account in the same query.
+    let holder = |account: AccountId, client_id: Option<&'static str>, jti: &'static str| async move {
+        store
+            .live_token_account(&account, client_id, jti)
+            .await
+            .unwrap()
+            .map(|found| found.id)
+    };
+    assert_eq!(
+        holder(a.id.clone(), Some("app"), "j1").await,
+        Some(a.id.clone())
+    );
+    assert_eq!(holder(a.id.clone(), None, "j1").await, Some(a.id.clone()));
+    assert_eq!(holder(account_id(9), Some("app"), "j1").await, None);
+    assert_eq!(holder(a.id.clone(), Some("nope"), "j1").await, None);
     // Backend services hold client-only tokens.
     assert!(live(None, Some("app"), "j1").await);
     assert!(live(None, None, "j1").await);
@@ -3143,7 +3158,13 @@ pub async fn access_token_liveness(store: &dyn Store) {
     assert!(!live(Some(&a.id), Some("app"), "j1").await);
     assert!(!live(None, Some("app"), "j1").await);
     assert!(!live(None, None, "j1").await);
+    assert_eq!(holder(a.id.clone(), Some("app"), "j1").await, None);
+    assert_eq!(holder(a.id.clone(), None, "j1").await, None);
     assert!(live(Some(&a.id), Some("app"), "j2").await);
+    assert_eq!(
+        holder(a.id.clone(), Some("app"), "j2").await,
+        Some(a.id.clone())
+    );
     assert_eq!(store.delete_expired_tokens(Timestamp(50)).await.unwrap(), 0);
     assert!(!live(None, None, "j1").await);
     assert_eq!(
@@ -3160,6 +3181,7 @@ pub async fn access_token_liveness(store: &dyn Store) {
     );
     assert!(!live(Some(&a.id), Some("app"), "j2").await);
     assert!(!live(Some(&a.id), None, "j2").await);
+    assert_eq!(holder(a.id.clone(), Some("app"), "j2").await, None);
     assert!(live(None, Some("app"), "j2").await);
 }
 

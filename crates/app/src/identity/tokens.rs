@@ -39,28 +39,34 @@ impl Vigil {
         };
         let operator = claims.client_id == OPERATOR_CLIENT;
         let client = (!operator).then_some(claims.client_id.as_str());
-        if !self
-            .store
-            .access_token_live(account.as_ref(), client, &claims.jti)
-            .await?
-        {
-            return Err(AppError::Unauthenticated);
-        }
-        let patient = match &claims.patient {
-            Some(p) => Some(ResourceId::new(p.clone()).map_err(|_| AppError::Unauthenticated)?),
-            None => None,
-        };
-        // The role (and user name) come from the account as it is now, so a
-        // role change takes effect on the next request.
+        // One query either way: a person's token brings back the account as
+        // it is now (so a role change takes effect on the next request).
         let (role, username, practitioner, own_patient) = match &account {
-            Some(id) => match self.store.account(id).await? {
-                Some(a) if a.active => {
+            Some(id) => match self
+                .store
+                .live_token_account(id, client, &claims.jti)
+                .await?
+            {
+                Some(a) => {
                     let own = super::signin::patient_context(&a);
                     (Some(a.role), Some(a.username), a.practitioner, own)
                 }
-                _ => return Err(AppError::Unauthenticated),
+                None => return Err(AppError::Unauthenticated),
             },
-            None => (None, None, None, None),
+            None => {
+                if !self
+                    .store
+                    .access_token_live(None, client, &claims.jti)
+                    .await?
+                {
+                    return Err(AppError::Unauthenticated);
+                }
+                (None, None, None, None)
+            }
+        };
+        let patient = match &claims.patient {
+            Some(p) => Some(ResourceId::new(p.clone()).map_err(|_| AppError::Unauthenticated)?),
+            None => None,
         };
         let jti = claims.jti.clone();
         Ok(Principal::User(Caller {
