@@ -14,6 +14,7 @@
 //! allow (the ceiling in `access.rs`), an operator everything.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp};
@@ -34,8 +35,10 @@ pub struct PolicyConfig {
     pub training_current: bool,
     /// How long relationship facts stay cached in memory. Writes on this node
     /// invalidate at once; on a multi-node deployment a change made on
-    /// another node takes effect within this many seconds.
-    pub facts_ttl_secs: u64,
+    /// another node takes effect within this many seconds. Unset: 300 s on
+    /// embedded SQLite (one process writes, so every change invalidates
+    /// here), 5 s on PostgreSQL (other nodes may write).
+    pub facts_ttl_secs: Option<u64>,
     /// Break-the-glass grant length when none is asked for, in minutes.
     pub grant_minutes: u32,
     /// The longest grant, in minutes.
@@ -47,7 +50,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             windows: policy::Windows::default(),
             training_current: true,
-            facts_ttl_secs: 5,
+            facts_ttl_secs: None,
             grant_minutes: 60,
             grant_max_minutes: 240,
         }
@@ -80,20 +83,34 @@ pub(crate) fn shapes_facts(t: ResourceType) -> bool {
 pub(crate) struct PolicyState {
     pub(crate) engine: RwLock<Arc<Engine>>,
     pub(crate) config: PolicyConfig,
+    /// The facts' lifetime in the cache, in microseconds.
+    ttl: i64,
     cache: Mutex<HashMap<PatientId, Cached>>,
+    /// Counts invalidations: facts loaded while one happened are not
+    /// cached (they may predate the write that caused it).
+    epoch: AtomicU64,
 }
 
 /// A patient's facts, when they were loaded and until when they are used.
 type Cached = (Timestamp, Timestamp, Arc<PatientFacts>);
 
 impl PolicyState {
-    pub(crate) fn new(config: PolicyConfig) -> Result<PolicyState, AppError> {
+    /// `backend` is the store's ([`store::Store::backend`]): it sets the
+    /// facts' lifetime when the configuration does not.
+    pub(crate) fn new(config: PolicyConfig, backend: &str) -> Result<PolicyState, AppError> {
         let engine = Engine::shipped(config.windows)
             .map_err(|e| AppError::Policy(format!("the shipped policies: {e}")))?;
+        let secs = config
+            .facts_ttl_secs
+            .unwrap_or(if backend == "sqlite" { 300 } else { 5 });
         Ok(PolicyState {
             engine: RwLock::new(Arc::new(engine)),
             config,
+            ttl: i64::try_from(secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
             cache: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         })
     }
 
@@ -114,17 +131,24 @@ impl PolicyState {
     }
 
     pub(crate) fn invalidate(&self, owner: &KeyOwner) {
-        if let KeyOwner::Patient(p) = owner
-            && let Ok(mut c) = self.cache.lock()
-        {
-            c.remove(p);
+        if let KeyOwner::Patient(p) = owner {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut c) = self.cache.lock() {
+                c.remove(p);
+            }
         }
     }
 
     pub(crate) fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut c) = self.cache.lock() {
             c.clear();
         }
+    }
+
+    /// The invalidation count, taken before facts are loaded.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     fn cached(&self, p: &PatientId, now: Timestamp) -> Option<Arc<PatientFacts>> {
@@ -133,16 +157,21 @@ impl PolicyState {
         (now.0 >= at.0 && now.0 < until.0).then(|| Arc::clone(f))
     }
 
-    fn remember(&self, p: PatientId, at: Timestamp, f: Arc<PatientFacts>) {
+    /// Caches facts loaded since `epoch`, unless an invalidation happened
+    /// meanwhile (the load may have read what a write then changed).
+    fn remember(&self, p: PatientId, at: Timestamp, f: Arc<PatientFacts>, epoch: u64) {
         use rand::Rng as _;
-        let ttl = i64::try_from(self.config.facts_ttl_secs)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000);
+        let ttl = self.ttl;
         // Between half the lifetime and all of it, so that facts loaded
         // together (a clinician opening a list of charts) are not all
         // reloaded in the same instant.
         let life = ttl / 2 + rand::thread_rng().gen_range(0..=ttl / 2);
         if let Ok(mut c) = self.cache.lock() {
+            // Checked under the lock: an invalidation after this point
+            // removes the entry inserted here.
+            if self.epoch() != epoch {
+                return;
+            }
             // A bound on memory: the cache is an optimisation, never the truth.
             if c.len() >= 100_000 {
                 c.clear();
@@ -565,8 +594,9 @@ impl Vigil {
         let f = match self.policy.cached(p, now) {
             Some(f) => f,
             None => {
+                let epoch = self.policy.epoch();
                 let f = Arc::new(self.load_facts(p).await?);
-                self.policy.remember(p.clone(), now, Arc::clone(&f));
+                self.policy.remember(p.clone(), now, Arc::clone(&f), epoch);
                 f
             }
         };
@@ -717,5 +747,77 @@ impl Vigil {
             resource: policy_resource(rtype, Some(id), &owner, body, pf.vip),
             facts: pf.facts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Arc<PatientFacts> {
+        Arc::new(PatientFacts::default())
+    }
+
+    fn patient(id: &str) -> PatientId {
+        let Some(id) = ResourceId::new(id.to_owned()).ok() else {
+            unreachable!("a valid id");
+        };
+        PatientId(id)
+    }
+
+    #[test]
+    fn facts_loaded_across_an_invalidation_are_not_cached() {
+        let Ok(state) = PolicyState::new(PolicyConfig::default(), "sqlite") else {
+            unreachable!("the shipped policies load");
+        };
+        let (p, q) = (patient("p1"), patient("p2"));
+        let now = Timestamp(1_000_000);
+        // A load that saw no write is cached.
+        let epoch = state.epoch();
+        state.remember(p.clone(), now, facts(), epoch);
+        assert!(state.cached(&p, now).is_some());
+        // A write to any patient while a load is under way: not cached.
+        let epoch = state.epoch();
+        state.invalidate(&KeyOwner::Patient(q.clone()));
+        state.remember(q.clone(), now, facts(), epoch);
+        assert!(state.cached(&q, now).is_none());
+        // Invalidation drops what is cached; the organisation key shapes
+        // nobody's facts.
+        let epoch = state.epoch();
+        state.invalidate(&KeyOwner::Organisation);
+        assert_eq!(state.epoch(), epoch);
+        state.invalidate(&KeyOwner::Patient(p.clone()));
+        assert!(state.cached(&p, now).is_none());
+        state.remember(p.clone(), now, facts(), state.epoch());
+        state.invalidate_all();
+        assert!(state.cached(&p, now).is_none());
+    }
+
+    #[test]
+    fn the_facts_lifetime_follows_the_backend_unless_configured() {
+        let ttl = |secs: Option<u64>, backend: &str| {
+            let config = PolicyConfig {
+                facts_ttl_secs: secs,
+                ..PolicyConfig::default()
+            };
+            PolicyState::new(config, backend).map(|s| s.ttl).ok()
+        };
+        assert_eq!(ttl(None, "sqlite"), Some(300_000_000));
+        assert_eq!(ttl(None, "postgres"), Some(5_000_000));
+        assert_eq!(ttl(Some(1), "sqlite"), Some(1_000_000));
+        // Cached facts expire with their lifetime (at most, jittered).
+        let Ok(state) = PolicyState::new(
+            PolicyConfig {
+                facts_ttl_secs: Some(1),
+                ..PolicyConfig::default()
+            },
+            "postgres",
+        ) else {
+            unreachable!("the shipped policies load");
+        };
+        let p = patient("p1");
+        state.remember(p.clone(), Timestamp(0), facts(), state.epoch());
+        assert!(state.cached(&p, Timestamp(0)).is_some());
+        assert!(state.cached(&p, Timestamp(1_000_000)).is_none());
     }
 }

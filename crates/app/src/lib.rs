@@ -181,7 +181,7 @@ impl Vigil {
             trail::origin(store.as_ref()).await?,
         )?);
         let audit_writer = trail::Writer::start(Arc::clone(&store), Arc::clone(&audit_core));
-        let policy = decide::PolicyState::new(config.policy.clone())?;
+        let policy = decide::PolicyState::new(config.policy.clone(), store.backend())?;
         let v = Vigil {
             policy,
             audit: audit_core,
@@ -306,6 +306,7 @@ impl Vigil {
         let owner = model::KeyOwner::Patient(model::PatientId(id.clone()));
         let report = self.store.erase_patient(&owner).await?;
         self.keys.forget(&owner);
+        self.policy.invalidate(&owner);
         self.prune_memory_index().await?;
         // Tell other Vigil processes (a running server, other nodes) to drop
         // what they derived from the erased data.
@@ -342,12 +343,14 @@ impl Vigil {
     }
 
     /// Called periodically by a running server: if another process erased a
-    /// patient since `seen`, forget cached data keys and prune the name index.
+    /// patient since `seen`, forget cached data keys and relationship facts
+    /// and prune the name index.
     /// Returns the generation now seen.
     pub async fn sync_erasures(&self, seen: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, AppError> {
         let now = self.store.get_setting(ERASE_GENERATION).await?;
         if now != seen {
             self.keys.forget_all();
+            self.policy.invalidate_all();
             self.prune_memory_index().await?;
             tracing::info!("erasure by another process: key cache cleared, name index pruned");
         }
