@@ -211,6 +211,19 @@ fn consent(id: &str, provisions: Value) -> Value {
         "provision": provision})
 }
 
+/// A's consent denies PSY-labelled data to D1.
+async fn deny_psy_to_d1(w: &W) {
+    put_ok(
+        &w.t,
+        &consent(
+            "cons-base",
+            json!([{"type": "deny", "actor": actor("pr-d1"),
+                "securityLabel": [{"system": ACT_CODE, "code": "PSY"}]}]),
+        ),
+    )
+    .await;
+}
+
 fn actor(practitioner: &str) -> Value {
     json!([{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
         "reference": {"reference": format!("Practitioner/{practitioner}")}}])
@@ -429,15 +442,7 @@ async fn masks_of_an_export_rule_apply_to_every_exported_resource_and_not_to_rea
 #[tokio::test]
 async fn a_label_denial_removes_exactly_that_data_for_exactly_that_actor() {
     let w = world().await;
-    put_ok(
-        &w.t,
-        &consent(
-            "cons-base",
-            json!([{"type": "deny", "actor": actor("pr-d1"),
-                "securityLabel": [{"system": ACT_CODE, "code": "PSY"}]}]),
-        ),
-    )
-    .await;
+    deny_psy_to_d1(&w).await;
     assert_eq!(
         exported(&export(&w, &w.d1, "").await),
         all_but(&["Observation/obs-psy"])
@@ -759,15 +764,7 @@ async fn the_limit_refuses_instead_of_truncating_and_never_counts_hidden_data() 
     // D1 will see all of A but the PSY Observation.
     config.limits.max_export = ALL_A.len() - 1;
     let w = world_with(config).await;
-    put_ok(
-        &w.t,
-        &consent(
-            "cons-base",
-            json!([{"type": "deny", "actor": actor("pr-d1"),
-                "securityLabel": [{"system": ACT_CODE, "code": "PSY"}]}]),
-        ),
-    )
-    .await;
+    deny_psy_to_d1(&w).await;
     // D1's export fits: the hidden resource is not counted.
     assert_eq!(
         exported(&export(&w, &w.d1, "").await),
