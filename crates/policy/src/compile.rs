@@ -67,6 +67,8 @@ pub(crate) fn for_action(
 fn fold(v: &mut Value) {
     match v {
         Value::Array(items) => items.iter_mut().for_each(fold),
+        // A literal (`{"Value": …}`) holds data, not expressions.
+        Value::Object(m) if m.len() == 1 && m.contains_key("Value") => {}
         Value::Object(m) => {
             m.values_mut().for_each(fold);
             if let Some(new) = rewrite(m) {
@@ -154,6 +156,15 @@ mod tests {
             "{out}"
         );
         assert!(out.contains(r#"@id("X")"#), "{out}");
+    }
+
+    #[test]
+    fn literals_are_data_not_expressions() {
+        let mut v =
+            json!({"Value": {"containsAny": {"left": 1, "right": {"Set": [{"Value": "a"}]}}}});
+        let before = v.clone();
+        fold(&mut v);
+        assert_eq!(v, before);
     }
 
     #[test]
