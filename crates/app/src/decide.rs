@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp};
 use policy::{Engine, Facts, Purpose};
@@ -85,7 +85,8 @@ pub(crate) struct PolicyState {
     pub(crate) config: PolicyConfig,
     /// The facts' lifetime in the cache, in microseconds.
     ttl: i64,
-    cache: Mutex<HashMap<PatientId, Cached>>,
+    /// Read-mostly: lookups share the lock.
+    cache: RwLock<HashMap<PatientId, Cached>>,
     /// Counts invalidations: facts loaded while one happened are not
     /// cached (they may predate the write that caused it).
     epoch: AtomicU64,
@@ -109,7 +110,7 @@ impl PolicyState {
             ttl: i64::try_from(secs)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1_000_000),
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
         })
     }
@@ -133,7 +134,7 @@ impl PolicyState {
     pub(crate) fn invalidate(&self, owner: &KeyOwner) {
         if let KeyOwner::Patient(p) = owner {
             self.epoch.fetch_add(1, Ordering::SeqCst);
-            if let Ok(mut c) = self.cache.lock() {
+            if let Ok(mut c) = self.cache.write() {
                 c.remove(p);
             }
         }
@@ -141,7 +142,7 @@ impl PolicyState {
 
     pub(crate) fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut c) = self.cache.lock() {
+        if let Ok(mut c) = self.cache.write() {
             c.clear();
         }
     }
@@ -152,7 +153,7 @@ impl PolicyState {
     }
 
     fn cached(&self, p: &PatientId, now: Timestamp) -> Option<Arc<PatientFacts>> {
-        let c = self.cache.lock().ok()?;
+        let c = self.cache.read().ok()?;
         let (at, until, f) = c.get(p)?;
         (now.0 >= at.0 && now.0 < until.0).then(|| Arc::clone(f))
     }
@@ -166,7 +167,7 @@ impl PolicyState {
         // together (a clinician opening a list of charts) are not all
         // reloaded in the same instant.
         let life = ttl / 2 + rand::thread_rng().gen_range(0..=ttl / 2);
-        if let Ok(mut c) = self.cache.lock() {
+        if let Ok(mut c) = self.cache.write() {
             // Checked under the lock: an invalidation after this point
             // removes the entry inserted here.
             if self.epoch() != epoch {

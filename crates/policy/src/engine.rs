@@ -5,7 +5,7 @@ use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use cedar_policy as cedar;
 use model::Timestamp;
@@ -96,7 +96,8 @@ pub struct Engine {
     /// What the policies read, so that the memo's key holds exactly that.
     reads: Reads,
     /// Cedar's answers by everything they depend on (see [`MemoKey`]).
-    memo: Mutex<HashMap<MemoKey, (bool, Vec<usize>)>>,
+    /// Read-mostly: lookups share the lock, only a new answer takes it alone.
+    memo: RwLock<HashMap<MemoKey, (bool, Vec<usize>)>>,
 }
 
 /// The answers kept at most (the memo is emptied when full: it is a cache,
@@ -308,7 +309,7 @@ impl Engine {
         let reads = Reads::of(&set)?;
         Ok(Engine {
             reads,
-            memo: Mutex::new(HashMap::new()),
+            memo: RwLock::new(HashMap::new()),
             authorizer: cedar::Authorizer::new(),
             rules,
             index,
@@ -371,7 +372,7 @@ impl Engine {
 
     /// How many answers the memo holds.
     pub fn memo_len(&self) -> usize {
-        self.memo.lock().map_or(0, |m| m.len())
+        self.memo.read().map_or(0, |m| m.len())
     }
 
     /// [`Engine::decide`] without the memo: every question goes to Cedar
@@ -562,7 +563,7 @@ impl Engine {
         let consent = consent_denies(req.principal, purpose, req.resource, req.facts, req.now);
         let key = self.memo_key(req, rels, purpose, consent.is_some());
         let remembered = if call.memo {
-            self.memo.lock().ok().and_then(|m| m.get(&key).cloned())
+            self.memo.read().ok().and_then(|m| m.get(&key).cloned())
         } else {
             None
         };
@@ -593,7 +594,7 @@ impl Engine {
         fired.sort_unstable();
         let allow = response.decision() == cedar::Decision::Allow;
         if call.memo
-            && let Ok(mut m) = self.memo.lock()
+            && let Ok(mut m) = self.memo.write()
         {
             if m.len() >= MEMO_MAX {
                 m.clear();
