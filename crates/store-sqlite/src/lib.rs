@@ -64,8 +64,11 @@ pub struct SqliteStore {
     _alive: std::sync::Arc<()>,
 }
 
-/// How often the background checkpointer copies the WAL into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// How often the background checkpointer copies the WAL into the database:
+/// often, so each copy (and the database file's sync) is small and does not
+/// hold up commits (`vigil bench policy`, 100k patients: p99 of reads with
+/// their audit entries 27–31 ms at 200 ms–1 s, 20.5 ms at 50 ms).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 /// The writer's own automatic checkpoint, a backstop only (pages, ~40 MB).
 const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
 
