@@ -170,7 +170,7 @@ async fn world_with(config: app::Config) -> W {
     )
     .await;
     // A consent that permits everything (the base the tests change).
-    put_ok(&t, &consent("cons-base", json!([]))).await;
+    set_consent(&t, json!([])).await;
     account(&t, "dr.one", Role::Physician, Some("pr-d1"), None).await;
     account(&t, "dr.two", Role::Physician, Some("pr-d2"), None).await;
     account(&t, "dr.far", Role::Physician, Some("pr-far"), None).await;
@@ -211,15 +211,17 @@ fn consent(id: &str, provisions: Value) -> Value {
         "provision": provision})
 }
 
+/// Replaces A's consent (`cons-base`) with one of these provisions.
+async fn set_consent(t: &T, provisions: Value) {
+    put_ok(t, &consent("cons-base", provisions)).await;
+}
+
 /// A's consent denies PSY-labelled data to D1.
 async fn deny_psy_to_d1(w: &W) {
-    put_ok(
+    set_consent(
         &w.t,
-        &consent(
-            "cons-base",
-            json!([{"type": "deny", "actor": actor("pr-d1"),
+        json!([{"type": "deny", "actor": actor("pr-d1"),
                 "securityLabel": [{"system": ACT_CODE, "code": "PSY"}]}]),
-        ),
     )
     .await;
 }
@@ -462,7 +464,7 @@ async fn a_label_denial_removes_exactly_that_data_for_exactly_that_actor() {
     let e = only_entry(&w.t, before).await;
     assert!(!e.resources.contains(&"Observation/obs-psy".to_owned()));
     // Removing the provision gives it back at once.
-    put_ok(&w.t, &consent("cons-base", json!([]))).await;
+    set_consent(&w.t, json!([])).await;
     assert_eq!(exported(&export(&w, &w.d1, "").await), all_but(&[]));
 }
 
@@ -470,16 +472,9 @@ async fn a_label_denial_removes_exactly_that_data_for_exactly_that_actor() {
 async fn a_purpose_denial_removes_exactly_that_data_for_that_purpose() {
     let w = world().await;
     // D1 may not have A's Observations for treatment.
-    put_ok(
-        &w.t,
-        &consent(
-            "cons-base",
-            json!([{"type": "deny", "actor": actor("pr-d1"),
+    set_consent(&w.t, json!([{"type": "deny", "actor": actor("pr-d1"),
                 "purpose": [{"system": ACT_REASON, "code": "TREAT"}],
-                "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]}]),
-        ),
-    )
-    .await;
+                "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]}])).await;
     let hidden = ["Observation/obs-psy", "Observation/obs-plain"];
     assert_eq!(exported(&export(&w, &w.d1, "").await), all_but(&hidden));
     // Declared, the same.
@@ -497,26 +492,20 @@ async fn a_purpose_denial_removes_exactly_that_data_for_that_purpose() {
     assert_eq!(exported(&export(&w, &w.pat, "").await), all_but(&[]));
 
     // A denial for another purpose changes nothing.
-    put_ok(
+    set_consent(
         &w.t,
-        &consent(
-            "cons-base",
-            json!([{"type": "deny", "actor": actor("pr-d1"),
+        json!([{"type": "deny", "actor": actor("pr-d1"),
                 "purpose": [{"system": ACT_REASON, "code": "HPAYMT"}]}]),
-        ),
     )
     .await;
     assert_eq!(exported(&export(&w, &w.d1, "").await), all_but(&[]));
 
     // A purpose denial of everything takes the Patient too: the whole
     // export is refused, naming the consent, for D1 only.
-    put_ok(
+    set_consent(
         &w.t,
-        &consent(
-            "cons-base",
-            json!([{"type": "deny", "actor": actor("pr-d1"),
+        json!([{"type": "deny", "actor": actor("pr-d1"),
                 "purpose": [{"system": ACT_REASON, "code": "TREAT"}]}]),
-        ),
     )
     .await;
     let before = audit_size(&w.t).await;
@@ -628,7 +617,7 @@ async fn a_patient_exports_all_of_their_own_record_and_nothing_of_another() {
     let w = world().await;
     let t = &w.t;
     // Even with a consent that denies everyone everything (P3, F1 exempt).
-    put_ok(t, &consent("cons-base", json!([{"type": "deny"}]))).await;
+    set_consent(t, json!([{"type": "deny"}])).await;
     let before = audit_size(t).await;
     assert_eq!(exported(&export(&w, &w.pat, "").await), all_but(&[]));
     let e = only_entry(t, before).await;
