@@ -1,0 +1,5 @@
+//! The monitor crate's integration tests.
+
+mod engine;
+mod input;
+mod sim;
