@@ -284,7 +284,13 @@ impl World {
         let patients = self.patients.len();
         let depts = self.departments.len();
         let encounters = self.encounters.len();
-        let bad = |what, index, target| Err(Dangling { what, index, target });
+        let bad = |what, index, target| {
+            Err(Dangling {
+                what,
+                index,
+                target,
+            })
+        };
         for (i, u) in self.users.iter().enumerate() {
             if u.role.ix() >= self.roles.len() {
                 return bad("user", i, "role");
