@@ -134,10 +134,10 @@ pub fn evaluate(alerts: &[AlertRecord], incidents: &[Incident], accesses: usize)
                     if let Some(d) = detected.get_mut(i) {
                         *d = true;
                     }
-                    if rank < budget {
-                        if let Some(d) = in_budget.get_mut(i) {
-                            *d = true;
-                        }
+                    if rank < budget
+                        && let Some(d) = in_budget.get_mut(i)
+                    {
+                        *d = true;
                     }
                 }
             }

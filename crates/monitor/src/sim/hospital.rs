@@ -31,7 +31,7 @@ const DAY: i64 = 86_400;
 /// Encounters start this many days before the period.
 const WARMUP_DAYS: i64 = 7;
 /// Legitimate rows per day at scale 1 (calibrates the encounter volumes).
-const ROWS_PER_DAY: f64 = 5_700.0;
+const ROWS_PER_DAY: f64 = 10_600.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Dept {
@@ -624,16 +624,16 @@ impl Gen<'_> {
             let f = f64::from(w) / f64::from(clinical_total);
             add(Role::Physician, dept, 0.12 * f);
             add(Role::Resident, dept, 0.06 * f);
-            add(Role::Nurse, dept, 0.51 * f);
+            add(Role::Nurse, dept, 0.56 * f);
         }
         add(Role::Nurse, FloatPool, 0.05);
         add(Role::Technologist, Radiology, 0.05);
         add(Role::Technologist, Laboratory, 0.04);
         add(Role::Pharmacist, Pharmacy, 0.03);
-        add(Role::Registrar, Registration, 0.06);
-        add(Role::Coder, Him, 0.02);
+        add(Role::Registrar, Registration, 0.04);
+        add(Role::Coder, Him, 0.005);
         add(Role::HimReviewer, Him, 0.01);
-        add(Role::BillingClerk, Billing, 0.04);
+        add(Role::BillingClerk, Billing, 0.025);
         add(Role::QualityReviewer, Quality, 0.01);
 
         let mut used = HashSet::new();
@@ -916,17 +916,16 @@ impl Gen<'_> {
                 });
             }
         }
-        if self.chance(0.7) {
-            if let Some(user) = self.on_shift(Role::Resident, dept, Shift::Day, start) {
-                if self.staff[user].shift == Shift::Day {
-                    self.care.push(Care {
-                        patient,
-                        user,
-                        enc: e,
-                        role: "resident",
-                    });
-                }
-            }
+        if self.chance(0.7)
+            && let Some(user) = self.on_shift(Role::Resident, dept, Shift::Day, start)
+            && self.staff[user].shift == Shift::Day
+        {
+            self.care.push(Care {
+                patient,
+                user,
+                enc: e,
+                role: "resident",
+            });
         }
     }
 
@@ -1094,15 +1093,15 @@ impl Gen<'_> {
             from_ed: false,
             died: false,
         });
-        if self.chance(0.5) {
-            if let Some(user) = self.on_shift(Role::Nurse, dept, Shift::Day, start) {
-                self.care.push(Care {
-                    patient,
-                    user,
-                    enc: e,
-                    role: "nurse",
-                });
-            }
+        if self.chance(0.5)
+            && let Some(user) = self.on_shift(Role::Nurse, dept, Shift::Day, start)
+        {
+            self.care.push(Care {
+                patient,
+                user,
+                enc: e,
+                role: "nurse",
+            });
         }
         e
     }

@@ -353,3 +353,76 @@ fn nothing_to_score_is_not_a_failure() {
     let m = evaluate(&[], &[], 0);
     assert_eq!((m.precision, m.recall, m.alerts_per_10k), (1.0, 1.0, 0.0));
 }
+
+/// Prints the default scale's make-up: `cargo test -p monitor --release --test it -- --ignored --nocapture sim::census`.
+#[test]
+#[ignore = "prints figures; run by hand"]
+fn census() {
+    let t0 = std::time::Instant::now();
+    let s = sim::generate(&SimConfig::default()).unwrap();
+    let took = t0.elapsed();
+    let w = &s.world;
+    println!("generated in {took:?}");
+    println!(
+        "users {} patients {} encounters {} care_team {} orders {} accesses {} incidents {}",
+        w.users.len(),
+        w.patients.len(),
+        w.encounters.len(),
+        w.care_team.len(),
+        w.orders.len(),
+        w.accesses.len(),
+        s.incidents.len()
+    );
+    let mut kinds: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for i in &s.incidents {
+        let e = kinds.entry(i.kind.as_str()).or_default();
+        e.0 += 1;
+        e.1 += i.event_ids.len();
+    }
+    println!("incidents by kind (count, events): {kinds:?}");
+    let mut by_role: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for a in &w.accesses {
+        let u = &w.users[a.user.ix()];
+        *by_role
+            .entry((
+                w.roles[u.role.ix()].clone(),
+                w.departments[u.department.ix()].clone(),
+            ))
+            .or_default() += 1;
+    }
+    let mut role_tot: std::collections::BTreeMap<&str, usize> = Default::default();
+    for ((r, _), n) in &by_role {
+        *role_tot.entry(r.as_str()).or_default() += n;
+    }
+    println!("rows by role: {role_tot:?}");
+    let mut classes: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in &w.encounters {
+        *classes.entry(format!("{:?}", e.class)).or_default() += 1;
+    }
+    println!("encounters by class: {classes:?}");
+    let mut actions: std::collections::BTreeMap<String, usize> = Default::default();
+    for a in &w.accesses {
+        *actions.entry(a.action.as_str().to_owned()).or_default() += 1;
+    }
+    println!("actions: {actions:?}");
+    let per_coder_day = role_tot.get("coder").copied().unwrap_or(0) as f64 / 28.0;
+    println!("coder rows per day (all coders): {per_coder_day:.0}");
+    println!(
+        "deceased {} vip {} employees {}",
+        w.patients.iter().filter(|p| p.deceased.is_some()).count(),
+        w.patients.iter().filter(|p| p.vip).count(),
+        w.patients.iter().filter(|p| p.employee.is_some()).count()
+    );
+    for seed in [1, 2, 3, 101, 102, 103, 104, 105] {
+        let s = sim::generate(&SimConfig {
+            seed,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        println!(
+            "seed {seed}: {} accesses, {} incidents",
+            s.world.accesses.len(),
+            s.incidents.len()
+        );
+    }
+}
