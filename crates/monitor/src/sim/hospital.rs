@@ -1803,7 +1803,12 @@ impl Gen<'_> {
                         && g.people[p].employee.is_none()
                 };
                 let house: Vec<usize> = house.into_iter().filter(|&p| ok(self, p)).collect();
-                let rel: Vec<usize> = rel.into_iter().filter(|&p| ok(self, p)).collect();
+                // Relatives elsewhere are family only through the shared name.
+                let fam = self.staff[u].family;
+                let rel: Vec<usize> = rel
+                    .into_iter()
+                    .filter(|&p| ok(self, p) && self.people[p].family == fam)
+                    .collect();
                 let from = if (self.chance(0.7) || rel.is_empty()) && !house.is_empty() {
                     house
                 } else {
