@@ -255,6 +255,74 @@ impl fmt::Display for RowError {
 /// never returned.
 const BAD_ROW_INDEX: u32 = u32::MAX;
 
+/// A hash map keyed by ids from the input, with a fast non-cryptographic
+/// hash (FxHash's construction, as in rustc): every row looks up two or
+/// three ids, and SipHash cost a quarter of the parse. An export comes from
+/// the hospital's own record system, so flooding a table with crafted
+/// collisions is not a threat worth SipHash's price here.
+type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
+#[derive(Default, Clone, Copy)]
+struct FastHasher {
+    hash: u64,
+}
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = self.hash.wrapping_add(word).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            for (d, s) in w.iter_mut().zip(rest) {
+                *d = *s;
+            }
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiplication leaves its best bits high; hash tables use
+        // the low ones.
+        self.hash.rotate_left(26)
+    }
+}
+
 /// A `u32` index for the next element of a vector.
 fn next_index<T>(v: &[T]) -> u32 {
     // Four billion rows of one kind do not fit in memory anyway.
