@@ -8,6 +8,26 @@
 //! passed over. Fields are bounded ([`MAX_FIELD`]) and so is the number of
 //! fields kept per record, so a malformed file (an unterminated quote in a
 //! gigabyte file) costs no memory.
+//!
+//! Choices where the format leaves room:
+//! - An empty `role`, `department` or `service_department` is interned as
+//!   `unknown` (as the FHIR path does for a practitioner without a role).
+//! - `birth_date` must be a date (`YYYY-MM-DD`) and is kept as written;
+//!   `hire_date`, `termination_date` and `deceased_date` take a date
+//!   (midnight UTC) or a timestamp; every other time takes a timestamp.
+//! - Required beyond the ids, `timestamp` and `action`: a row's references
+//!   that the model cannot leave empty (an encounter's and an order's
+//!   patient, a care-team row's patient and staff, an access's staff and
+//!   patient), `encounters.start` and `orders.ordered_at`.
+//! - An access event that touched several patients is one row per patient
+//!   with the same `event_id` (as [`Access`] says): in `access_log.csv` the
+//!   pair (`event_id`, `patient_id`) is what must be unique.
+//! - An `encounter_id` in `care_team.csv` or `orders.csv` must be an
+//!   encounter of the row's patient, and an `end` may not precede its
+//!   `start`: either would explain accesses that nothing explains.
+//! - A wrong header names the file and both headers, with any name that is
+//!   no column of any of the six files shown as `?` (a file without its
+//!   header would otherwise put a row of PHI into the error).
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -666,6 +686,13 @@ impl<'p> Loader<'p> {
             Kind::Orders => &mut self.orders,
             Kind::CareTeam | Kind::AccessLog => return,
         };
+        // A defect in the id itself leaves no id to hold.
+        if matches!(
+            rec.problem,
+            Some(Problem::TooLong(0) | Problem::StrayQuote(0))
+        ) {
+            return;
+        }
         if let Ok(id) = std::str::from_utf8(rec.field(0))
             && !id.is_empty()
             && !ids.contains_key(id.as_bytes())
@@ -1135,6 +1162,36 @@ mod tests {
                 (3, f(&["open\nz"]), Some(Problem::Unterminated)),
             ]
         );
+    }
+
+    /// Two different (event, patient) keys with the same 64-bit hash are
+    /// told apart; a true duplicate is still caught after a collision.
+    #[test]
+    fn access_uniqueness_survives_hash_collisions() {
+        let mut noop = |_: u64, _: u64| {};
+        let mut l = Loader::new(&ReadOptions::default(), Progress::new(&mut noop, 0));
+        assert!(l.unique_access("e1", 0).is_ok());
+        l.world.accesses.push(Access {
+            event_id: "e1".into(),
+            time: 0,
+            user: UserIx(0),
+            patient: PatientIx(0),
+            action: Action::View,
+            resource_type: String::new(),
+            workstation: String::new(),
+            record_count: 1,
+            emergency: false,
+            refused: false,
+        });
+        assert!(l.unique_access("e1", 0).is_err());
+        // Make ("e2", 0) collide with ("e1", 0).
+        let mut h = l.access_keys.hasher().build_hasher();
+        "e2".hash(&mut h);
+        0u32.hash(&mut h);
+        l.access_keys.insert(h.finish(), 0);
+        assert!(l.unique_access("e2", 0).is_ok());
+        assert!(l.unique_access("e2", 0).is_err());
+        assert!(l.unique_access("e1", 1).is_ok());
     }
 
     #[test]

@@ -1119,3 +1119,36 @@ proptest! {
         prop_assert_eq!(loaded.map(|l| l.world), Ok(want));
     }
 }
+
+#[test]
+fn progress_is_reported_every_64_kib_and_at_the_end() {
+    let mut access = ACCESS_LOG.to_owned();
+    for i in 0..20_000 {
+        access.push_str(&format!(
+            "X{i},2024-01-10T09:05:00Z,S1,P1,view,Observation,WS-1,1\n"
+        ));
+    }
+    let s = CsvSources {
+        access_log: access.as_bytes(),
+        ..sources()
+    };
+    let mut calls = Vec::new();
+    let loaded =
+        read_csv_sources(&s, &strict(), &mut |done, total| calls.push((done, total))).unwrap();
+    assert_eq!(loaded.world.accesses.len(), 20_004);
+    let total = loaded.bytes;
+    assert!(total > 1_000_000);
+    assert!(
+        calls.len() as u64 <= total / 65_536 + 2,
+        "{} calls",
+        calls.len()
+    );
+    assert!(calls.len() >= 10);
+    assert!(
+        calls
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[1].0 - w[0].0 >= 65_536 || w[1].0 == total)
+    );
+    assert!(calls.iter().all(|&(_, t)| t == total));
+    assert_eq!(calls.last(), Some(&(total, total)));
+}
