@@ -24,8 +24,8 @@ use std::path::Path;
 
 use crate::model::World;
 
-pub use csv::{CsvSources, read_csv_dir, read_csv_sources};
-pub use fhir::{read_fhir_dir, read_fhir_sources};
+pub use csv::{CsvSources, MAX_FIELD, read_csv_dir, read_csv_sources};
+pub use fhir::{MAX_LINE, read_fhir_dir, read_fhir_sources};
 
 /// How to treat malformed input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
