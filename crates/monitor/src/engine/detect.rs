@@ -131,13 +131,32 @@ fn signals(
     if u.termination.is_some_and(|end| a.time > end) {
         bits |= bit(Kind::Terminated);
     }
-    if p.employee == Some(a.user) {
+    // A search lists patients without opening their records (the
+    // registrar who searches a family name sees namesakes): its rows raise
+    // only the account-level signal above. Opening a listed record is a
+    // separate access.
+    if a.action == Action::Search {
+        return Signals {
+            bits,
+            family: None,
+            same_department: false,
+        };
+    }
+    let direct = strength == Strength::Direct;
+    // Opening one's own record in the course of one's work (a registrar
+    // registering their own visit) is explained; a peer routine is not
+    // enough.
+    if p.employee == Some(a.user) && !strong {
         bits |= bit(Kind::SelfAccess);
     }
-    let fam = family(u, p);
-    let fam = match fam {
+    // A household link counts unless a record (care relationship, order,
+    // workflow) explains the access; a peer routine is not enough. A shared
+    // surname and postcode is weaker and counts only when nothing explains
+    // the access.
+    let fam = match family(u, p) {
+        _ if p.employee == Some(a.user) => None,
         Some(FamilyLink::SurnameZip) if !nothing => None,
-        f if strong => f.filter(|_| false),
+        _ if strong => None,
         f => f,
     };
     if fam.is_some() {
@@ -149,7 +168,7 @@ fn signals(
             .users
             .get(v.ix())
             .is_some_and(|v| v.department == u.department);
-        if !strong && (same_department || nothing) {
+        if nothing {
             bits |= bit(Kind::Coworker);
         }
     }
@@ -185,8 +204,22 @@ fn signals(
     }
     if nothing {
         bits |= bit(Kind::Unexplained);
-        let local = prep.local.get(i as usize).copied().unwrap_or_default();
-        if let Some(h) = learned.hours.get(a.user.ix()).copied().flatten() {
+    }
+    // Out-of-pattern hours: with nothing to explain it, any hour at which
+    // the user almost never works; with only a workflow or a peer routine
+    // to explain it, such an hour at night (22:00-06:00); a direct
+    // relationship (the on-call physician's own inpatient) explains any
+    // hour.
+    let local = prep.local.get(i as usize).copied().unwrap_or_default();
+    let night = local.hour >= 22 || local.hour < 6;
+    if let Some(h) = learned
+        .hours
+        .get(a.user.ix())
+        .copied()
+        .flatten()
+        .filter(|_| nothing || (!direct && night))
+    {
+        {
             let at = |d: i32| {
                 let k = (i32::from(local.hour) + d).rem_euclid(24) as usize;
                 h.get(k).copied().unwrap_or(0)
@@ -194,8 +227,11 @@ fn signals(
             let total: u32 = h.iter().sum();
             // The access itself is part of the history: a handful at this
             // hour (and the next and previous) is still out of pattern.
+            // Work that a workflow explains may run past a shift's end, so
+            // it is judged over two hours either side.
             let rare = (f64::from(total) * f64::from(cfg.hours_rare_share)).max(2.0);
-            if f64::from(at(-1) + at(0) + at(1)) <= rare {
+            let near = at(-1) + at(0) + at(1) + if nothing { 0 } else { at(-2) + at(2) };
+            if f64::from(near) <= rare {
                 bits |= bit(Kind::AfterHours);
             }
         }
@@ -266,9 +302,14 @@ pub fn detect(
         let day = days.entry((a.user.0, local.day)).or_default();
         if day.patients.insert(a.patient.0, ()).is_none() && !strong {
             day.unexplained.push(i);
+            if e.because == Because::Unexplained && a.action != Action::Search {
+                day.nothing += 1;
+            }
         }
-        if matches!(a.action, Action::Print | Action::Export) && a.record_count > cfg.bulk_records {
-            if let Some(u) = ix.users.get(a.user.ix()) {
+        if let Some(u) = ix.users.get(a.user.ix()).filter(|_| {
+            matches!(a.action, Action::Print | Action::Export) && a.record_count > cfg.bulk_records
+        }) {
+            {
                 let p95 = learned
                     .group_records_p95
                     .get(&group_key((u.department, u.role)))
@@ -345,7 +386,11 @@ pub fn detect(
         // The unexplained part must itself be large: a busy day of
         // explained work is not a volume incident.
         let odd = d.unexplained.len() as f64;
-        if n <= threshold || odd < f64::from(cfg.volume_min_patients) / 2.0 {
+        let busy = n > threshold && odd >= f64::from(cfg.volume_min_patients) / 2.0;
+        // Many records that nothing at all explains, on one day, is a
+        // volume incident whatever the user's usual workload.
+        let browsing = d.nothing >= cfg.volume_min_unexplained;
+        if !busy && !browsing {
             continue;
         }
         let events = d.unexplained.clone();
@@ -358,7 +403,8 @@ pub fn detect(
             patients: patients_of(world, &events),
             score: weight(Kind::Volume) + 0.1 * ((n / threshold).ln()).min(1.0),
             reason: format!(
-                "opened {n} patients' records in one day, {odd} of them with no care relationship, order or workflow, against a usual {own} (own median) and {peers} (peers' 95th percentile)"
+                "opened {n} patients' records in one day, {odd} of them with no care relationship, order or workflow and {} that nothing explains, against a usual {own} (own median) and {peers} (peers' 95th percentile)",
+                d.nothing
             ),
             events,
             kind: Kind::Volume,
@@ -503,7 +549,10 @@ pub fn detect(
 #[derive(Default)]
 struct Day {
     patients: FastMap<u32, ()>,
+    /// First accesses of the day to patients no record explains.
     unexplained: Vec<u32>,
+    /// How many of those nothing explains at all (not searches).
+    nothing: u32,
 }
 
 fn span(world: &crate::model::World, events: &[u32]) -> (Time, Time) {
@@ -519,10 +568,10 @@ fn patients_of(world: &crate::model::World, events: &[u32]) -> Vec<PatientIx> {
     let mut seen: FastMap<u32, ()> = FastMap::default();
     let mut out = Vec::new();
     for e in events {
-        if let Some(a) = world.accesses.get(*e as usize) {
-            if seen.insert(a.patient.0, ()).is_none() {
-                out.push(a.patient);
-            }
+        if let Some(a) = world.accesses.get(*e as usize)
+            && seen.insert(a.patient.0, ()).is_none()
+        {
+            out.push(a.patient);
         }
     }
     out

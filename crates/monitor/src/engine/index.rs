@@ -217,6 +217,7 @@ fn street_key(a: &Address) -> String {
     let zip = zip5(&a.zip);
     let words: Vec<&str> = line
         .split(' ')
+        .filter(|w| !w.is_empty())
         .take_while(|w| *w != "#")
         .filter(|w| {
             !w.chars().any(|c| c.is_ascii_digit())
@@ -432,12 +433,26 @@ impl Index {
         }
         for o in &world.orders {
             if let Some(by) = o.ordered_by {
+                // An order placed in a consultation lasts as the
+                // consultation does.
+                let consult = o
+                    .encounter
+                    .and_then(|e| world.encounters.get(e.ix()))
+                    .filter(|e| e.class == EncounterClass::Virtual);
+                let (kind, from, to) = match consult {
+                    Some(e) => (
+                        RelKind::Consultation,
+                        e.start - HOUR,
+                        e.end.unwrap_or(o.at).saturating_add(grace),
+                    ),
+                    None => (RelKind::Orderer, o.at - DAY, o.at.saturating_add(follow)),
+                };
                 pairs.push((
                     pair(by, o.patient),
                     Rel {
-                        kind: RelKind::Orderer,
-                        from: o.at - DAY,
-                        to: o.at.saturating_add(follow),
+                        kind,
+                        from,
+                        to,
                         encounter: o.encounter.map(|e| e.0),
                     },
                 ));

@@ -27,6 +27,13 @@ pub type Group = (DeptIx, RoleIx);
 /// with an encounter of this phase in this department.
 pub type Template = (Group, Phase, DeptIx);
 
+/// Stands for every department in a template learned across departments.
+pub const ANY: DeptIx = DeptIx(u32::MAX >> 2);
+
+/// Stands for "the user's own department" in a template learned for a
+/// role across departments.
+pub const SAME: DeptIx = DeptIx((u32::MAX >> 2) - 1);
+
 /// The learned model.
 #[derive(Clone, Debug, Default)]
 pub struct Learned {
@@ -58,13 +65,23 @@ pub fn group_key(g: Group) -> u64 {
     (u64::from(g.0.0) << 32) | u64::from(g.1.0)
 }
 
+/// Set in the keys of templates learned for a role across departments.
+const ROLE_WIDE: u64 = 1 << 63;
+
 pub fn template_key(t: Template) -> u64 {
     let ((d, r), phase, e) = t;
     let ph = match phase {
         Phase::Active => 0u64,
         Phase::Recent => 1,
     };
-    (u64::from(d.0) << 40) ^ (u64::from(r.0) << 20) ^ (u64::from(e.0) << 1) ^ ph
+    if d == ANY {
+        // Role-wide: department bits left out.
+        return ROLE_WIDE | (u64::from(r.0) << 32) | (u64::from(e.0 & 0x7fff_ffff) << 1) | ph;
+    }
+    ((u64::from(d.0) & 0xf_ffff) << 42)
+        | ((u64::from(r.0) & 0x3_ffff) << 24)
+        | ((u64::from(e.0) & 0x7f_ffff) << 1)
+        | ph
 }
 
 /// Visits every (phase, department) a patient's encounters put an access at
@@ -80,7 +97,7 @@ pub fn phases(
         if e.start > t.saturating_add(cfg.active_before) {
             break;
         }
-        if t <= e.end.saturating_add(cfg.active_after) {
+        if t <= e.end {
             f(Phase::Active, e.department);
         } else if e.end != Time::MAX && t <= e.end.saturating_add(cfg.recent_after) {
             f(Phase::Recent, e.department);
@@ -118,6 +135,12 @@ impl Learned {
         let mut hours = vec![[0u32; 24]; nusers];
         let mut per_user_day: FastMap<(u32, i32), FastMap<u32, ()>> = FastMap::default();
         let mut records: FastMap<u64, Vec<u32>> = FastMap::default();
+        // Patterns are learned from the residual: accesses that no record
+        // explains (explanation-based auditing). Accesses a record explains
+        // say nothing about what else a group routinely does, and search
+        // rows list patients without opening them.
+        let records_only = Learned::default();
+        let explainer = super::Explainer::new(ix, &records_only, cfg);
         for &i in &prep.order {
             let Some(a) = world.accesses.get(i as usize) else {
                 continue;
@@ -127,14 +150,43 @@ impl Learned {
                 continue;
             };
             let g = (u.department, u.role);
-            phases(ix, p, a.time, cfg, |phase, dept| {
-                let k = template_key((g, phase, dept));
-                let c = counts.entry(k).or_default();
-                c.1 += 1;
-                if seen.insert((k, a.user.0), ()).is_none() {
-                    c.0 += 1;
-                }
-            });
+            if a.action != crate::model::Action::Search
+                && explainer.explain_by_records(a) == super::Because::Unexplained
+            {
+                // Count the access under its most telling phase only: a
+                // patient treated now whose earlier stay ended last month is
+                // "active" here, not "recent".
+                let mut active = false;
+                phases(ix, p, a.time, cfg, |phase, _| {
+                    active |= phase == Phase::Active
+                });
+                let mut counted_any = false;
+                let mut counted_same = false;
+                phases(ix, p, a.time, cfg, |phase, dept| {
+                    if active && phase == Phase::Recent {
+                        return;
+                    }
+                    let mut count = |k: u64| {
+                        let c = counts.entry(k).or_default();
+                        c.1 += 1;
+                        if seen.insert((k, a.user.0), ()).is_none() {
+                            c.0 += 1;
+                        }
+                    };
+                    count(template_key((g, phase, dept)));
+                    // The same pattern for any department, once per access.
+                    if !counted_any {
+                        counted_any = true;
+                        count(template_key((g, phase, ANY)));
+                    }
+                    // The role's pattern towards its own department's
+                    // current patients (night coverage), across departments.
+                    if dept == u.department && phase == Phase::Active && !counted_same {
+                        counted_same = true;
+                        count(template_key(((ANY, u.role), phase, SAME)));
+                    }
+                });
+            }
             let local = prep.local.get(i as usize).copied().unwrap_or_default();
             if let Some(h) = hours
                 .get_mut(a.user.ix())
@@ -170,8 +222,10 @@ impl Learned {
         // Each template belongs to one group: take its size from any user.
         for ((k, u), ()) in &seen {
             if let Some(user) = ix.users.get(*u as usize) {
+                let role_wide = *k & ROLE_WIDE != 0;
+                let dept = if role_wide { ANY } else { user.department };
                 let size = group_users
-                    .get(&group_key((user.department, user.role)))
+                    .get(&group_key((dept, user.role)))
                     .copied()
                     .unwrap_or(1);
                 if let Some(t) = templates.get_mut(k) {

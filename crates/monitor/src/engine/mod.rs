@@ -22,7 +22,7 @@ use jiff::tz::TimeZone;
 
 pub use detect::{Alert, Output, Suppress};
 pub use index::{FastMap, Index, RelKind};
-pub use learn::{Learned, Phase};
+pub use learn::{ANY, Learned, Phase, SAME, template_key};
 
 use crate::model::{Access, DeptIx, PatientIx, Time, UserIx, World};
 
@@ -51,10 +51,9 @@ pub struct Config {
     pub registration_words: Vec<String>,
     pub billing_words: Vec<String>,
     /// Learned patterns: an encounter is "active" from `active_before`
-    /// before its start to `active_after` after its end, "recent" up to
-    /// `recent_after` after its end.
+    /// before its start to its end, "recent" from then to `recent_after`
+    /// after its end.
     pub active_before: Time,
-    pub active_after: Time,
     pub recent_after: Time,
     /// A template is routine when at least this many users of the group,
     /// and this share of the group, used it, at least this often.
@@ -74,6 +73,9 @@ pub struct Config {
     pub volume_min_patients: u32,
     pub volume_own_factor: f64,
     pub volume_group_factor: f64,
+    /// A day with at least this many patients that nothing explains is a
+    /// volume incident whatever the usual workload.
+    pub volume_min_unexplained: u32,
     /// A print or export of more records than this (and than the group's
     /// 99th percentile) is unusual.
     pub bulk_records: u32,
@@ -95,37 +97,30 @@ impl Default for Config {
         Config {
             timezone: TimeZone::UTC,
             follow_up: 30 * DAY,
-            consult_grace: 24 * HOUR,
+            consult_grace: 36 * HOUR,
             order_before: DAY,
-            order_after: 7 * DAY,
-            registration_before: 7 * DAY,
+            order_after: 3 * DAY,
+            registration_before: 3 * DAY,
             registration_after: DAY,
-            billing_after: 60 * DAY,
+            billing_after: 30 * DAY,
             registration_words: words(&["regist", "admission", "front desk", "scheduling"]),
-            billing_words: words(&[
-                "billing",
-                "coder",
-                "coding",
-                "health information",
-                "medical records",
-                "him",
-            ]),
+            billing_words: words(&["billing", "coder", "coding", "medical records"]),
             active_before: 3 * DAY,
-            active_after: 2 * DAY,
             recent_after: 60 * DAY,
             routine_min_users: 3,
             routine_share: 0.1,
-            routine_min_accesses: 10,
+            routine_min_accesses: 5,
             continuity: 90 * DAY,
             hours_min_history: 40,
             hours_rare_share: 0.01,
             volume_min_patients: 30,
             volume_own_factor: 3.0,
             volume_group_factor: 1.5,
+            volume_min_unexplained: 12,
             bulk_records: 200,
             emergency_window: 24 * HOUR,
             incident_gap: 14 * DAY,
-            unexplained_max_share: 0.05,
+            unexplained_max_share: 0.5,
             unexplained_max_per_user: 3,
         }
     }
@@ -457,20 +452,27 @@ impl<'a> Explainer<'a> {
             }
         }
         // Learned: continuity, then peer patterns.
-        if !consult_expired {
-            if let Some(&last) = self.last_explained.get(&index::pair(u, p)) {
-                if t - last <= cfg.continuity {
-                    return Explanation {
-                        because: Because::Continuity { since: t - last },
-                        consult_expired,
-                    };
-                }
-            }
+        if !consult_expired
+            && let Some(&last) = self.last_explained.get(&index::pair(u, p))
+            && t - last <= cfg.continuity
+        {
+            return Explanation {
+                because: Because::Continuity { since: t - last },
+                consult_expired,
+            };
         }
         let group = (user.department, user.role);
         let mut found = None;
         learn::phases(ix, patient, t, cfg, |phase, dept| {
-            if found.is_none() && self.learned.routine((group, phase, dept)) {
+            if found.is_none()
+                && (self.learned.routine((group, phase, dept))
+                    || self.learned.routine((group, phase, learn::ANY))
+                    || (dept == user.department
+                        && phase == Phase::Active
+                        && self
+                            .learned
+                            .routine(((learn::ANY, user.role), phase, learn::SAME))))
+            {
                 found = Some(Because::PeerPattern {
                     phase,
                     department: dept,
@@ -562,6 +564,55 @@ pub fn baseline(world: &World, cfg: &Config) -> Vec<Alert> {
     alerts
 }
 
+/// Alerts as records with the input's ids, in the order given. Alert ids
+/// are `A` and the first event's id, unique within a run.
+pub fn records(world: &World, alerts: &[Alert]) -> Vec<crate::AlertRecord> {
+    let mut used: FastMap<u64, u32> = FastMap::default();
+    alerts
+        .iter()
+        .map(|a| {
+            let first = a
+                .events
+                .first()
+                .and_then(|e| world.accesses.get(*e as usize))
+                .map_or("", |x| x.event_id.as_str());
+            let n = used
+                .entry(u64::from(a.events.first().copied().unwrap_or(0)))
+                .or_default();
+            *n += 1;
+            let alert_id = if *n == 1 {
+                format!("A-{first}")
+            } else {
+                format!("A-{first}-{n}")
+            };
+            let mut event_ids: Vec<String> = Vec::with_capacity(a.events.len());
+            for e in &a.events {
+                if let Some(x) = world.accesses.get(*e as usize)
+                    && event_ids.last() != Some(&x.event_id)
+                {
+                    event_ids.push(x.event_id.clone());
+                }
+            }
+            crate::AlertRecord {
+                alert_id,
+                staff_id: world
+                    .users
+                    .get(a.user.ix())
+                    .map_or_else(String::new, |u| u.id.clone()),
+                patient_ids: a
+                    .patients
+                    .iter()
+                    .filter_map(|p| world.patients.get(p.ix()).map(|p| p.id.clone()))
+                    .collect(),
+                event_ids,
+                kind: a.kind,
+                score: (a.score * 1e6).round() / 1e6,
+                reason: a.reason.clone(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,53 +645,4 @@ mod tests {
             "the local day is the day before"
         );
     }
-}
-
-/// Alerts as records with the input's ids, in the order given. Alert ids
-/// are `A` and the first event's id, unique within a run.
-pub fn records(world: &World, alerts: &[Alert]) -> Vec<crate::AlertRecord> {
-    let mut used: FastMap<u64, u32> = FastMap::default();
-    alerts
-        .iter()
-        .map(|a| {
-            let first = a
-                .events
-                .first()
-                .and_then(|e| world.accesses.get(*e as usize))
-                .map_or("", |x| x.event_id.as_str());
-            let n = used
-                .entry(u64::from(a.events.first().copied().unwrap_or(0)))
-                .or_default();
-            *n += 1;
-            let alert_id = if *n == 1 {
-                format!("A-{first}")
-            } else {
-                format!("A-{first}-{n}")
-            };
-            let mut event_ids: Vec<String> = Vec::with_capacity(a.events.len());
-            for e in &a.events {
-                if let Some(x) = world.accesses.get(*e as usize) {
-                    if event_ids.last() != Some(&x.event_id) {
-                        event_ids.push(x.event_id.clone());
-                    }
-                }
-            }
-            crate::AlertRecord {
-                alert_id,
-                staff_id: world
-                    .users
-                    .get(a.user.ix())
-                    .map_or_else(String::new, |u| u.id.clone()),
-                patient_ids: a
-                    .patients
-                    .iter()
-                    .filter_map(|p| world.patients.get(p.ix()).map(|p| p.id.clone()))
-                    .collect(),
-                event_ids,
-                kind: a.kind,
-                score: (a.score * 1e6).round() / 1e6,
-                reason: a.reason.clone(),
-            }
-        })
-        .collect()
 }
