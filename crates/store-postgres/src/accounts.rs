@@ -1339,7 +1339,13 @@ pub(crate) async fn load_identity(
         | BackupRecord::AuditCheckpoint { .. }
         | BackupRecord::AuditHead(_)
         | BackupRecord::PolicyVersion(_)
-        | BackupRecord::Grant(_) => {}
+        | BackupRecord::Grant(_)
+        | BackupRecord::MonitorCursor(_)
+        | BackupRecord::AccessExplanation(_)
+        | BackupRecord::MonitorCase(_)
+        | BackupRecord::MonitorAlert(_)
+        | BackupRecord::CaseNote(_)
+        | BackupRecord::Suppression(_) => {}
     }
     Ok(())
 }

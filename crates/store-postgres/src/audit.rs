@@ -517,7 +517,13 @@ pub(crate) async fn load(
         | BackupRecord::FactorFailures { .. }
         | BackupRecord::Client(_)
         | BackupRecord::PolicyVersion(_)
-        | BackupRecord::Grant(_) => {}
+        | BackupRecord::Grant(_)
+        | BackupRecord::MonitorCursor(_)
+        | BackupRecord::AccessExplanation(_)
+        | BackupRecord::MonitorCase(_)
+        | BackupRecord::MonitorAlert(_)
+        | BackupRecord::CaseNote(_)
+        | BackupRecord::Suppression(_) => {}
     }
     Ok(())
 }

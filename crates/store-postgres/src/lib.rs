@@ -12,6 +12,7 @@ mod accounts;
 mod audit;
 mod grants;
 mod migrations;
+mod monitor;
 
 use std::str::FromStr;
 
@@ -1057,6 +1058,7 @@ impl Store for PgStore {
         accounts::dump_identity(&mut tx, sink).await?;
         audit::dump(&mut tx, sink).await?;
         grants::dump(&mut tx, sink).await?;
+        monitor::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1068,7 +1070,9 @@ impl Store for PgStore {
             "LOCK TABLE settings, data_keys, resource_versions, resource_current, search_index, \
              accounts, credentials, recovery_codes, passkeys, factor_failures, \
              audit_entries, audit_terms, audit_tiles, audit_checkpoints, audit_head, \
-             emergency_grants, policy_versions \
+             emergency_grants, policy_versions, \
+             monitor_state, monitor_explanations, monitor_cases, monitor_alerts, \
+             monitor_case_notes, monitor_suppressions \
              IN SHARE ROW EXCLUSIVE MODE",
         )
         .await?;
@@ -1085,6 +1089,7 @@ impl Store for PgStore {
             || accounts::has_identity(&mut tx).await?
             || audit::has_audit(&mut tx).await?
             || grants::has_any(&mut tx).await?
+            || monitor::has_any(&mut tx).await?
         {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
@@ -1172,6 +1177,14 @@ impl Store for PgStore {
                 }
                 BackupRecord::PolicyVersion(_) | BackupRecord::Grant(_) => {
                     grants::load(&mut tx, record).await?;
+                }
+                BackupRecord::MonitorCursor(_)
+                | BackupRecord::AccessExplanation(_)
+                | BackupRecord::MonitorCase(_)
+                | BackupRecord::MonitorAlert(_)
+                | BackupRecord::CaseNote(_)
+                | BackupRecord::Suppression(_) => {
+                    monitor::load(&mut tx, record).await?;
                 }
             }
         }

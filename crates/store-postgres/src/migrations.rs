@@ -300,4 +300,80 @@ CREATE TABLE policy_versions (
 );
 "#,
     },
+    Migration {
+        version: 6,
+        name: "monitoring",
+        sql: r#"
+-- Privacy monitoring. Architecture Invariant: everything that names a
+-- person or says why is sealed by the app with the audit key (the `sealed`
+-- columns); nothing here is ever deleted (case notes are append only), and
+-- patient erasure leaves these tables alone.
+
+-- How far monitoring has read the audit log: one row, moved only by
+-- `UPDATE … WHERE processed = $from` inside the transaction that stores a
+-- batch's results. The row lock makes that compare-and-set have one winner
+-- across every node: a second updater waits, then finds the cursor moved.
+CREATE TABLE monitor_state (
+    id        integer NOT NULL PRIMARY KEY CHECK (id = 1),
+    processed bigint  NOT NULL CHECK (processed >= 0)
+);
+INSERT INTO monitor_state (id, processed) VALUES (1, 0);
+
+-- The explanation of each audited access, by audit index (replaced when an
+-- access is explained again).
+CREATE TABLE monitor_explanations (
+    idx    bigint NOT NULL PRIMARY KEY CHECK (idx >= 0),
+    sealed bytea  NOT NULL
+);
+
+-- Cases: `subject` is a keyed token of the monitored user.
+CREATE TABLE monitor_cases (
+    id       text COLLATE "C" NOT NULL PRIMARY KEY,
+    subject  bytea            NOT NULL,
+    status   text COLLATE "C" NOT NULL,
+    score    double precision NOT NULL,
+    assignee text COLLATE "C" REFERENCES accounts (id),
+    opened   bigint           NOT NULL,
+    updated  bigint           NOT NULL,
+    alerts   bigint           NOT NULL CHECK (alerts >= 0),
+    sealed   bytea            NOT NULL
+);
+CREATE INDEX monitor_cases_queue ON monitor_cases (status, score DESC, updated DESC);
+CREATE INDEX monitor_cases_ranked ON monitor_cases (score DESC, updated DESC);
+CREATE INDEX monitor_cases_subject ON monitor_cases (subject, opened);
+CREATE INDEX monitor_cases_assignee ON monitor_cases (assignee, score DESC);
+
+CREATE TABLE monitor_alerts (
+    id      text COLLATE "C" NOT NULL PRIMARY KEY,
+    case_id text COLLATE "C" NOT NULL REFERENCES monitor_cases (id),
+    kind    text COLLATE "C" NOT NULL,
+    score   double precision NOT NULL,
+    created bigint           NOT NULL,
+    sealed  bytea            NOT NULL
+);
+CREATE INDEX monitor_alerts_case ON monitor_alerts (case_id, score DESC);
+
+-- An officer's notes, numbered gap-free from 1 per case (under the case's
+-- row lock, taken by the update that adds the note).
+CREATE TABLE monitor_case_notes (
+    case_id text COLLATE "C" NOT NULL REFERENCES monitor_cases (id),
+    seq     bigint NOT NULL CHECK (seq >= 1),
+    author  text COLLATE "C" NOT NULL REFERENCES accounts (id),
+    at      bigint NOT NULL,
+    sealed  bytea  NOT NULL,
+    PRIMARY KEY (case_id, seq)
+);
+CREATE INDEX monitor_case_notes_author ON monitor_case_notes (author);
+
+-- Patterns an officer confirmed as legitimate; revoked at most once.
+CREATE TABLE monitor_suppressions (
+    id      text COLLATE "C" NOT NULL PRIMARY KEY,
+    author  text COLLATE "C" NOT NULL REFERENCES accounts (id),
+    created bigint NOT NULL,
+    revoked bigint,
+    sealed  bytea  NOT NULL
+);
+CREATE INDEX monitor_suppressions_created ON monitor_suppressions (created);
+"#,
+    },
 ];

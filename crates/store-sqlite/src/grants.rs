@@ -390,7 +390,13 @@ pub(crate) async fn load(
         | BackupRecord::AuditEntry { .. }
         | BackupRecord::AuditTile(_)
         | BackupRecord::AuditCheckpoint { .. }
-        | BackupRecord::AuditHead(_) => {}
+        | BackupRecord::AuditHead(_)
+        | BackupRecord::MonitorCursor(_)
+        | BackupRecord::AccessExplanation(_)
+        | BackupRecord::MonitorCase(_)
+        | BackupRecord::MonitorAlert(_)
+        | BackupRecord::CaseNote(_)
+        | BackupRecord::Suppression(_) => {}
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod accounts;
 mod audit;
 mod grants;
 mod migrations;
+mod monitor;
 
 use std::path::Path;
 use std::time::Duration;
@@ -1155,6 +1156,7 @@ impl Store for SqliteStore {
         accounts::dump_identity(&mut tx, sink).await?;
         audit::dump(&mut tx, sink).await?;
         grants::dump(&mut tx, sink).await?;
+        monitor::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1173,6 +1175,7 @@ impl Store for SqliteStore {
             || accounts::has_identity(&mut tx).await?
             || audit::has_audit(&mut tx).await?
             || grants::has_any(&mut tx).await?
+            || monitor::has_any(&mut tx).await?
         {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
@@ -1254,6 +1257,14 @@ impl Store for SqliteStore {
                 }
                 BackupRecord::PolicyVersion(_) | BackupRecord::Grant(_) => {
                     grants::load(&mut tx, record).await?;
+                }
+                BackupRecord::MonitorCursor(_)
+                | BackupRecord::AccessExplanation(_)
+                | BackupRecord::MonitorCase(_)
+                | BackupRecord::MonitorAlert(_)
+                | BackupRecord::CaseNote(_)
+                | BackupRecord::Suppression(_) => {
+                    monitor::load(&mut tx, record).await?;
                 }
             }
         }

@@ -295,4 +295,77 @@ CREATE TABLE policy_versions (
 ) STRICT;
 "#,
     },
+    Migration {
+        version: 6,
+        name: "monitoring",
+        sql: r#"
+-- Privacy monitoring. Architecture Invariant: everything that names a
+-- person or says why is sealed by the app with the audit key (the `sealed`
+-- columns); nothing here is ever deleted (case notes are append only), and
+-- patient erasure leaves these tables alone.
+
+-- How far monitoring has read the audit log: one row, moved only by a
+-- compare-and-set inside the transaction that stores a batch's results.
+CREATE TABLE monitor_state (
+    id        INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    processed INTEGER NOT NULL CHECK (processed >= 0)
+) STRICT;
+INSERT INTO monitor_state (id, processed) VALUES (1, 0);
+
+-- The explanation of each audited access, by audit index (replaced when an
+-- access is explained again).
+CREATE TABLE monitor_explanations (
+    idx    INTEGER NOT NULL PRIMARY KEY CHECK (idx >= 0),
+    sealed BLOB    NOT NULL
+) STRICT;
+
+-- Cases: `subject` is a keyed token of the monitored user.
+CREATE TABLE monitor_cases (
+    id       TEXT    NOT NULL PRIMARY KEY,
+    subject  BLOB    NOT NULL,
+    status   TEXT    NOT NULL,
+    score    REAL    NOT NULL,
+    assignee TEXT    REFERENCES accounts (id),
+    opened   INTEGER NOT NULL,
+    updated  INTEGER NOT NULL,
+    alerts   INTEGER NOT NULL CHECK (alerts >= 0),
+    sealed   BLOB    NOT NULL
+) STRICT;
+CREATE INDEX monitor_cases_queue ON monitor_cases (status, score, updated);
+CREATE INDEX monitor_cases_ranked ON monitor_cases (score, updated);
+CREATE INDEX monitor_cases_subject ON monitor_cases (subject, opened);
+CREATE INDEX monitor_cases_assignee ON monitor_cases (assignee, score);
+
+CREATE TABLE monitor_alerts (
+    id      TEXT    NOT NULL PRIMARY KEY,
+    case_id TEXT    NOT NULL REFERENCES monitor_cases (id),
+    kind    TEXT    NOT NULL,
+    score   REAL    NOT NULL,
+    created INTEGER NOT NULL,
+    sealed  BLOB    NOT NULL
+) STRICT;
+CREATE INDEX monitor_alerts_case ON monitor_alerts (case_id, score);
+
+-- An officer's notes, numbered gap-free from 1 per case.
+CREATE TABLE monitor_case_notes (
+    case_id TEXT    NOT NULL REFERENCES monitor_cases (id),
+    seq     INTEGER NOT NULL CHECK (seq >= 1),
+    author  TEXT    NOT NULL REFERENCES accounts (id),
+    at      INTEGER NOT NULL,
+    sealed  BLOB    NOT NULL,
+    PRIMARY KEY (case_id, seq)
+) STRICT;
+CREATE INDEX monitor_case_notes_author ON monitor_case_notes (author);
+
+-- Patterns an officer confirmed as legitimate; revoked at most once.
+CREATE TABLE monitor_suppressions (
+    id      TEXT    NOT NULL PRIMARY KEY,
+    author  TEXT    NOT NULL REFERENCES accounts (id),
+    created INTEGER NOT NULL,
+    revoked INTEGER,
+    sealed  BLOB    NOT NULL
+) STRICT;
+CREATE INDEX monitor_suppressions_created ON monitor_suppressions (created);
+"#,
+    },
 ];

@@ -8,6 +8,7 @@
 mod accounts;
 mod audit;
 mod grants;
+mod monitor;
 
 pub use accounts::{
     Account, AccountId, AccountStore, Challenge, Credentials, FailureCounter, OAuthClient,
@@ -19,6 +20,11 @@ pub use audit::{
 };
 
 pub use grants::{EmergencyGrant, GrantReview, GrantStore, PolicyStore, PolicyVersion};
+
+pub use monitor::{
+    AccessExplanation, CaseNote, CaseQuery, EXPLANATIONS_PER_QUERY, MonitorAlert, MonitorBatch,
+    MonitorCase, MonitorStore, OPEN_CASE_STATUSES, Suppression,
+};
 
 use async_trait::async_trait;
 use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
@@ -51,6 +57,25 @@ pub enum StoreError {
     /// An emergency grant with this id already exists.
     #[error("emergency grant id already exists")]
     GrantExists,
+    /// The monitoring cursor was not where a batch started from: another
+    /// node (or task) committed monitoring results first. Nothing was stored.
+    #[error("the monitoring cursor has moved")]
+    MonitorCursor,
+    /// A monitoring batch that cannot be stored as given (the cursor moving
+    /// back, a score that is not finite, an alert id used twice or already
+    /// stored). Nothing was stored.
+    #[error("monitoring batch: {0}")]
+    MonitorBatch(String),
+    /// A monitoring case changed since the caller read it (optimistic
+    /// concurrency in `update_case`). Nothing was changed.
+    #[error("the monitoring case changed since it was read")]
+    MonitorCaseChanged,
+    /// There is no monitoring case with this id.
+    #[error("no such monitoring case")]
+    MonitorCaseNotFound,
+    /// A suppression with this id already exists.
+    #[error("suppression id already exists")]
+    SuppressionExists,
     /// A backup file that cannot be read.
     #[error("backup: {0}")]
     Backup(String),
@@ -184,7 +209,8 @@ pub struct Stats {
 
 /// A backup record: the backup format is the same for both backends, so a
 /// SQLite backup can be restored into PostgreSQL and back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (Not `Eq`: monitoring scores are `f64`.)
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackupRecord {
     Setting {
         name: String,
@@ -240,13 +266,25 @@ pub enum BackupRecord {
     /// written before they existed simply have none.
     PolicyVersion(PolicyVersion),
     Grant(EmergencyGrant),
+    /// Privacy monitoring's records follow: the cursor (only when it has
+    /// moved from 0), explanations by index, cases by id, alerts by id,
+    /// notes by case and `seq` (gap-free from 1 per case), then
+    /// suppressions by id. Everything is sealed by the app as it was
+    /// stored. Backups written before monitoring existed have none.
+    MonitorCursor(u64),
+    AccessExplanation(AccessExplanation),
+    MonitorCase(MonitorCase),
+    MonitorAlert(MonitorAlert),
+    CaseNote(CaseNote),
+    Suppression(Suppression),
 }
 
 /// The storage a Vigil node uses. It includes [`AccountStore`] (identity),
-/// [`AuditStore`], and [`GrantStore`] and [`PolicyStore`] (access policy).
+/// [`AuditStore`], [`GrantStore`] and [`PolicyStore`] (access policy), and
+/// [`MonitorStore`] (privacy monitoring).
 #[async_trait]
 pub trait Store:
-    AccountStore + AuditStore + GrantStore + PolicyStore + Send + Sync + 'static
+    AccountStore + AuditStore + GrantStore + PolicyStore + MonitorStore + Send + Sync + 'static
 {
     /// Which backend this is, for logs and the CapabilityStatement (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
@@ -354,13 +392,15 @@ pub trait Store:
     /// (settings, keys, versions, index rows, then accounts, credentials,
     /// recovery codes, passkeys, factor failure counters, OAuth clients, then
     /// the audit log: entries, tiles, checkpoints, head; then policy versions
-    /// and emergency grants).
+    /// and emergency grants; then monitoring: the cursor, explanations,
+    /// cases, alerts, case notes and suppressions).
     /// Sent in chunks to `sink`. What [`BackupRecord`] leaves out (sessions,
     /// per-address counters, challenges, tokens, the outbox) is not included.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
     /// Loads records into an empty store, in one transaction.
     /// Fails with [`StoreError::Backup`] if the store already holds resources,
     /// keys, settings, accounts, OAuth clients, audit entries, policy
-    /// versions or emergency grants.
+    /// versions, emergency grants or any monitoring record (a cursor moved
+    /// from 0 included).
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
 }

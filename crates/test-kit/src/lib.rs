@@ -26,6 +26,7 @@ pub mod policy_corpus;
 pub mod policy_ref;
 pub mod story;
 pub mod story_grants;
+pub mod story_monitor;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -152,17 +153,38 @@ macro_rules! store_story_tests {
         $crate::store_story_tests!(@each $fixture, grants_arc; [
             policy_versions_concurrent_adds_are_gap_free,
         ]);
+        // Privacy monitoring's scenarios (`story_monitor`).
+        $crate::store_story_tests!(@each $fixture, monitor; [
+            monitor_cursor_moves_by_compare_and_set,
+            monitor_case_upserts_keep_opened_and_subject,
+            monitor_cases_query_order_and_filters,
+            open_case_for_picks_the_newest_open_or_follow_up,
+            case_alerts_ordered_and_never_overwritten,
+            update_case_checks_concurrency_and_numbers_notes,
+            suppressions_are_revoked_once,
+            explanations_are_replaced_and_fetched_in_bulk,
+            monitor_foreign_keys_refuse_and_store_nothing,
+            monitor_records_are_dumped_last,
+            load_refuses_a_store_whose_monitor_cursor_moved,
+        ]);
+        $crate::store_story_tests!(@each $fixture, monitor_arc; [
+            monitor_cursor_race_has_one_winner,
+            update_case_race_has_one_winner,
+        ]);
         // Round trips into a second fresh store of the same backend.
-        $crate::store_story_tests!(@pairs $fixture; [
+        $crate::store_story_tests!(@pairs $fixture, story_grants; [
             grants_and_policies_dump_load_round_trip,
         ]);
+        $crate::store_story_tests!(@pairs $fixture, story_monitor; [
+            monitor_dump_load_round_trip,
+        ]);
     };
-    (@pairs $fixture:ty; [$($name:ident),* $(,)?]) => {
+    (@pairs $fixture:ty, $module:ident; [$($name:ident),* $(,)?]) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 $crate::run_pair::<$fixture, $fixture, _, _>(|a, b| async move {
-                    $crate::story_grants::$name(&*a, &*b).await
+                    $crate::$module::$name(&*a, &*b).await
                 })
                 .await;
             }
@@ -190,5 +212,11 @@ macro_rules! store_story_tests {
     };
     (@call grants_arc, $name:ident, $store:ident) => {
         $crate::story_grants::$name(&$store).await
+    };
+    (@call monitor, $name:ident, $store:ident) => {
+        $crate::story_monitor::$name(&*$store).await
+    };
+    (@call monitor_arc, $name:ident, $store:ident) => {
+        $crate::story_monitor::$name(&$store).await
     };
 }

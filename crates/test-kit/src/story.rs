@@ -1478,6 +1478,12 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
         BackupRecord::AuditHead(_) => 13,
         BackupRecord::PolicyVersion(_) => 14,
         BackupRecord::Grant(_) => 15,
+        BackupRecord::MonitorCursor(_) => 16,
+        BackupRecord::AccessExplanation(_) => 17,
+        BackupRecord::MonitorCase(_) => 18,
+        BackupRecord::MonitorAlert(_) => 19,
+        BackupRecord::CaseNote(_) => 20,
+        BackupRecord::Suppression(_) => 21,
     };
     assert!(records.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
     assert_eq!(

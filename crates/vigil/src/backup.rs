@@ -13,6 +13,10 @@
 //! `tile`, `checkpoint`, then `head`); backups written before the log
 //! existed simply have none of these lines. The access policy's records
 //! follow (`policy` versions in order from 1, then `grant`s by id); older
+//! backups have none. Privacy monitoring's records close the file: the
+//! `monitor` cursor (when it has moved from 0), `explanation`s by index,
+//! `case`s and `alert`s by id, `note`s by case and number, then
+//! `suppression`s by id, their contents sealed with the audit key; older
 //! backups have none. A
 //! `passkey` line written before passkeys had a label and use times reads
 //! back with an empty label and time 0.
@@ -30,9 +34,9 @@ use model::{KeyOwner, ResourceId, ResourceType, Timestamp, VersionId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::{
-    Account, AccountId, AuditHead, AuditTile, BackupRecord, Credentials, EmergencyGrant,
-    FailureCounter, GrantReview, IndexRow, OAuthClient, PolicyVersion, Role, Store, StoredPasskey,
-    StoredVersion, WrappedKey,
+    AccessExplanation, Account, AccountId, AuditHead, AuditTile, BackupRecord, CaseNote,
+    Credentials, EmergencyGrant, FailureCounter, GrantReview, IndexRow, MonitorAlert, MonitorCase,
+    OAuthClient, PolicyVersion, Role, Store, StoredPasskey, StoredVersion, Suppression, WrappedKey,
 };
 
 const MAGIC: &str = "VIGIL-BACKUP 1";
@@ -157,10 +161,78 @@ enum Line {
         review_outcome: Option<String>,
         review_note: Option<String>,
     },
+    /// The audit index up to which monitoring has processed the log.
+    Monitor {
+        processed: u64,
+    },
+    /// The sealed explanation of the access at audit index `i`.
+    Explanation {
+        i: u64,
+        sealed: String,
+    },
+    /// A monitoring case; `subject` is a keyed token, `sealed` the summary.
+    Case {
+        id: String,
+        subject: String,
+        status: String,
+        #[serde(with = "score_text")]
+        score: f64,
+        assignee: Option<String>,
+        opened: i64,
+        updated: i64,
+        alerts: u32,
+        sealed: String,
+    },
+    Alert {
+        id: String,
+        case: String,
+        kind: String,
+        #[serde(with = "score_text")]
+        score: f64,
+        created: i64,
+        sealed: String,
+    },
+    /// An officer's note on a case, numbered from 1 per case.
+    Note {
+        case: String,
+        seq: u64,
+        author: String,
+        at: i64,
+        sealed: String,
+    },
+    Suppression {
+        id: String,
+        author: String,
+        created: i64,
+        revoked: Option<i64>,
+        sealed: String,
+    },
     End {
         records: u64,
         sha256: String,
     },
+}
+
+/// Monitoring scores as JSON strings (Rust's shortest text that reads back
+/// to the same `f64`): with serde_json's `arbitrary_precision`, a number
+/// inside an internally tagged enum such as [`Line`] does not read back as
+/// an `f64` at all.
+mod score_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(score: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(score)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let text = String::deserialize(d)?;
+        let score: f64 = text.parse().map_err(serde::de::Error::custom)?;
+        if score.is_finite() {
+            Ok(score)
+        } else {
+            Err(serde::de::Error::custom("a monitoring score is not finite"))
+        }
+    }
 }
 
 fn account_of(s: String) -> anyhow::Result<AccountId> {
@@ -296,6 +368,44 @@ fn to_line(r: BackupRecord) -> Line {
                 review_note: review.map(|r| B64.encode(r.note)),
             }
         }
+        BackupRecord::MonitorCursor(processed) => Line::Monitor { processed },
+        BackupRecord::AccessExplanation(e) => Line::Explanation {
+            i: e.index,
+            sealed: B64.encode(e.sealed),
+        },
+        BackupRecord::MonitorCase(c) => Line::Case {
+            id: c.id,
+            subject: B64.encode(c.subject),
+            status: c.status,
+            score: c.score,
+            assignee: c.assignee.map(|a| a.as_str().to_owned()),
+            opened: c.opened.0,
+            updated: c.updated.0,
+            alerts: c.alerts,
+            sealed: B64.encode(c.sealed),
+        },
+        BackupRecord::MonitorAlert(a) => Line::Alert {
+            id: a.id,
+            case: a.case_id,
+            kind: a.kind,
+            score: a.score,
+            created: a.created.0,
+            sealed: B64.encode(a.sealed),
+        },
+        BackupRecord::CaseNote(n) => Line::Note {
+            case: n.case_id,
+            seq: n.seq,
+            author: n.author.as_str().to_owned(),
+            at: n.at.0,
+            sealed: B64.encode(n.sealed),
+        },
+        BackupRecord::Suppression(s) => Line::Suppression {
+            id: s.id,
+            author: s.author.as_str().to_owned(),
+            created: s.created.0,
+            revoked: s.revoked.map(|t| t.0),
+            sealed: B64.encode(s.sealed),
+        },
     }
 }
 
@@ -510,6 +620,73 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
                 (None, None, None, None) => None,
                 _ => bail!("a grant's review in the backup is incomplete"),
             },
+        }),
+        Line::Monitor { processed } => BackupRecord::MonitorCursor(processed),
+        Line::Explanation { i, sealed } => BackupRecord::AccessExplanation(AccessExplanation {
+            index: i,
+            sealed: b(&sealed)?,
+        }),
+        Line::Case {
+            id,
+            subject,
+            status,
+            score,
+            assignee,
+            opened,
+            updated,
+            alerts,
+            sealed,
+        } => BackupRecord::MonitorCase(MonitorCase {
+            id,
+            subject: b(&subject)?,
+            status,
+            score,
+            assignee: assignee.map(account_of).transpose()?,
+            opened: Timestamp(opened),
+            updated: Timestamp(updated),
+            alerts,
+            sealed: b(&sealed)?,
+        }),
+        Line::Alert {
+            id,
+            case,
+            kind,
+            score,
+            created,
+            sealed,
+        } => BackupRecord::MonitorAlert(MonitorAlert {
+            id,
+            case_id: case,
+            kind,
+            score,
+            created: Timestamp(created),
+            sealed: b(&sealed)?,
+        }),
+        Line::Note {
+            case,
+            seq,
+            author,
+            at,
+            sealed,
+        } => BackupRecord::CaseNote(CaseNote {
+            case_id: case,
+            seq,
+            author: account_of(author)?,
+            at: Timestamp(at),
+            sealed: b(&sealed)?,
+        }),
+        Line::Suppression {
+            id,
+            author,
+            created,
+            revoked,
+            sealed,
+        } => BackupRecord::Suppression(Suppression {
+            id,
+            author: account_of(author)?,
+            created: Timestamp(created),
+            revoked: revoked.map(Timestamp),
+            sealed: b(&sealed)?,
         }),
         Line::End { .. } => return Ok(None),
     }))
@@ -742,6 +919,66 @@ mod tests {
             let json = serde_json::to_string(&to_line(r.clone())).unwrap();
             let back: Line = serde_json::from_str(&json).unwrap();
             assert_eq!(from_line(back).unwrap(), Some(r), "{json}");
+        }
+    }
+
+    #[test]
+    fn monitoring_records_survive_a_backup_line() {
+        let officer = AccountId::from_bytes([9; 16]);
+        let mut records = vec![
+            BackupRecord::MonitorCursor(u64::MAX),
+            BackupRecord::AccessExplanation(AccessExplanation {
+                index: 0,
+                sealed: vec![0, 255],
+            }),
+            BackupRecord::CaseNote(CaseNote {
+                case_id: "c1".to_owned(),
+                seq: 2,
+                author: officer.clone(),
+                at: Timestamp(-5),
+                sealed: vec![],
+            }),
+            BackupRecord::Suppression(Suppression {
+                id: "s1".to_owned(),
+                author: officer.clone(),
+                created: Timestamp(1),
+                revoked: Some(Timestamp(2)),
+                sealed: vec![7],
+            }),
+        ];
+        // Scores come back to the bit, awkward ones included.
+        for score in [0.1 + 0.2, 1e-300, f64::MAX, -2.5, 0.0, f64::MIN_POSITIVE] {
+            records.push(BackupRecord::MonitorCase(MonitorCase {
+                id: "c1".to_owned(),
+                subject: vec![1, 2, 3],
+                status: "follow_up".to_owned(),
+                score,
+                assignee: Some(officer.clone()),
+                opened: Timestamp(1),
+                updated: Timestamp(2),
+                alerts: u32::MAX,
+                sealed: vec![0],
+            }));
+            records.push(BackupRecord::MonitorAlert(MonitorAlert {
+                id: "a1".to_owned(),
+                case_id: "c1".to_owned(),
+                kind: "family".to_owned(),
+                score,
+                created: Timestamp(3),
+                sealed: vec![4],
+            }));
+        }
+        for r in records {
+            let json = serde_json::to_string(&to_line(r.clone())).unwrap();
+            let back: Line = serde_json::from_str(&json).unwrap();
+            let back = from_line(back).unwrap().unwrap();
+            let score = |r: &BackupRecord| match r {
+                BackupRecord::MonitorCase(c) => Some(c.score.to_bits()),
+                BackupRecord::MonitorAlert(a) => Some(a.score.to_bits()),
+                _ => None,
+            };
+            assert_eq!(score(&back), score(&r), "{json}");
+            assert_eq!(back, r, "{json}");
         }
     }
 

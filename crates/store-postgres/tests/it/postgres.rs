@@ -25,6 +25,13 @@ async fn schemas_stay_in_step() {
         ("factor_failures", "next_allowed_at"),
         ("address_failures", "disabled"),
         ("sessions", "id_hash"),
+        // Privacy monitoring (migration 6).
+        ("monitor_state", "processed"),
+        ("monitor_explanations", "sealed"),
+        ("monitor_cases", "subject"),
+        ("monitor_alerts", "case_id"),
+        ("monitor_case_notes", "seq"),
+        ("monitor_suppressions", "revoked"),
     ] {
         assert!(
             lite.iter().any(|(t, c)| t == table && c == column),
@@ -51,6 +58,14 @@ async fn dump_load_round_trip_postgres_to_postgres() {
 async fn dump_load_round_trip_postgres_to_sqlite() {
     test_kit::run_pair::<PgFixture, SqliteFixture, _, _>(|a, b| async move {
         story::dump_load_round_trip(&*a, &*b).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_dump_load_round_trip_postgres_to_sqlite() {
+    test_kit::run_pair::<PgFixture, SqliteFixture, _, _>(|a, b| async move {
+        test_kit::story_monitor::monitor_dump_load_round_trip(&*a, &*b).await
     })
     .await;
 }
