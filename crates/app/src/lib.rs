@@ -22,6 +22,7 @@ pub mod identity;
 pub mod json;
 pub mod keys;
 mod memindex;
+pub mod monitoring;
 pub mod policy_admin;
 mod records;
 mod search;
@@ -156,6 +157,8 @@ pub struct Vigil {
     audit: Arc<trail::AuditCore>,
     audit_writer: trail::Writer,
     policy: decide::PolicyState,
+    /// Privacy monitoring's memory in this process (one pass at a time).
+    monitor: tokio::sync::Mutex<monitoring::Live>,
 }
 
 impl Vigil {
@@ -183,6 +186,7 @@ impl Vigil {
         let audit_writer = trail::Writer::start(Arc::clone(&store), Arc::clone(&audit_core));
         let policy = decide::PolicyState::new(config.policy.clone(), store.backend())?;
         let v = Vigil {
+            monitor: tokio::sync::Mutex::new(monitoring::Live::default()),
             policy,
             audit: audit_core,
             audit_writer,

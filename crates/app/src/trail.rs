@@ -383,6 +383,31 @@ impl AuditCore {
         Ok(out)
     }
 
+    /// Seals other audit-key data (monitoring's explanations, alerts, cases
+    /// and notes) the same way, bound to `aad` (its purpose and id).
+    pub(crate) fn seal_blob(&self, aad: &str, plain: &[u8]) -> Result<Vec<u8>, AppError> {
+        let (tag, dek) = self
+            .seal
+            .last()
+            .ok_or_else(|| AppError::Keys("no audit key".into()))?;
+        let mut out = tag.to_vec();
+        out.extend(dek.seal(aad.as_bytes(), plain));
+        Ok(out)
+    }
+
+    /// Opens what [`AuditCore::seal_blob`] sealed under the same `aad`.
+    pub(crate) fn open_blob(&self, aad: &str, bytes: &[u8]) -> Result<Vec<u8>, AppError> {
+        let (tag, sealed) = bytes
+            .split_at_checked(4)
+            .ok_or_else(|| AppError::Integrity("sealed audit data".into()))?;
+        let (_, dek) =
+            self.seal.iter().find(|(t, _)| t == tag).ok_or_else(|| {
+                AppError::Integrity("sealed audit data under an unknown key".into())
+            })?;
+        dek.open(aad.as_bytes(), sealed)
+            .map_err(|_| AppError::Integrity("sealed audit data".into()))
+    }
+
     /// Opens stored entry bytes.
     pub fn open(&self, bytes: &[u8]) -> Result<Entry, AppError> {
         let (tag, sealed) = bytes

@@ -47,6 +47,9 @@ pub struct AccessLine {
     pub break_glass: bool,
     /// The break-the-glass grants it was made under.
     pub grants: Vec<String>,
+    /// Why it happened, as privacy monitoring explains it (once a pass has
+    /// seen it).
+    pub explanation: Option<crate::monitoring::Explained>,
 }
 
 /// Tiles read on demand for one proof.
@@ -165,6 +168,7 @@ impl Vigil {
             ..AuditQuery::default()
         };
         let indexes = self.store.find_audit(&q).await?;
+        let explained = self.access_explanations(&indexes).await?;
         let mut names: HashMap<String, (String, Option<String>)> = HashMap::new();
         let mut out = Vec::new();
         for (index, e) in self.entries_by_index(&indexes).await? {
@@ -207,6 +211,9 @@ impl Vigil {
                     .as_ref()
                     .map(|n| n.grants.clone())
                     .unwrap_or_default(),
+                explanation: explained
+                    .get(&index)
+                    .and_then(|l| l.iter().find(|x| x.patient == patient.as_str()).cloned()),
             });
         }
         Ok(out)
@@ -336,7 +343,7 @@ impl Vigil {
 }
 
 /// What an entry did, in plain words (ids only).
-fn describe(e: &Entry) -> String {
+pub(crate) fn describe(e: &Entry) -> String {
     let verb = match (e.category, e.subtype.as_str()) {
         (Category::Rest, "read" | "vread") => "viewed",
         (Category::Rest, "history-instance") => "viewed the history of",

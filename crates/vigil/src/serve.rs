@@ -128,6 +128,22 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
             }
         })
     };
+    // Privacy monitoring follows the audit trail: every second, the entries
+    // recorded since the last pass are explained and alerts stored (a pass
+    // that finds a full batch runs again at once).
+    let monitor = {
+        let vigil = Arc::clone(&vigil);
+        tokio::spawn(async move {
+            loop {
+                match vigil.monitor_step().await {
+                    Ok(r) if r.entries >= 5_000 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "monitoring pass failed"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    };
     // The outbox goes out through the SMTP relay when one is configured;
     // without one (demo mode), messages stay in the outbox for its page.
     let mailer = s
@@ -234,6 +250,7 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     }
     .context("serving");
     watcher.abort();
+    monitor.abort();
     if let Some(p) = postman {
         p.abort();
     }

@@ -1,0 +1,1203 @@
+//! Privacy monitoring in the running server: the audit trail feeds the
+//! monitor crate's engine continuously; every access gets a stored
+//! explanation, and suspicious ones become alerts grouped into cases that
+//! the privacy officer triages.
+//!
+//! A pass (`Vigil::monitor_step`) reads the entries after the stored cursor,
+//! turns accesses to patient data into the engine's `Access`es, runs the
+//! engine over a window of recent history plus the new accesses (so peer
+//! patterns, hours and volumes are learned from this organisation's own
+//! trail), and stores, in one transaction that moves the cursor, the new
+//! accesses' explanations and the alerts that concern new accesses, each
+//! attached to the user's open case. Several nodes may run passes: the
+//! cursor's compare-and-set lets exactly one store each pass.
+//!
+//! The context (who is who, care teams, encounters, orders, appointments,
+//! break-the-glass grants) is read from the records and rebuilt every few
+//! seconds. What the store keeps (explanations, alert and case contents,
+//! notes, suppressions) is sealed with the audit key, bound to its id: the
+//! database never sees who looked at whom.
+//!
+//! Operator actions (the CLI on the server's machine, demo seeding) are in
+//! the trail but are not monitored as people: they are administrative.
+
+use std::collections::{BTreeSet, HashMap};
+
+use model::{ResourceType, Timestamp};
+use monitor::engine::{self, Because, Strength};
+use monitor::{Access, GrantKind, PatientIx, UserIx, World};
+use serde::{Deserialize, Serialize};
+use store::{
+    AccessExplanation, AccountId, CaseQuery, MonitorAlert, MonitorBatch, MonitorCase, Role,
+    StoreError, Suppression,
+};
+
+use crate::trail::{Action, Category, Entry, Event};
+use crate::{AppError, Principal, Vigil};
+
+/// Most audit entries one pass reads.
+const PASS_ENTRIES: usize = 5_000;
+/// How long the context read from the records is reused.
+const CONTEXT_TTL_MICROS: i64 = 5_000_000;
+/// History the engine learns from: this far back, at most this many
+/// accesses.
+const HISTORY_MICROS: i64 = 90 * 86_400 * 1_000_000;
+const HISTORY_MAX: usize = 1_000_000;
+/// Most cases one listing returns.
+pub const MAX_CASES: u32 = 500;
+/// Longest note an officer may write.
+pub const MAX_NOTE: usize = 4_000;
+
+/// The case statuses an officer can set.
+pub const STATUSES: [&str; 4] = ["open", "follow_up", "appropriate", "inappropriate"];
+
+/// One access as remembered between passes (ids, not indexes: the context
+/// is rebuilt and its indexes change).
+#[derive(Debug, Clone)]
+struct Seen {
+    index: u64,
+    time: i64,
+    user: String,
+    patient: String,
+    action: monitor::Action,
+    emergency: bool,
+    refused: bool,
+}
+
+/// The monitor's memory in this process.
+#[derive(Default)]
+pub(crate) struct Live {
+    context: Option<(Timestamp, World)>,
+    history: Vec<Seen>,
+    /// Whether history before the cursor was loaded.
+    primed: bool,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonitorReport {
+    /// Audit entries read.
+    pub entries: usize,
+    /// Accesses (entry × patient) explained.
+    pub accesses: usize,
+    /// Alerts stored.
+    pub alerts: usize,
+    /// The cursor after the pass.
+    pub cursor: u64,
+}
+
+/// How one access to one patient is explained.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Explained {
+    pub patient: String,
+    /// `care_team`, `attending`, `peer_pattern`, `unexplained`, …
+    pub code: String,
+    /// `direct`, `workflow`, `learned` or `none`.
+    pub strength: String,
+    pub text: String,
+}
+
+/// An alert's sealed content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct AlertBody {
+    user: String,
+    patients: Vec<String>,
+    /// Audit indexes.
+    events: Vec<u64>,
+    kind: String,
+    kinds: Vec<String>,
+    reason: String,
+}
+
+/// A case's sealed summary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct CaseBody {
+    user: String,
+    kinds: BTreeSet<String>,
+    patients: BTreeSet<String>,
+    first: i64,
+    last: i64,
+}
+
+/// A suppression's sealed pattern: the fields given must all match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Pattern {
+    user: Option<String>,
+    patient: Option<String>,
+    kind: Option<String>,
+    /// Why the officer confirmed it.
+    note: String,
+}
+
+/// A case in the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseSummary {
+    pub id: String,
+    pub status: String,
+    pub score: f64,
+    pub assignee: Option<String>,
+    pub opened: Timestamp,
+    pub updated: Timestamp,
+    pub alerts: u32,
+    /// The monitored user's account id, and their name and role as shown.
+    pub user: String,
+    pub user_name: String,
+    pub user_role: Option<String>,
+    pub kinds: Vec<String>,
+    pub patients: usize,
+}
+
+/// An alert of a case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertView {
+    pub id: String,
+    pub kind: String,
+    pub kinds: Vec<String>,
+    pub score: f64,
+    pub created: Timestamp,
+    pub reason: String,
+    pub patients: Vec<String>,
+    pub events: Vec<u64>,
+}
+
+/// One access on a case's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineItem {
+    pub index: u64,
+    pub when: Timestamp,
+    pub patient: String,
+    pub patient_name: Option<String>,
+    pub what: String,
+    pub succeeded: bool,
+    pub explanation: Option<Explained>,
+    /// Named by one of the case's alerts.
+    pub alerted: bool,
+}
+
+/// A note on a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteView {
+    pub seq: u64,
+    pub author: String,
+    pub at: Timestamp,
+    pub text: String,
+}
+
+/// A case with everything its page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseView {
+    pub summary: CaseSummary,
+    pub alerts: Vec<AlertView>,
+    pub timeline: Vec<TimelineItem>,
+    pub notes: Vec<NoteView>,
+}
+
+/// An officer's decision on a case.
+#[derive(Debug, Clone)]
+pub struct Disposition {
+    /// The case's `updated` as the officer saw it (optimistic concurrency).
+    pub expected_updated: Timestamp,
+    pub status: String,
+    /// An account id, or none to leave it unassigned.
+    pub assignee: Option<String>,
+    pub note: Option<String>,
+    /// With `appropriate`: confirm the pattern, so future alerts of the same
+    /// kind for the same user and patient are not raised.
+    pub suppress: bool,
+}
+
+fn strength_name(s: Strength) -> &'static str {
+    match s {
+        Strength::Direct => "direct",
+        Strength::Workflow => "workflow",
+        Strength::Learned => "learned",
+        Strength::None => "none",
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> AppError {
+    AppError::bad_request(fhir::IssueCode::Invalid, msg)
+}
+
+fn seal_err(what: &str) -> AppError {
+    AppError::Integrity(format!("monitoring {what}"))
+}
+
+impl Vigil {
+    fn require_officer(&self, who: &Principal) -> Result<Option<AccountId>, AppError> {
+        match who {
+            Principal::Operator => Ok(None),
+            Principal::User(c) if matches!(c.role, Some(Role::PrivacyOfficer)) => {
+                Ok(c.account.clone())
+            }
+            _ => Err(AppError::Forbidden(
+                "privacy monitoring is for privacy officers".into(),
+            )),
+        }
+    }
+
+    fn seal_monitor<T: Serialize>(
+        &self,
+        purpose: &str,
+        id: &str,
+        v: &T,
+    ) -> Result<Vec<u8>, AppError> {
+        let json = serde_json::to_vec(v).map_err(|_| seal_err(purpose))?;
+        self.audit
+            .seal_blob(&format!("vigil-monitor|{purpose}|{id}"), &json)
+    }
+
+    fn open_monitor<T: for<'de> Deserialize<'de>>(
+        &self,
+        purpose: &str,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<T, AppError> {
+        let json = self
+            .audit
+            .open_blob(&format!("vigil-monitor|{purpose}|{id}"), bytes)?;
+        serde_json::from_slice(&json).map_err(|_| seal_err(purpose))
+    }
+
+    fn subject_term(&self, user: &str) -> Vec<u8> {
+        self.audit_term("monitor-subject", user)
+    }
+
+    /// One monitoring pass: explains the accesses recorded since the last
+    /// pass and stores alerts. Returns what it did; another node's pass in
+    /// between makes this one store nothing (and the next starts after it).
+    pub async fn monitor_step(&self) -> Result<MonitorReport, AppError> {
+        let mut live = self.monitor.lock().await;
+        let cursor = self.store.monitor_cursor().await?;
+        let size = self.store.audit_head().await?.size;
+        if !live.primed {
+            live.history = self.monitor_history(cursor).await?;
+            live.primed = true;
+        }
+        if cursor >= size {
+            return Ok(MonitorReport {
+                cursor,
+                ..MonitorReport::default()
+            });
+        }
+        let want = usize::try_from(size - cursor)
+            .unwrap_or(PASS_ENTRIES)
+            .min(PASS_ENTRIES);
+        let rows = self.store.audit_entries(cursor, want).await?;
+        let mut next = cursor;
+        let mut fresh: Vec<Seen> = Vec::new();
+        for (index, bytes) in &rows {
+            if *index != next {
+                return Err(AppError::Integrity(format!(
+                    "audit entry {next} is missing"
+                )));
+            }
+            next = index + 1;
+            fresh.extend(seen_of(*index, &self.audit.open(bytes)?));
+        }
+        let entries = rows.len();
+
+        let now = self.clock.now();
+        let stale = live
+            .context
+            .as_ref()
+            .is_none_or(|(at, _)| now.0 - at.0 > CONTEXT_TTL_MICROS);
+        if stale {
+            let world = self.monitor_context().await?;
+            live.context = Some((now, world));
+        }
+        let Some((_, context)) = live.context.as_ref() else {
+            return Err(seal_err("context"));
+        };
+        // A user or patient created after the context was read: read again.
+        let known = |w: &World, s: &Seen| {
+            w.users.iter().any(|u| u.id == s.user) && w.patients.iter().any(|p| p.id == s.patient)
+        };
+        if !stale && fresh.iter().any(|s| !known(context, s)) {
+            let world = self.monitor_context().await?;
+            live.context = Some((now, world));
+        }
+        let Some((_, context)) = live.context.as_ref() else {
+            return Err(seal_err("context"));
+        };
+
+        // The world: context, then history and the new accesses.
+        let mut world = context.clone();
+        let users: HashMap<&str, UserIx> = context
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id.as_str(), UserIx(u32::try_from(i).unwrap_or(u32::MAX))))
+            .collect();
+        let patients: HashMap<&str, PatientIx> = context
+            .patients
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.id.as_str(),
+                    PatientIx(u32::try_from(i).unwrap_or(u32::MAX)),
+                )
+            })
+            .collect();
+        let horizon = now.0 - HISTORY_MICROS;
+        let keep_from = live
+            .history
+            .iter()
+            .position(|s| s.time >= horizon)
+            .unwrap_or(live.history.len())
+            .max(live.history.len().saturating_sub(HISTORY_MAX));
+        let mut new_positions: HashMap<u32, u64> = HashMap::new();
+        for (is_new, s) in live
+            .history
+            .iter()
+            .skip(keep_from)
+            .map(|s| (false, s))
+            .chain(fresh.iter().map(|s| (true, s)))
+        {
+            let (Some(&user), Some(&patient)) =
+                (users.get(s.user.as_str()), patients.get(s.patient.as_str()))
+            else {
+                continue;
+            };
+            if is_new {
+                new_positions.insert(
+                    u32::try_from(world.accesses.len()).unwrap_or(u32::MAX),
+                    s.index,
+                );
+            }
+            world.accesses.push(Access {
+                event_id: s.index.to_string(),
+                time: s.time / 1_000_000,
+                user,
+                patient,
+                action: s.action,
+                resource_type: String::new(),
+                workstation: String::new(),
+                record_count: 1,
+                emergency: s.emergency,
+                refused: s.refused,
+            });
+        }
+        let suppress = self.monitor_suppressions(&world).await?;
+        let cfg = engine::Config::default();
+        let out = engine::run(&world, &cfg, &suppress);
+
+        // Explanations of the new accesses, per audit entry.
+        let mut by_entry: HashMap<u64, Vec<Explained>> = HashMap::new();
+        for (&pos, &index) in &new_positions {
+            let (Some(a), Some(e)) = (
+                world.accesses.get(pos as usize),
+                out.explanations.get(pos as usize),
+            ) else {
+                continue;
+            };
+            let patient = world
+                .patients
+                .get(a.patient.ix())
+                .map(|p| p.id.clone())
+                .unwrap_or_default();
+            by_entry.entry(index).or_default().push(Explained {
+                patient,
+                code: e.because.code().to_owned(),
+                strength: strength_name(e.because.strength()).to_owned(),
+                text: e.because.describe(&world),
+            });
+        }
+        let mut explanations = Vec::with_capacity(by_entry.len());
+        for (index, list) in &by_entry {
+            explanations.push(AccessExplanation {
+                index: *index,
+                sealed: self.seal_monitor("explanation", &index.to_string(), list)?,
+            });
+        }
+
+        // Alerts that concern new accesses, attached to the user's case.
+        let mut alerts = Vec::new();
+        let mut cases: HashMap<String, (MonitorCase, CaseBody)> = HashMap::new();
+        for al in &out.alerts {
+            let events: Vec<u64> = al
+                .events
+                .iter()
+                .filter_map(|p| new_positions.get(p).copied())
+                .collect();
+            let Some(&first) = events.first() else {
+                continue;
+            };
+            let Some(user) = world.users.get(al.user.ix()).map(|u| u.id.clone()) else {
+                continue;
+            };
+            let pats: Vec<String> = al
+                .patients
+                .iter()
+                .filter_map(|p| world.patients.get(p.ix()).map(|p| p.id.clone()))
+                .collect();
+            let id = format!(
+                "al-{}",
+                &hex_of(&crypto::token_hash(&format!(
+                    "{user}|{}|{first}|{}",
+                    al.kind.as_str(),
+                    pats.first().map_or("", String::as_str)
+                )))[..24]
+            );
+            if alerts.iter().any(|a: &MonitorAlert| a.id == id) {
+                continue;
+            }
+            let case = match cases.get_mut(&user) {
+                Some(c) => c,
+                None => {
+                    let subject = self.subject_term(&user);
+                    let (case, body) = match self.store.open_case_for(&subject).await? {
+                        Some(c) => {
+                            let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
+                            (c, body)
+                        }
+                        None => {
+                            let id = format!("case-{}", &crypto::random_token()[..16]);
+                            let repeat = self.prior_inappropriate(&subject).await?;
+                            (
+                                MonitorCase {
+                                    id,
+                                    subject,
+                                    status: "open".into(),
+                                    score: 0.1 * f64::from(repeat.min(5)),
+                                    assignee: None,
+                                    opened: now,
+                                    updated: now,
+                                    alerts: 0,
+                                    sealed: Vec::new(),
+                                },
+                                CaseBody {
+                                    user: user.clone(),
+                                    first: i64::MAX,
+                                    ..CaseBody::default()
+                                },
+                            )
+                        }
+                    };
+                    cases.entry(user.clone()).or_insert((case, body))
+                }
+            };
+            let (c, body) = case;
+            let times = al
+                .events
+                .iter()
+                .filter_map(|p| world.accesses.get(*p as usize).map(|a| a.time));
+            body.first = body.first.min(times.clone().min().unwrap_or(body.first));
+            body.last = body.last.max(times.max().unwrap_or(body.last));
+            body.kinds.insert(al.kind.as_str().to_owned());
+            body.patients.extend(pats.iter().cloned());
+            // A case ranks by its strongest alert, raised by each further one.
+            c.score = c.score.max(al.score) + if c.alerts > 0 { 0.02 } else { 0.0 };
+            c.alerts += 1;
+            c.updated = now;
+            let body_alert = AlertBody {
+                user: user.clone(),
+                patients: pats,
+                events,
+                kind: al.kind.as_str().to_owned(),
+                kinds: al.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+                reason: al.reason.clone(),
+            };
+            alerts.push(MonitorAlert {
+                sealed: self.seal_monitor("alert", &id, &body_alert)?,
+                id,
+                case_id: c.id.clone(),
+                kind: al.kind.as_str().to_owned(),
+                score: (al.score * 1e6).round() / 1e6,
+                created: now,
+            });
+        }
+        let mut case_rows = Vec::with_capacity(cases.len());
+        for (_, (mut c, body)) in cases {
+            c.sealed = self.seal_monitor("case", &c.id, &body)?;
+            case_rows.push(c);
+        }
+        let stored = alerts.len();
+        let accesses = new_positions.len();
+        match self
+            .store
+            .commit_monitor_batch(MonitorBatch {
+                from: cursor,
+                to: next,
+                explanations,
+                alerts,
+                cases: case_rows,
+            })
+            .await
+        {
+            Ok(()) => {}
+            // Another node stored this stretch first; the next pass reads
+            // on from where it got.
+            Err(StoreError::MonitorCursor) => {
+                return Ok(MonitorReport {
+                    cursor,
+                    ..MonitorReport::default()
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        live.history.drain(..keep_from);
+        live.history.extend(fresh);
+        if stored > 0 {
+            tracing::info!(alerts = stored, entries, "monitoring raised alerts");
+        }
+        Ok(MonitorReport {
+            entries,
+            accesses,
+            alerts: stored,
+            cursor: next,
+        })
+    }
+
+    /// How many closed cases of this subject were judged inappropriate
+    /// (repeat offenders rank higher).
+    async fn prior_inappropriate(&self, subject: &[u8]) -> Result<u32, AppError> {
+        let q = CaseQuery {
+            status: Some("inappropriate".into()),
+            assignee: None,
+            limit: MAX_CASES,
+        };
+        let n = self
+            .store
+            .monitor_cases(&q)
+            .await?
+            .iter()
+            .filter(|c| c.subject == subject)
+            .count();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The accesses before `cursor` that the engine learns from.
+    async fn monitor_history(&self, cursor: u64) -> Result<Vec<Seen>, AppError> {
+        let start = cursor.saturating_sub(HISTORY_MAX as u64);
+        let mut out = Vec::new();
+        let mut from = start;
+        while from < cursor {
+            let want = usize::try_from(cursor - from)
+                .unwrap_or(PASS_ENTRIES)
+                .min(PASS_ENTRIES);
+            let rows = self.store.audit_entries(from, want).await?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last + 1;
+            for (index, bytes) in &rows {
+                out.extend(seen_of(*index, &self.audit.open(bytes)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The officer's confirmed patterns, as the engine's suppressions.
+    async fn monitor_suppressions(&self, world: &World) -> Result<Vec<engine::Suppress>, AppError> {
+        let mut out = Vec::new();
+        for s in self.store.suppressions().await? {
+            if s.revoked.is_some() {
+                continue;
+            }
+            let p: Pattern = self.open_monitor("suppression", &s.id, &s.sealed)?;
+            let user = match &p.user {
+                Some(u) => match world.users.iter().position(|x| &x.id == u) {
+                    Some(i) => Some(UserIx(u32::try_from(i).unwrap_or(u32::MAX))),
+                    None => continue,
+                },
+                None => None,
+            };
+            let patient = match &p.patient {
+                Some(id) => match world.patients.iter().position(|x| &x.id == id) {
+                    Some(i) => Some(PatientIx(u32::try_from(i).unwrap_or(u32::MAX))),
+                    None => continue,
+                },
+                None => None,
+            };
+            out.push(engine::Suppress {
+                user,
+                patient,
+                kind: p.kind.as_deref().and_then(monitor::Kind::parse),
+                department: None,
+                role: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads the context from the records: accounts as users, and the
+    /// Practitioner, PractitionerRole, Patient, Encounter, CareTeam and
+    /// ServiceRequest resources through the monitor's FHIR reader, with
+    /// appointments and break-the-glass grants as time-boxed grants.
+    async fn monitor_context(&self) -> Result<World, AppError> {
+        let types = [
+            ResourceType::Practitioner,
+            ResourceType::PractitionerRole,
+            ResourceType::Patient,
+            ResourceType::Encounter,
+            ResourceType::CareTeam,
+            ResourceType::ServiceRequest,
+        ];
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut appointments = Vec::new();
+        for rtype in types.iter().copied().chain([ResourceType::Appointment]) {
+            let mut lines = Vec::new();
+            let mut after = None;
+            loop {
+                let batch = self.store.scan(rtype, after.as_ref(), 1000).await?;
+                let Some(last) = batch.last() else { break };
+                after = Some(last.id.clone());
+                for sv in &batch {
+                    if let Some(res) = self.open_version(sv).await?.resource {
+                        if rtype == ResourceType::Appointment {
+                            appointments.push(res);
+                        } else {
+                            serde_json::to_writer(&mut lines, &res)
+                                .map_err(|_| seal_err("context"))?;
+                            lines.push(b'\n');
+                        }
+                    }
+                }
+            }
+            if rtype != ResourceType::Appointment {
+                files.push((format!("{rtype}.ndjson"), lines));
+            }
+        }
+        let sources: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        let loaded = monitor::input::read_fhir_sources(
+            &sources,
+            &monitor::input::ReadOptions {
+                skip_bad_rows: true,
+            },
+            &mut |_, _| {},
+        )
+        .map_err(|e| AppError::Integrity(format!("monitoring context: {e}")))?;
+        let mut world = loaded.world;
+
+        // Accounts are the users. A workforce account linked to a
+        // Practitioner takes that user's place (its relationships name the
+        // Practitioner); the others are added.
+        let mut after: Option<AccountId> = None;
+        loop {
+            let batch = self.store.accounts(after.as_ref(), 500).await?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.id.clone());
+            for acc in batch {
+                let role = world.role(acc.role.as_str());
+                let termination = acc.deactivated.map(|t| t.0 / 1_000_000);
+                let linked = acc
+                    .practitioner
+                    .as_ref()
+                    .and_then(|p| world.users.iter().position(|u| u.id == p.as_str()));
+                match linked {
+                    Some(i) => {
+                        if let Some(u) = world.users.get_mut(i) {
+                            u.id = acc.id.as_str().to_owned();
+                            u.role = role;
+                            u.termination = termination.or(u.termination);
+                        }
+                    }
+                    None => {
+                        let (given, family) = match self.display_name(&acc).await? {
+                            Some(n) => split_name(&n),
+                            None => (String::new(), String::new()),
+                        };
+                        let department = world.department(match acc.role {
+                            Role::Patient => "patient",
+                            _ => "General",
+                        });
+                        let patient = acc.patient.as_ref().and_then(|p| {
+                            world
+                                .patients
+                                .iter()
+                                .position(|x| x.id == p.as_str())
+                                .map(|i| PatientIx(u32::try_from(i).unwrap_or(u32::MAX)))
+                        });
+                        world.users.push(monitor::User {
+                            id: acc.id.as_str().to_owned(),
+                            given,
+                            family,
+                            role,
+                            department,
+                            address: monitor::Address::default(),
+                            hire: Some(acc.created.0 / 1_000_000),
+                            termination,
+                            patient,
+                        });
+                    }
+                }
+            }
+        }
+        // Apps acting without an account.
+        let app_role = world.role("app");
+        let app_dept = world.department("apps");
+        let _ = (app_role, app_dept);
+
+        let user_of = |w: &World, practitioner: &str| {
+            w.users
+                .iter()
+                .position(|u| u.id == practitioner)
+                .map(|i| UserIx(u32::try_from(i).unwrap_or(u32::MAX)))
+        };
+        let patient_of = |w: &World, id: &str| {
+            w.patients
+                .iter()
+                .position(|p| p.id == id)
+                .map(|i| PatientIx(u32::try_from(i).unwrap_or(u32::MAX)))
+        };
+        // Practitioner ids that became account ids.
+        let mut practitioner_account: HashMap<String, String> = HashMap::new();
+        let mut after: Option<AccountId> = None;
+        loop {
+            let batch = self.store.accounts(after.as_ref(), 500).await?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.id.clone());
+            for acc in batch {
+                if let Some(p) = acc.practitioner {
+                    practitioner_account.insert(p.as_str().to_owned(), acc.id.as_str().to_owned());
+                }
+            }
+        }
+        for appt in &appointments {
+            let (Some(start), Some(end)) = (
+                appt.get("start").and_then(|v| v.as_str()).and_then(rfc3339),
+                appt.get("end").and_then(|v| v.as_str()).and_then(rfc3339),
+            ) else {
+                continue;
+            };
+            let actors: Vec<&str> = appt
+                .get("participant")
+                .and_then(|v| v.as_array())
+                .map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| p.pointer("/actor/reference").and_then(|r| r.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pats: Vec<PatientIx> = actors
+                .iter()
+                .filter_map(|r| r.strip_prefix("Patient/"))
+                .filter_map(|id| patient_of(&world, id))
+                .collect();
+            let staff: Vec<UserIx> = actors
+                .iter()
+                .filter_map(|r| r.strip_prefix("Practitioner/"))
+                .filter_map(|id| {
+                    let id = practitioner_account.get(id).map_or(id, String::as_str);
+                    user_of(&world, id)
+                })
+                .collect();
+            for &p in &pats {
+                for &u in &staff {
+                    world.grants.push(monitor::Grant {
+                        user: u,
+                        patient: p,
+                        kind: GrantKind::Appointment,
+                        start,
+                        end,
+                    });
+                }
+            }
+        }
+        let patient_ids: Vec<(String, PatientIx)> = world
+            .patients
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.id.clone(),
+                    PatientIx(u32::try_from(i).unwrap_or(u32::MAX)),
+                )
+            })
+            .collect();
+        for (id, p) in patient_ids {
+            let Ok(rid) = model::ResourceId::new(id) else {
+                continue;
+            };
+            for g in self.store.grants_for_patient(&rid).await? {
+                if let Some(u) = user_of(&world, g.account.as_str()) {
+                    let end = g.revoked.unwrap_or(g.expires).min(g.expires);
+                    world.grants.push(monitor::Grant {
+                        user: u,
+                        patient: p,
+                        kind: GrantKind::BreakGlass,
+                        start: g.start.0 / 1_000_000,
+                        end: end.0 / 1_000_000,
+                    });
+                }
+            }
+        }
+        world
+            .check()
+            .map_err(|e| AppError::Integrity(format!("monitoring context: {e}")))?;
+        Ok(world)
+    }
+
+    /// The explanations of accesses by audit index (for access logs).
+    pub async fn access_explanations(
+        &self,
+        indexes: &[u64],
+    ) -> Result<HashMap<u64, Vec<Explained>>, AppError> {
+        let mut out = HashMap::new();
+        for chunk in indexes.chunks(store::EXPLANATIONS_PER_QUERY) {
+            for e in self.store.explanations(chunk).await? {
+                let list: Vec<Explained> =
+                    self.open_monitor("explanation", &e.index.to_string(), &e.sealed)?;
+                out.insert(e.index, list);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn case_summary(&self, c: &MonitorCase) -> Result<CaseSummary, AppError> {
+        let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
+        let (user_name, user_role) = match AccountId::new(body.user.clone()) {
+            Some(id) => match self.store.account(&id).await? {
+                Some(acc) => (
+                    self.display_name(&acc).await?.unwrap_or(acc.username),
+                    Some(acc.role.as_str().to_owned()),
+                ),
+                None => ("a former account".to_owned(), None),
+            },
+            None => (body.user.clone(), None),
+        };
+        Ok(CaseSummary {
+            id: c.id.clone(),
+            status: c.status.clone(),
+            score: c.score,
+            assignee: c.assignee.as_ref().map(|a| a.as_str().to_owned()),
+            opened: c.opened,
+            updated: c.updated,
+            alerts: c.alerts,
+            user: body.user,
+            user_name,
+            user_role,
+            kinds: body.kinds.into_iter().collect(),
+            patients: body.patients.len(),
+        })
+    }
+
+    /// The case queue, highest risk first (privacy officers).
+    pub async fn monitor_cases(
+        &self,
+        who: &Principal,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CaseSummary>, AppError> {
+        self.require_officer(who)?;
+        if let Some(s) = status
+            && !STATUSES.contains(&s)
+        {
+            return Err(invalid(format!("unknown case status {s:?}")));
+        }
+        let q = CaseQuery {
+            status: status.map(str::to_owned),
+            assignee: None,
+            limit: limit.clamp(1, MAX_CASES),
+        };
+        let mut out = Vec::new();
+        for c in self.store.monitor_cases(&q).await? {
+            out.push(self.case_summary(&c).await?);
+        }
+        self.audit(
+            who,
+            Event::new(Category::Administration, "monitor-queue", Action::R),
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// One case: its alerts, the timeline of the user's accesses to the
+    /// patients concerned with their explanations, and the notes. Viewing
+    /// it is recorded (it names the patients).
+    pub async fn monitor_case(&self, who: &Principal, id: &str) -> Result<CaseView, AppError> {
+        self.require_officer(who)?;
+        let c = self
+            .store
+            .monitor_case(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("case".into()))?;
+        let summary = self.case_summary(&c).await?;
+        let mut alerts = Vec::new();
+        let mut alerted = BTreeSet::new();
+        let mut patients = BTreeSet::new();
+        for a in self.store.case_alerts(&c.id).await? {
+            let b: AlertBody = self.open_monitor("alert", &a.id, &a.sealed)?;
+            alerted.extend(b.events.iter().copied());
+            patients.extend(b.patients.iter().cloned());
+            alerts.push(AlertView {
+                id: a.id,
+                kind: a.kind,
+                kinds: b.kinds,
+                score: a.score,
+                created: a.created,
+                reason: b.reason,
+                patients: b.patients,
+                events: b.events,
+            });
+        }
+        // The timeline: the user's accesses to these patients.
+        let mut indexes = BTreeSet::new();
+        for p in patients.iter().take(50) {
+            let q = store::AuditQuery {
+                clauses: vec![
+                    (
+                        "agent".into(),
+                        vec![self.audit_term("agent", &summary.user)],
+                    ),
+                    ("patient".into(), vec![self.audit_term("patient", p)]),
+                ],
+                limit: 200,
+                ..store::AuditQuery::default()
+            };
+            indexes.extend(self.store.find_audit(&q).await?);
+        }
+        indexes.extend(alerted.iter().copied());
+        let indexes: Vec<u64> = indexes.into_iter().rev().take(500).collect();
+        let explained = self.access_explanations(&indexes).await?;
+        let mut names: HashMap<String, Option<String>> = HashMap::new();
+        let mut timeline = Vec::new();
+        for &i in indexes.iter().rev() {
+            let rows = self.store.audit_entries(i, 1).await?;
+            let Some((_, bytes)) = rows.into_iter().next().filter(|(x, _)| *x == i) else {
+                continue;
+            };
+            let e = self.audit.open(&bytes)?;
+            for p in e.patients.iter().filter(|p| patients.contains(*p)) {
+                if !names.contains_key(p) {
+                    names.insert(p.clone(), self.patient_display_name(p).await?);
+                }
+                timeline.push(TimelineItem {
+                    index: i,
+                    when: Timestamp(e.recorded),
+                    patient: p.clone(),
+                    patient_name: names.get(p).cloned().flatten(),
+                    what: crate::trail_views::describe(&e),
+                    succeeded: e.outcome == 0,
+                    explanation: explained
+                        .get(&i)
+                        .and_then(|l| l.iter().find(|x| &x.patient == p).cloned()),
+                    alerted: alerted.contains(&i),
+                });
+            }
+        }
+        let mut notes = Vec::new();
+        for n in self.store.case_notes(&c.id).await? {
+            let text: String =
+                self.open_monitor("note", &format!("{}|{}", c.id, n.seq), &n.sealed)?;
+            notes.push(NoteView {
+                seq: n.seq,
+                author: n.author.as_str().to_owned(),
+                at: n.at,
+                text,
+            });
+        }
+        let mut ev = Event::new(Category::Administration, "monitor-case", Action::R);
+        ev.patients = patients.iter().cloned().collect();
+        ev.account = Some(summary.user.clone());
+        ev.resources = vec![format!("case/{}", c.id)];
+        self.audit(who, ev).await?;
+        Ok(CaseView {
+            summary,
+            alerts,
+            timeline,
+            notes,
+        })
+    }
+
+    /// Records an officer's disposition, assignment and note on a case.
+    pub async fn monitor_decide(
+        &self,
+        who: &Principal,
+        id: &str,
+        d: &Disposition,
+    ) -> Result<(), AppError> {
+        let author = self.require_officer(who)?;
+        if !STATUSES.contains(&d.status.as_str()) {
+            return Err(invalid(format!("unknown case status {:?}", d.status)));
+        }
+        if d.note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_NOTE)
+        {
+            return Err(invalid(format!(
+                "a note holds at most {MAX_NOTE} characters"
+            )));
+        }
+        if d.suppress && d.status != "appropriate" {
+            return Err(invalid("only an appropriate case can confirm its pattern"));
+        }
+        let assignee = match &d.assignee {
+            Some(a) if !a.is_empty() => {
+                let id = AccountId::new(a.clone()).ok_or_else(|| invalid("unknown assignee"))?;
+                match self.store.account(&id).await? {
+                    Some(acc) if acc.role == Role::PrivacyOfficer && acc.active => Some(id),
+                    _ => {
+                        return Err(invalid("cases are assigned to active privacy officers"));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let c = self
+            .store
+            .monitor_case(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("case".into()))?;
+        let now = self.clock.now();
+        let note_author = author
+            .clone()
+            .or_else(|| AccountId::new("operator".to_owned()));
+        let note = match (&d.note, note_author) {
+            (Some(text), Some(a)) if !text.trim().is_empty() => {
+                // The note's seal is bound to the sequence number the store
+                // will give it: the next after the last.
+                let seq = self
+                    .store
+                    .case_notes(&c.id)
+                    .await?
+                    .last()
+                    .map_or(1, |n| n.seq + 1);
+                Some((
+                    a,
+                    self.seal_monitor("note", &format!("{}|{seq}", c.id), text)?,
+                ))
+            }
+            _ => None,
+        };
+        let result = self
+            .store
+            .update_case(
+                &c.id,
+                d.expected_updated,
+                &d.status,
+                assignee.as_ref(),
+                now,
+                note,
+            )
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(StoreError::MonitorCaseChanged) => {
+                return Err(AppError::Conflict(
+                    "the case changed since it was shown; reload it".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
+        if d.suppress
+            && let Some(a) = author.clone()
+        {
+            for al in self.store.case_alerts(&c.id).await? {
+                let b: AlertBody = self.open_monitor("alert", &al.id, &al.sealed)?;
+                for p in &b.patients {
+                    let sid = format!("sup-{}", &crypto::random_token()[..16]);
+                    let pattern = Pattern {
+                        user: Some(b.user.clone()),
+                        patient: Some(p.clone()),
+                        kind: Some(b.kind.clone()),
+                        note: d.note.clone().unwrap_or_default(),
+                    };
+                    self.store
+                        .add_suppression(&Suppression {
+                            sealed: self.seal_monitor("suppression", &sid, &pattern)?,
+                            id: sid,
+                            author: a.clone(),
+                            created: now,
+                            revoked: None,
+                        })
+                        .await?;
+                }
+            }
+        }
+        let mut ev = Event::new(Category::Administration, "monitor-disposition", Action::U);
+        ev.patients = body.patients.iter().cloned().collect();
+        ev.account = Some(body.user);
+        ev.resources = vec![format!("case/{}", c.id)];
+        self.audit(who, ev).await?;
+        Ok(())
+    }
+
+    async fn patient_display_name(&self, id: &str) -> Result<Option<String>, AppError> {
+        let Ok(rid) = model::ResourceId::new(id.to_owned()) else {
+            return Ok(None);
+        };
+        let Some(sv) = self.store.current(ResourceType::Patient, &rid).await? else {
+            return Ok(None);
+        };
+        let Some(res) = self.open_version(&sv).await?.resource else {
+            return Ok(None);
+        };
+        let name = res.pointer("/name/0");
+        let given = name
+            .and_then(|n| n.get("given"))
+            .and_then(|g| g.as_array())
+            .map(|g| {
+                g.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let family = name
+            .and_then(|n| n.get("family"))
+            .and_then(|f| f.as_str())
+            .unwrap_or_default();
+        let full = format!("{given} {family}").trim().to_owned();
+        Ok((!full.is_empty()).then_some(full))
+    }
+}
+
+/// The accesses an audit entry records: one per patient, for record
+/// operations by people and apps (not operators).
+fn seen_of(index: u64, e: &Entry) -> Vec<Seen> {
+    if e.category != Category::Rest || e.patients.is_empty() {
+        return Vec::new();
+    }
+    let user = match (&e.agent.account, &e.agent.client) {
+        (Some(a), _) => a.clone(),
+        (None, Some(c)) => format!("app:{c}"),
+        (None, None) => return Vec::new(),
+    };
+    let action = match (e.action, e.subtype.as_str()) {
+        (_, "export") => monitor::Action::Export,
+        (_, s) if s.starts_with("search") => monitor::Action::Search,
+        (Action::R, _) => monitor::Action::View,
+        (Action::E, _) => monitor::Action::Search,
+        _ => monitor::Action::Modify,
+    };
+    let emergency = e.policy.as_ref().is_some_and(|p| !p.grants.is_empty());
+    e.patients
+        .iter()
+        .map(|p| Seen {
+            index,
+            time: e.recorded,
+            user: user.clone(),
+            patient: p.clone(),
+            action,
+            emergency,
+            refused: e.outcome != 0,
+        })
+        .collect()
+}
+
+fn split_name(n: &str) -> (String, String) {
+    match n.trim().rsplit_once(' ') {
+        Some((g, f)) => (g.to_owned(), f.to_owned()),
+        None => (String::new(), n.trim().to_owned()),
+    }
+}
+
+fn rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The explanation of one access, for a patient's access log.
+pub fn strength_of(b: Because) -> &'static str {
+    strength_name(b.strength())
+}
