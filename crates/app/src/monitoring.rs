@@ -68,6 +68,9 @@ struct Seen {
 #[derive(Default)]
 pub(crate) struct Live {
     context: Option<(Timestamp, World)>,
+    /// How long reading the context last took (micros): large
+    /// organisations re-read it less often.
+    context_cost: i64,
     history: Vec<Seen>,
     /// Whether history before the cursor was loaded.
     primed: bool,
@@ -298,22 +301,35 @@ impl Vigil {
         let entries = rows.len();
 
         let now = self.clock.now();
+        // The context is re-read every few seconds, or every ten times what
+        // reading it costs, whichever is longer (a large organisation's
+        // records are not decrypted again every few seconds; new users and
+        // patients still trigger a read at once, below).
+        let ttl = CONTEXT_TTL_MICROS.max(10 * live.context_cost);
         let stale = live
             .context
             .as_ref()
-            .is_none_or(|(at, _)| now.0 - at.0 > CONTEXT_TTL_MICROS);
+            .is_none_or(|(at, _)| now.0 - at.0 > ttl);
         if stale {
+            let started = std::time::Instant::now();
             let world = self.monitor_context().await?;
+            live.context_cost = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
             live.context = Some((now, world));
         }
         let Some((_, context)) = live.context.as_ref() else {
             return Err(seal_err("context"));
         };
         // A user or patient created after the context was read: read again.
-        let known = |w: &World, s: &Seen| {
-            w.users.iter().any(|u| u.id == s.user) && w.patients.iter().any(|p| p.id == s.patient)
+        let unknown = {
+            let users: std::collections::HashSet<&str> =
+                context.users.iter().map(|u| u.id.as_str()).collect();
+            let patients: std::collections::HashSet<&str> =
+                context.patients.iter().map(|p| p.id.as_str()).collect();
+            fresh
+                .iter()
+                .any(|s| !users.contains(s.user.as_str()) || !patients.contains(s.patient.as_str()))
         };
-        if !stale && fresh.iter().any(|s| !known(context, s)) {
+        if !stale && unknown {
             let world = self.monitor_context().await?;
             live.context = Some((now, world));
         }
@@ -672,6 +688,18 @@ impl Vigil {
         .map_err(|e| AppError::Integrity(format!("monitoring context: {e}")))?;
         let mut world = loaded.world;
 
+        let practitioners: HashMap<String, usize> = world
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id.clone(), i))
+            .collect();
+        let patient_index: HashMap<String, usize> = world
+            .patients
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i))
+            .collect();
         // Accounts are the users. A workforce account linked to a
         // Practitioner takes that user's place (its relationships name the
         // Practitioner); the others are added.
@@ -686,7 +714,7 @@ impl Vigil {
                 let linked = acc
                     .practitioner
                     .as_ref()
-                    .and_then(|p| world.users.iter().position(|u| u.id == p.as_str()));
+                    .and_then(|p| practitioners.get(p.as_str()).copied());
                 match linked {
                     Some(i) => {
                         if let Some(u) = world.users.get_mut(i) {
@@ -705,11 +733,9 @@ impl Vigil {
                             _ => "General",
                         });
                         let patient = acc.patient.as_ref().and_then(|p| {
-                            world
-                                .patients
-                                .iter()
-                                .position(|x| x.id == p.as_str())
-                                .map(|i| PatientIx(u32::try_from(i).unwrap_or(u32::MAX)))
+                            patient_index
+                                .get(p.as_str())
+                                .map(|&i| PatientIx(u32::try_from(i).unwrap_or(u32::MAX)))
                         });
                         world.users.push(monitor::User {
                             id: acc.id.as_str().to_owned(),
@@ -726,34 +752,57 @@ impl Vigil {
                 }
             }
         }
-        // Apps acting without an account.
-        let app_role = world.role("app");
-        let app_dept = world.department("apps");
-        let _ = (app_role, app_dept);
-
-        let user_of = |w: &World, practitioner: &str| {
-            w.users
-                .iter()
-                .position(|u| u.id == practitioner)
-                .map(|i| UserIx(u32::try_from(i).unwrap_or(u32::MAX)))
-        };
-        let patient_of = |w: &World, id: &str| {
-            w.patients
-                .iter()
-                .position(|p| p.id == id)
-                .map(|i| PatientIx(u32::try_from(i).unwrap_or(u32::MAX)))
-        };
-        // Practitioner ids that became account ids.
+        let users: HashMap<String, UserIx> = world
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id.clone(), UserIx(u32::try_from(i).unwrap_or(u32::MAX))))
+            .collect();
+        let patients: HashMap<String, PatientIx> = world
+            .patients
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.id.clone(),
+                    PatientIx(u32::try_from(i).unwrap_or(u32::MAX)),
+                )
+            })
+            .collect();
+        // Practitioner ids that became account ids, and break-the-glass
+        // grants (only workforce accounts can hold them).
         let mut practitioner_account: HashMap<String, String> = HashMap::new();
+        let mut grants = Vec::new();
         let mut after: Option<AccountId> = None;
         loop {
             let batch = self.store.accounts(after.as_ref(), 500).await?;
             let Some(last) = batch.last() else { break };
             after = Some(last.id.clone());
             for acc in batch {
-                if let Some(p) = acc.practitioner {
+                if let Some(p) = &acc.practitioner {
                     practitioner_account.insert(p.as_str().to_owned(), acc.id.as_str().to_owned());
                 }
+                if matches!(
+                    acc.role,
+                    Role::Physician | Role::Nurse | Role::OtherClinical
+                ) {
+                    grants.extend(self.store.grants_for_account(&acc.id, None).await?);
+                }
+            }
+        }
+        for g in grants {
+            if let (Some(&u), Some(&p)) = (
+                users.get(g.account.as_str()),
+                patients.get(g.patient.as_str()),
+            ) {
+                let end = g.revoked.unwrap_or(g.expires).min(g.expires);
+                world.grants.push(monitor::Grant {
+                    user: u,
+                    patient: p,
+                    kind: GrantKind::BreakGlass,
+                    start: g.start.0 / 1_000_000,
+                    end: end.0 / 1_000_000,
+                });
             }
         }
         for appt in &appointments {
@@ -775,14 +824,14 @@ impl Vigil {
             let pats: Vec<PatientIx> = actors
                 .iter()
                 .filter_map(|r| r.strip_prefix("Patient/"))
-                .filter_map(|id| patient_of(&world, id))
+                .filter_map(|id| patients.get(id).copied())
                 .collect();
             let staff: Vec<UserIx> = actors
                 .iter()
                 .filter_map(|r| r.strip_prefix("Practitioner/"))
                 .filter_map(|id| {
                     let id = practitioner_account.get(id).map_or(id, String::as_str);
-                    user_of(&world, id)
+                    users.get(id).copied()
                 })
                 .collect();
             for &p in &pats {
@@ -793,34 +842,6 @@ impl Vigil {
                         kind: GrantKind::Appointment,
                         start,
                         end,
-                    });
-                }
-            }
-        }
-        let patient_ids: Vec<(String, PatientIx)> = world
-            .patients
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    p.id.clone(),
-                    PatientIx(u32::try_from(i).unwrap_or(u32::MAX)),
-                )
-            })
-            .collect();
-        for (id, p) in patient_ids {
-            let Ok(rid) = model::ResourceId::new(id) else {
-                continue;
-            };
-            for g in self.store.grants_for_patient(&rid).await? {
-                if let Some(u) = user_of(&world, g.account.as_str()) {
-                    let end = g.revoked.unwrap_or(g.expires).min(g.expires);
-                    world.grants.push(monitor::Grant {
-                        user: u,
-                        patient: p,
-                        kind: GrantKind::BreakGlass,
-                        start: g.start.0 / 1_000_000,
-                        end: end.0 / 1_000_000,
                     });
                 }
             }
