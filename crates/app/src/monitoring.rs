@@ -110,6 +110,23 @@ struct AlertBody {
     kind: String,
     kinds: Vec<String>,
     reason: String,
+    /// For an alert imported from another EHR's access log: its accesses
+    /// (no audit entries of Vigil's own record them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    external: Vec<ExternalAccess>,
+}
+
+/// An access from an imported log, as a case's timeline shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct ExternalAccess {
+    event_id: String,
+    /// Unix seconds.
+    time: i64,
+    patient: String,
+    patient_name: Option<String>,
+    action: String,
+    alerted: bool,
+    explanation: Explained,
 }
 
 /// A case's sealed summary.
@@ -120,6 +137,12 @@ struct CaseBody {
     patients: BTreeSet<String>,
     first: i64,
     last: i64,
+    /// For imported cases: the staff member's name and role as the
+    /// import gave them (they have no account here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_role: Option<String>,
 }
 
 /// A suppression's sealed pattern: the fields given must all match.
@@ -514,6 +537,7 @@ impl Vigil {
                 kind: al.kind.as_str().to_owned(),
                 kinds: al.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
                 reason: al.reason.clone(),
+                external: Vec::new(),
             };
             alerts.push(MonitorAlert {
                 sealed: self.seal_monitor("alert", &id, &body_alert)?,
@@ -870,15 +894,17 @@ impl Vigil {
 
     async fn case_summary(&self, c: &MonitorCase) -> Result<CaseSummary, AppError> {
         let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
-        let (user_name, user_role) = match AccountId::new(body.user.clone()) {
-            Some(id) => match self.store.account(&id).await? {
+        let imported = body.user_name.clone().map(|n| (n, body.user_role.clone()));
+        let (user_name, user_role) = match (imported, AccountId::new(body.user.clone())) {
+            (Some(shown), _) => shown,
+            (None, Some(id)) => match self.store.account(&id).await? {
                 Some(acc) => (
                     self.display_name(&acc).await?.unwrap_or(acc.username),
                     Some(acc.role.as_str().to_owned()),
                 ),
                 None => ("a former account".to_owned(), None),
             },
-            None => (body.user.clone(), None),
+            (None, None) => (body.user.clone(), None),
         };
         Ok(CaseSummary {
             id: c.id.clone(),
@@ -955,6 +981,22 @@ impl Vigil {
                 events: b.events,
             });
         }
+        let mut timeline = Vec::new();
+        for a in self.store.case_alerts(&c.id).await? {
+            let b: AlertBody = self.open_monitor("alert", &a.id, &a.sealed)?;
+            for x in b.external {
+                timeline.push(TimelineItem {
+                    index: 0,
+                    when: Timestamp(x.time.saturating_mul(1_000_000)),
+                    patient: x.patient,
+                    patient_name: x.patient_name,
+                    what: format!("{} (imported event {})", x.action, x.event_id),
+                    succeeded: true,
+                    explanation: Some(x.explanation),
+                    alerted: x.alerted,
+                });
+            }
+        }
         // The timeline: the user's accesses to these patients.
         let mut indexes = BTreeSet::new();
         for p in patients.iter().take(50) {
@@ -975,7 +1017,6 @@ impl Vigil {
         let indexes: Vec<u64> = indexes.into_iter().rev().take(500).collect();
         let explained = self.access_explanations(&indexes).await?;
         let mut names: HashMap<String, Option<String>> = HashMap::new();
-        let mut timeline = Vec::new();
         for &i in indexes.iter().rev() {
             let rows = self.store.audit_entries(i, 1).await?;
             let Some((_, bytes)) = rows.into_iter().next().filter(|(x, _)| *x == i) else {
@@ -1016,12 +1057,40 @@ impl Vigil {
         ev.account = Some(summary.user.clone());
         ev.resources = vec![format!("case/{}", c.id)];
         self.audit(who, ev).await?;
+        timeline.sort_by_key(|t| t.when);
         Ok(CaseView {
             summary,
             alerts,
             timeline,
             notes,
         })
+    }
+
+    /// The active privacy officers a case can be assigned to: account id and
+    /// name as shown, by name (privacy officers).
+    pub async fn monitor_officers(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<(String, String)>, AppError> {
+        self.require_officer(who)?;
+        let mut out = Vec::new();
+        let mut after: Option<AccountId> = None;
+        loop {
+            let batch = self.store.accounts(after.as_ref(), 500).await?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.id.clone());
+            for acc in batch {
+                if acc.role == Role::PrivacyOfficer && acc.active {
+                    let name = self
+                        .display_name(&acc)
+                        .await?
+                        .unwrap_or_else(|| acc.username.clone());
+                    out.push((acc.id.as_str().to_owned(), name));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
     }
 
     /// Records an officer's disposition, assignment and note on a case.
@@ -1064,11 +1133,14 @@ impl Vigil {
             .await?
             .ok_or_else(|| AppError::NotFound("case".into()))?;
         let now = self.clock.now();
-        let note_author = author
-            .clone()
-            .or_else(|| AccountId::new("operator".to_owned()));
-        let note = match (&d.note, note_author) {
-            (Some(text), Some(a)) if !text.trim().is_empty() => {
+        let note = match d.note.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            None => None,
+            Some(text) => {
+                let Some(a) = author.clone() else {
+                    return Err(invalid(
+                        "notes are written by a privacy officer's account, not by an operator",
+                    ));
+                };
                 // The note's seal is bound to the sequence number the store
                 // will give it: the next after the last.
                 let seq = self
@@ -1079,10 +1151,9 @@ impl Vigil {
                     .map_or(1, |n| n.seq + 1);
                 Some((
                     a,
-                    self.seal_monitor("note", &format!("{}|{seq}", c.id), text)?,
+                    self.seal_monitor("note", &format!("{}|{seq}", c.id), &text)?,
                 ))
             }
-            _ => None,
         };
         let result = self
             .store
@@ -1165,6 +1236,204 @@ impl Vigil {
             .unwrap_or_default();
         let full = format!("{given} {family}").trim().to_owned();
         Ok((!full.is_empty()).then_some(full))
+    }
+}
+
+/// What an import stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub accesses: usize,
+    pub alerts: usize,
+    /// Alerts of an earlier import of the same log, not stored again.
+    pub already: usize,
+    pub cases: usize,
+}
+
+impl Vigil {
+    /// Imports another EHR's access log (parsed by `monitor::input`): runs
+    /// the engine over it and stores its alerts in cases, as live passes do,
+    /// with each alert's accesses and their explanations (no audit entries
+    /// of Vigil's record them). Staff and patients keep their ids in the
+    /// source system, prefixed `ext:`. Importing the same log again stores
+    /// nothing new. Operators and privacy officers only; recorded.
+    pub async fn monitor_import(
+        &self,
+        who: &Principal,
+        world: &World,
+        cfg: &engine::Config,
+    ) -> Result<ImportReport, AppError> {
+        self.require_officer(who)?;
+        world
+            .check()
+            .map_err(|e| invalid(format!("the import is inconsistent: {e}")))?;
+        let out = engine::run(world, cfg, &[]);
+        let now = self.clock.now();
+        let name = |given: &str, family: &str| format!("{given} {family}").trim().to_owned();
+        let mut alerts = Vec::new();
+        let mut cases: HashMap<String, (MonitorCase, CaseBody)> = HashMap::new();
+        let mut already = 0usize;
+        let mut known: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for al in &out.alerts {
+            let Some(u) = world.users.get(al.user.ix()) else {
+                continue;
+            };
+            let user = format!("ext:{}", u.id);
+            let first = al
+                .events
+                .first()
+                .and_then(|e| world.accesses.get(*e as usize))
+                .map_or("", |a| a.event_id.as_str());
+            let pats: Vec<String> = al
+                .patients
+                .iter()
+                .filter_map(|p| world.patients.get(p.ix()).map(|p| format!("ext:{}", p.id)))
+                .collect();
+            let id = format!(
+                "al-{}",
+                &hex_of(&crypto::token_hash(&format!(
+                    "{user}|{}|ext:{first}|{}",
+                    al.kind.as_str(),
+                    pats.first().map_or("", String::as_str)
+                )))[..24]
+            );
+            if alerts.iter().any(|a: &MonitorAlert| a.id == id) {
+                continue;
+            }
+            if !cases.contains_key(&user) {
+                let subject = self.subject_term(&user);
+                let (case, body) = match self.store.open_case_for(&subject).await? {
+                    Some(c) => {
+                        let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
+                        let ids = self
+                            .store
+                            .case_alerts(&c.id)
+                            .await?
+                            .into_iter()
+                            .map(|a| a.id)
+                            .collect();
+                        known.insert(user.clone(), ids);
+                        (c, body)
+                    }
+                    None => (
+                        MonitorCase {
+                            id: format!("case-{}", &crypto::random_token()[..16]),
+                            subject,
+                            status: "open".into(),
+                            score: 0.0,
+                            assignee: None,
+                            opened: now,
+                            updated: now,
+                            alerts: 0,
+                            sealed: Vec::new(),
+                        },
+                        CaseBody {
+                            user: user.clone(),
+                            first: i64::MAX,
+                            user_name: Some(name(&u.given, &u.family)),
+                            user_role: world.roles.get(u.role.ix()).cloned(),
+                            ..CaseBody::default()
+                        },
+                    ),
+                };
+                cases.insert(user.clone(), (case, body));
+            }
+            if known.get(&user).is_some_and(|ids| ids.contains(&id)) {
+                already += 1;
+                continue;
+            }
+            let Some((c, body)) = cases.get_mut(&user) else {
+                continue;
+            };
+            // The timeline: this user's accesses to the alert's patients.
+            let alerted: BTreeSet<u32> = al.events.iter().copied().collect();
+            let mut external = Vec::new();
+            for (i, a) in world.accesses.iter().enumerate() {
+                if a.user != al.user || !al.patients.contains(&a.patient) || external.len() >= 200 {
+                    continue;
+                }
+                let Some(p) = world.patients.get(a.patient.ix()) else {
+                    continue;
+                };
+                let because = out
+                    .explanations
+                    .get(i)
+                    .map_or(Because::Unexplained, |e| e.because);
+                external.push(ExternalAccess {
+                    event_id: a.event_id.clone(),
+                    time: a.time,
+                    patient: format!("ext:{}", p.id),
+                    patient_name: Some(name(&p.given, &p.family)),
+                    action: a.action.as_str().to_owned(),
+                    alerted: alerted.contains(&u32::try_from(i).unwrap_or(u32::MAX)),
+                    explanation: Explained {
+                        patient: format!("ext:{}", p.id),
+                        code: because.code().to_owned(),
+                        strength: strength_name(because.strength()).to_owned(),
+                        text: because.describe(world),
+                    },
+                });
+            }
+            body.first = body.first.min(al.first);
+            body.last = body.last.max(al.last);
+            body.kinds.insert(al.kind.as_str().to_owned());
+            body.patients.extend(pats.iter().cloned());
+            c.score = c.score.max(al.score) + if c.alerts > 0 { 0.02 } else { 0.0 };
+            c.alerts += 1;
+            c.updated = now;
+            let b = AlertBody {
+                user: user.clone(),
+                patients: pats,
+                events: Vec::new(),
+                kind: al.kind.as_str().to_owned(),
+                kinds: al.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+                reason: al.reason.clone(),
+                external,
+            };
+            alerts.push(MonitorAlert {
+                sealed: self.seal_monitor("alert", &id, &b)?,
+                id,
+                case_id: c.id.clone(),
+                kind: al.kind.as_str().to_owned(),
+                score: (al.score * 1e6).round() / 1e6,
+                created: now,
+            });
+        }
+        let mut case_rows = Vec::new();
+        for (_, (mut c, body)) in cases {
+            if c.alerts == 0 {
+                continue;
+            }
+            c.sealed = self.seal_monitor("case", &c.id, &body)?;
+            case_rows.push(c);
+        }
+        let report = ImportReport {
+            accesses: world.accesses.len(),
+            alerts: alerts.len(),
+            already,
+            cases: case_rows.len(),
+        };
+        // The cursor stays where it is; a live pass moving it meanwhile
+        // only means trying again.
+        let mut attempt = 0;
+        loop {
+            let cursor = self.store.monitor_cursor().await?;
+            let batch = MonitorBatch {
+                from: cursor,
+                to: cursor,
+                explanations: Vec::new(),
+                alerts: alerts.clone(),
+                cases: case_rows.clone(),
+            };
+            match self.store.commit_monitor_batch(batch).await {
+                Ok(()) => break,
+                Err(StoreError::MonitorCursor) if attempt < 20 => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut ev = Event::new(Category::Administration, "monitor-import", Action::C);
+        ev.resources = case_rows.iter().map(|c| format!("case/{}", c.id)).collect();
+        self.audit(who, ev).await?;
+        Ok(report)
     }
 }
 

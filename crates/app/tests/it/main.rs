@@ -1,4 +1,4 @@
-//! The identity capability through the façade, on real SQLite, with a
+//! The identity and monitoring capabilities through the façade, on real SQLite, with a
 //! clock the tests move.
 #![allow(
     clippy::unwrap_used,
@@ -9,6 +9,7 @@
 )]
 
 mod identity;
+mod monitoring;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
