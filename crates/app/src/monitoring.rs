@@ -454,6 +454,10 @@ impl Vigil {
         // Alerts that concern new accesses, attached to the user's case.
         let mut alerts = Vec::new();
         let mut cases: HashMap<String, (MonitorCase, CaseBody)> = HashMap::new();
+        // Alert ids the users' open cases hold already, and the cases this
+        // pass adds alerts to.
+        let mut stored_ids: BTreeSet<String> = BTreeSet::new();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         for al in &out.alerts {
             let events: Vec<u64> = al
                 .events
@@ -471,17 +475,6 @@ impl Vigil {
                 .iter()
                 .filter_map(|p| world.patients.get(p.ix()).map(|p| p.id.clone()))
                 .collect();
-            let id = format!(
-                "al-{}",
-                &hex_of(&crypto::token_hash(&format!(
-                    "{user}|{}|{first}|{}",
-                    al.kind.as_str(),
-                    pats.first().map_or("", String::as_str)
-                )))[..24]
-            );
-            if alerts.iter().any(|a: &MonitorAlert| a.id == id) {
-                continue;
-            }
             let case = match cases.get_mut(&user) {
                 Some(c) => c,
                 None => {
@@ -489,6 +482,8 @@ impl Vigil {
                     let (case, body) = match self.store.open_case_for(&subject).await? {
                         Some(c) => {
                             let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
+                            let ids = self.store.case_alerts(&c.id).await?;
+                            stored_ids.extend(ids.into_iter().map(|a| a.id));
                             (c, body)
                         }
                         None => {
@@ -518,6 +513,22 @@ impl Vigil {
                 }
             };
             let (c, body) = case;
+            // A volume alert is one per user, day and case, however many
+            // passes see the day grow; other alerts are one per pass.
+            let day = al.first.div_euclid(86_400);
+            let key = if al.kind == monitor::Kind::Volume {
+                format!("{user}|volume|{day}|{}", c.id)
+            } else {
+                format!(
+                    "{user}|{}|{first}|{}",
+                    al.kind.as_str(),
+                    pats.first().map_or("", String::as_str)
+                )
+            };
+            let id = format!("al-{}", &hex_of(&crypto::token_hash(&key))[..24]);
+            if stored_ids.contains(&id) || alerts.iter().any(|a: &MonitorAlert| a.id == id) {
+                continue;
+            }
             let times = al
                 .events
                 .iter()
@@ -539,6 +550,7 @@ impl Vigil {
                 reason: al.reason.clone(),
                 external: Vec::new(),
             };
+            touched.insert(c.id.clone());
             alerts.push(MonitorAlert {
                 sealed: self.seal_monitor("alert", &id, &body_alert)?,
                 id,
@@ -550,6 +562,9 @@ impl Vigil {
         }
         let mut case_rows = Vec::with_capacity(cases.len());
         for (_, (mut c, body)) in cases {
+            if !touched.contains(&c.id) {
+                continue;
+            }
             c.sealed = self.seal_monitor("case", &c.id, &body)?;
             case_rows.push(c);
         }
