@@ -4,9 +4,11 @@
 pub mod audit_cli;
 pub mod backup;
 pub mod bench;
+pub mod bench_monitor;
 pub mod bench_policy;
 pub mod config;
 pub mod mail;
+pub mod monitor_cli;
 pub mod pgadmin;
 pub mod serve;
 pub mod tls;
@@ -106,6 +108,12 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         action: AuditCommand,
+    },
+    /// Privacy monitoring of access logs without a server: scan an export,
+    /// simulate a hospital, evaluate alerts.
+    Monitor {
+        #[command(subcommand)]
+        action: monitor_cli::MonitorCommand,
     },
     /// Benchmarks.
     Bench {
@@ -338,6 +346,9 @@ pub enum BenchCommand {
         #[arg(long)]
         sqlite_readers: Option<u32>,
     },
+    /// Privacy monitoring on one thread: index, learn, explain + detect
+    /// (accesses/s, target 1,000,000), CSV parsing apart, peak memory.
+    Monitor(bench_monitor::MonitorBenchArgs),
 }
 
 fn overrides(c: &Common, listen: Option<String>) -> config::Overrides {
@@ -480,6 +491,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => bench::run_audit(&writers, Duration::from_secs(seconds), verify_entries).await,
         Command::Audit { action } => audit(action).await,
+        Command::Monitor { action } => monitor_cli::run(action),
+        Command::Bench {
+            what: BenchCommand::Monitor(args),
+        } => bench_monitor::run(&args),
         Command::Bench {
             what:
                 BenchCommand::Policy {

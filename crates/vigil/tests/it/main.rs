@@ -17,6 +17,7 @@ mod crash;
 mod harness;
 mod lifecycle;
 mod mail;
+mod monitor_cli;
 mod plaintext;
 mod tls;
 mod users;
