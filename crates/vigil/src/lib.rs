@@ -491,6 +491,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => bench::run_audit(&writers, Duration::from_secs(seconds), verify_entries).await,
         Command::Audit { action } => audit(action).await,
+        Command::Monitor {
+            action:
+                monitor_cli::MonitorCommand::Import {
+                    dir,
+                    timezone,
+                    skip_bad_rows,
+                    common,
+                },
+        } => {
+            let open = || async {
+                let s = config::load(&overrides(&common, None))?;
+                let (vigil, _) = serve::open_vigil(&s, false).await?;
+                Ok(vigil)
+            };
+            monitor_cli::import(open, &dir, &timezone, skip_bad_rows).await
+        }
         Command::Monitor { action } => monitor_cli::run(action),
         Command::Bench {
             what: BenchCommand::Monitor(args),

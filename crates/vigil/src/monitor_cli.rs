@@ -108,13 +108,29 @@ pub enum MonitorCommand {
         #[arg(long, value_delimiter = ',', default_value = "101,102,103,104,105")]
         seeds: Vec<u64>,
     },
-    // `Import` (the same input into the running server's store, with the
-    // server's `Common` options) goes here; it can share `load` and
-    // `timezone` below.
+    /// Imports an export into this server's store: its alerts become cases
+    /// in the privacy officer's queue (with each alert's accesses and their
+    /// explanations). Malformed rows refuse the whole input unless
+    /// --skip-bad-rows; importing the same export again adds nothing.
+    Import {
+        /// The export directory (CSV or FHIR NDJSON, as for `scan`).
+        dir: PathBuf,
+        /// The organisation's time zone (IANA name), for hours and days.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Skips malformed rows (each is reported) instead of refusing the input.
+        #[arg(long)]
+        skip_bad_rows: bool,
+        #[command(flatten)]
+        common: crate::Common,
+    },
 }
 
 pub fn run(action: MonitorCommand) -> anyhow::Result<()> {
     match action {
+        MonitorCommand::Import { .. } => {
+            bail!("`monitor import` runs against the server's store (see `import`)")
+        }
         MonitorCommand::Scan {
             input,
             out,
@@ -676,6 +692,51 @@ fn percent(part: usize, whole: usize) -> f64 {
     } else {
         part as f64 * 100.0 / whole as f64
     }
+}
+
+/// `vigil monitor import`: reads the export first (refusing it whole on a
+/// bad row unless told to skip, before the server's store is touched), then
+/// stores its alerts as cases through the app, as the operator (recorded in
+/// the audit trail). `open` opens the server's Vigil.
+pub async fn import<F, Fut>(
+    open: F,
+    dir: &Path,
+    timezone_name: &str,
+    skip_bad_rows: bool,
+) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<std::sync::Arc<app::Vigil>>>,
+{
+    let tz = timezone(timezone_name)?;
+    let loaded = load(dir, &ReadOptions { skip_bad_rows })?;
+    let vigil = open().await?;
+    let cfg = monitor::engine::Config {
+        timezone: tz,
+        ..monitor::engine::Config::default()
+    };
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message("explaining and storing alerts");
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    let report = vigil
+        .monitor_import(&app::Principal::Operator, &loaded.world, &cfg)
+        .await
+        .context("importing into the store")?;
+    pb.finish_and_clear();
+    println!(
+        "imported {} accesses: {} new alert{} in {} case{}{}",
+        thousands(report.accesses as u64),
+        report.alerts,
+        plural(report.alerts),
+        report.cases,
+        plural(report.cases),
+        if report.already > 0 {
+            format!(" ({} already imported before)", report.already)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ mod learn;
 
 use jiff::tz::TimeZone;
 
-pub use detect::{Alert, Output, Suppress};
+pub use detect::{Alert, Output, Suppress, detect};
 pub use index::{FastMap, Index, RelKind};
 pub use learn::{ANY, Learned, Phase, SAME, template_key};
 

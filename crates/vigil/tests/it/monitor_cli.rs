@@ -220,6 +220,69 @@ fn a_malformed_row_refuses_the_input_unless_skipped() {
 }
 
 #[test]
+fn import_stores_cases_once_and_refuses_a_malformed_export_whole() {
+    let dir = Scratch::new("monitor-import");
+    let world = dir.0.join("world");
+    simulate(&world);
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    let w = world.to_str().unwrap();
+
+    // A copy with one malformed row: refused, nothing stored.
+    let bad = dir.0.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in [
+        "staff.csv",
+        "patients.csv",
+        "encounters.csv",
+        "care_team.csv",
+        "orders.csv",
+    ] {
+        std::fs::copy(world.join(f), bad.join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(world.join("access_log.csv")).unwrap();
+    let mut rows: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut fields: Vec<&str> = rows[2].split(',').collect();
+    fields[1] = "yesterday";
+    rows[2] = fields.join(",");
+    std::fs::write(bad.join("access_log.csv"), rows.join("\n") + "\n").unwrap();
+    let (ok, out, err) = run(
+        &["monitor", "import", bad.to_str().unwrap(), "--data-dir", d],
+        &[],
+    );
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("access_log.csv:3: timestamp"), "{err}");
+
+    // Into a running server's store.
+    let server = crate::harness::Server::start(&["--data-dir", d], &[], &dir.0);
+    let (ok, out, err) = run(&["monitor", "import", w, "--data-dir", d], &[]);
+    assert!(ok, "{err}");
+    let new_alerts = |out: &str| -> usize {
+        out.split(": ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no alert count in {out:?}"))
+    };
+    let first = new_alerts(&out);
+    assert!(
+        first > 0,
+        "the refused import stored nothing, so all are new: {out}"
+    );
+    assert!(out.contains(" case"), "{out}");
+
+    // The same export again adds nothing.
+    let (ok, out, err) = run(&["monitor", "import", w, "--data-dir", d], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(new_alerts(&out), 0, "{out}");
+    assert!(
+        out.contains(&format!("({first} already imported before)")),
+        "{out}"
+    );
+    drop(server);
+}
+
+#[test]
 fn an_unknown_time_zone_is_a_clear_error() {
     let dir = Scratch::new("monitor-tz");
     let alerts = dir.0.join("alerts.ndjson");
