@@ -51,7 +51,7 @@ impl IntoResponse for JsonError {
     }
 }
 
-fn reply(status: StatusCode, v: &Value) -> Response {
+pub(crate) fn reply(status: StatusCode, v: &Value) -> Response {
     let mut r = (status, serde_json::to_vec(v).unwrap_or_default()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -60,7 +60,7 @@ fn reply(status: StatusCode, v: &Value) -> Response {
     r
 }
 
-fn error(status: StatusCode, msg: &str) -> JsonError {
+pub(crate) fn error(status: StatusCode, msg: &str) -> JsonError {
     JsonError(Box::new(reply(status, &json!({ "error": msg }))))
 }
 
@@ -88,7 +88,10 @@ fn ok<T: serde::Serialize>(v: &T) -> JsonResult {
 }
 
 /// The caller, and whether they signed in recently (sessions only).
-async fn caller(state: &WebState, headers: &HeaderMap) -> Result<(Principal, bool), JsonError> {
+pub(crate) async fn caller(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<(Principal, bool), JsonError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -129,7 +132,7 @@ async fn caller(state: &WebState, headers: &HeaderMap) -> Result<(Principal, boo
 }
 
 /// A JSON body of at most `limit` bytes, read into `T`.
-async fn body<T: DeserializeOwned>(
+pub(crate) async fn body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,

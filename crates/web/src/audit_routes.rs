@@ -694,9 +694,22 @@ fn access_row(l: &AccessLine) -> String {
     } else {
         format!("{} (refused or failed)", esc(&l.what))
     };
+    // How privacy monitoring explains the access (nothing until a pass has
+    // seen it, and nothing for entries that are not accesses to the record).
+    let explained = l
+        .explanation
+        .as_ref()
+        .map(|e| {
+            format!(
+                "<br><span class=\"explanation\" data-strength=\"{}\">Why: {}</span>",
+                esc(&e.strength),
+                esc(&e.text)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "<tr{class} data-index=\"{i}\"><td class=\"when\"><time datetime=\"{iso}\">{t}</time></td><td class=\"who\">{who}</td>\
-<td class=\"what\">{what}{label}</td><td class=\"why\">{why}</td></tr>\n",
+<td class=\"what\">{what}{label}{explained}</td><td class=\"why\">{why}</td></tr>\n",
         i = l.index,
         iso = esc(&l.when.to_fhir_instant()),
         t = esc(&when(l.when)),
@@ -759,7 +772,7 @@ async fn access_log_page(
     let body = format!(
         "<section class=\"card\">\n<h2 id=\"access-log-title\">Who accessed my record</h2>\n\
 <p>Every time someone opened, searched or changed your record, newest first, including you and the apps you allowed. \
-Emergency access (break the glass) is marked; ask the privacy office about any access you do not expect.</p>\n\
+Emergency access (break the glass) is marked, and each access says why it happened when privacy monitoring has explained it; ask the privacy office about any access you do not expect.</p>\n\
 <p><a id=\"download-my-record\" class=\"button secondary\" href=\"/account/my-record\">Download my record</a> \
 (a FHIR Bundle of everything in your record; the download is listed here too)</p>\n{empty}\
 <table id=\"access-log\">\n<thead><tr><th>When</th><th>Who</th><th>What</th><th>Why</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n{older}</section>"

@@ -54,7 +54,7 @@ pub struct Nav {
     pub username: String,
     pub admin: bool,
     /// A privacy officer's session: the audit trail, break-the-glass
-    /// reviews and access-policy links.
+    /// reviews, access-policy and monitoring links.
     pub privacy_officer: bool,
     /// A clinician's session: the chart and emergency-access links.
     pub clinician: bool,
@@ -71,7 +71,8 @@ impl Nav {
         let audit = if self.privacy_officer {
             "<a href=\"/admin/audit\" id=\"nav-audit\">Audit trail</a> \
 <a href=\"/admin/break-glass\" id=\"nav-break-glass-reviews\">Break-glass reviews</a> \
-<a href=\"/admin/policy\" id=\"nav-policy\">Access policy</a> "
+<a href=\"/admin/policy\" id=\"nav-policy\">Access policy</a> \
+<a href=\"/admin/monitor\" id=\"nav-monitor\">Monitoring</a> "
         } else {
             ""
         };

@@ -15,6 +15,7 @@ pub mod client_addr;
 mod fhir_routes;
 pub mod html;
 mod identity_pages;
+mod monitor_pages;
 mod oauth_routes;
 mod pages;
 mod session;
@@ -67,6 +68,7 @@ pub fn router(state: WebState) -> Router {
         .merge(audit_routes::routes())
         .merge(access_pages::routes())
         .merge(access_routes::routes())
+        .merge(monitor_pages::routes())
         .fallback(fhir_routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

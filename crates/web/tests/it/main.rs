@@ -13,6 +13,7 @@ mod api;
 mod audit;
 mod bundle;
 mod identity;
+mod monitor;
 mod oauth;
 mod policy;
 mod policy_break_glass;
