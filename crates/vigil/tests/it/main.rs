@@ -18,6 +18,7 @@ mod harness;
 mod lifecycle;
 mod mail;
 mod monitor_cli;
+mod monitor_live;
 mod plaintext;
 mod tls;
 mod users;
