@@ -73,6 +73,10 @@ enum Setup {
     /// privacy officer and the other patient's account (charts, denials, break-the-glass,
     /// reviews and the policy pages, `policy-browser.js`).
     Policy,
+    /// The demo clinic's password (printed once by `serve --demo`, read from the server's
+    /// log) for the demo privacy officer `privacy` and patient `patient` (privacy monitoring's
+    /// pages, `monitor-browser.js`).
+    Monitor,
 }
 
 /// The `[identity]` settings of the identity round: a short idle timeout to test.
@@ -192,6 +196,20 @@ fn rounds() -> Vec<Round> {
                 name: "access policy pages (Chromium: chart, export, denial, break-the-glass, review, what-if, access log and download)",
                 program: Program::Node,
                 file: "policy-browser.js",
+            }],
+        },
+        Round {
+            server: "monitor-server",
+            opts: Options {
+                referential_integrity: true,
+                demo: true,
+                config: None,
+            },
+            setup: Setup::Monitor,
+            scripts: vec![Script {
+                name: "privacy monitoring pages (Chromium: a snooping access becomes a case, the officer reads the explanations and decides; the patient's access log explains)",
+                program: Program::Node,
+                file: "monitor-browser.js",
             }],
         },
     ]
@@ -497,8 +515,28 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
         }
         Setup::Audit => set_up_audit(server, &mut env)?,
         Setup::Policy => set_up_policy(server, &mut env)?,
+        Setup::Monitor => {
+            let log = std::fs::read_to_string(&server.log)
+                .with_context(|| format!("reading {}", server.log.display()))?;
+            let password = demo_password(&log)
+                .context("the demo server's log has no line with the demo accounts' password")?;
+            env.extend([
+                ("VIGIL_DEMO_PASSWORD".to_owned(), password),
+                ("VIGIL_PO_USER".to_owned(), "privacy".to_owned()),
+                ("VIGIL_PAT_USER".to_owned(), "patient".to_owned()),
+                ("VIGIL_PAT_PATIENT".to_owned(), "pat-00000".to_owned()),
+            ]);
+        }
     }
     Ok(env)
+}
+
+/// The demo accounts' password from `serve --demo`'s output ("… all with the password PW:").
+fn demo_password(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|l| l.split_once("all with the password ").map(|(_, pw)| pw))
+        .map(|pw| pw.trim().trim_end_matches(':').to_owned())
+        .filter(|pw| !pw.is_empty())
 }
 
 /// Runs every external script (or those whose file is in `only`, when it is not empty)
