@@ -159,15 +159,23 @@ async fn queue_page(
     }
     let (status, selected) = queue_filter(q.as_deref());
     let who = principal(&view);
-    let mut cases = match state.vigil.monitor_cases(&who, status, QUEUE_LIMIT).await {
-        Ok(c) => c,
-        Err(e) => return pages::app_error_page(&view, "Monitoring", &e),
+    // The default view asks for each status still to work on, so that closed
+    // cases never crowd open ones out of a listing's limit.
+    let asked: Vec<Option<&str>> = if selected == "active" {
+        vec![Some("open"), Some("follow_up")]
+    } else {
+        vec![status]
     };
-    // Cases still to work on first (the store ranks each status by risk).
-    cases.sort_by_key(|c| !is_active(c));
-    if selected == "active" {
-        cases.retain(is_active);
+    let mut cases = Vec::new();
+    for s in asked {
+        match state.vigil.monitor_cases(&who, s, QUEUE_LIMIT).await {
+            Ok(c) => cases.extend(c),
+            Err(e) => return pages::app_error_page(&view, "Monitoring", &e),
+        }
     }
+    // Highest risk first, cases still to work on before closed ones.
+    cases.sort_by(|a, b| b.score.total_cmp(&a.score));
+    cases.sort_by_key(|c| !is_active(c));
     let officers: HashMap<String, String> = match state.vigil.monitor_officers(&who).await {
         Ok(o) => o.into_iter().collect(),
         Err(e) => return pages::app_error_page(&view, "Monitoring", &e),
