@@ -18,8 +18,10 @@
 //! notes, suppressions) is sealed with the audit key, bound to its id: the
 //! database never sees who looked at whom.
 //!
-//! Operator actions (the CLI on the server's machine, demo seeding) are in
-//! the trail but are not monitored as people: they are administrative.
+//! Operator actions (the CLI on the server's machine, demo seeding) and
+//! backend services acting without a person are in the trail but are not
+//! monitored as people: they are not decided by relationships either, and
+//! household, colleague and hour signals mean nothing for them.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -224,7 +226,8 @@ pub struct Disposition {
     /// The case's `updated` as the officer saw it (optimistic concurrency).
     pub expected_updated: Timestamp,
     pub status: String,
-    /// An account id, or none to leave it unassigned.
+    /// An account id to assign the case to; an empty string unassigns it;
+    /// `None` leaves the assignment as it is.
     pub assignee: Option<String>,
     pub note: Option<String>,
     /// With `appropriate`: confirm the pattern, so future alerts of the same
@@ -362,11 +365,11 @@ impl Vigil {
 
         // The world: context, then history and the new accesses.
         let mut world = context.clone();
-        let users: HashMap<&str, UserIx> = context
+        let users: HashMap<String, UserIx> = context
             .users
             .iter()
             .enumerate()
-            .map(|(i, u)| (u.id.as_str(), UserIx(u32::try_from(i).unwrap_or(u32::MAX))))
+            .map(|(i, u)| (u.id.clone(), UserIx(u32::try_from(i).unwrap_or(u32::MAX))))
             .collect();
         let patients: HashMap<&str, PatientIx> = context
             .patients
@@ -394,10 +397,12 @@ impl Vigil {
             .map(|s| (false, s))
             .chain(fresh.iter().map(|s| (true, s)))
         {
-            let (Some(&user), Some(&patient)) =
-                (users.get(s.user.as_str()), patients.get(s.patient.as_str()))
-            else {
+            let Some(&patient) = patients.get(s.patient.as_str()) else {
                 continue;
+            };
+            let user = match users.get(s.user.as_str()) {
+                Some(&u) => u,
+                None => continue,
             };
             if is_new {
                 new_positions.insert(
@@ -1147,6 +1152,10 @@ impl Vigil {
             .monitor_case(id)
             .await?
             .ok_or_else(|| AppError::NotFound("case".into()))?;
+        let assignee = match &d.assignee {
+            None => c.assignee.clone(),
+            Some(_) => assignee,
+        };
         let now = self.clock.now();
         let note = match d.note.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
             None => None,
@@ -1453,15 +1462,18 @@ impl Vigil {
 }
 
 /// The accesses an audit entry records: one per patient, for record
-/// operations by people and apps (not operators).
+/// operations by people (apps acting for a person included; not operators
+/// or backend services).
 fn seen_of(index: u64, e: &Entry) -> Vec<Seen> {
     if e.category != Category::Rest || e.patients.is_empty() {
         return Vec::new();
     }
-    let user = match (&e.agent.account, &e.agent.client) {
-        (Some(a), _) => a.clone(),
-        (None, Some(c)) => format!("app:{c}"),
-        (None, None) => return Vec::new(),
+    // People are monitored; backend services acting without a person
+    // (client credentials, system scopes) are, like operators, not decided
+    // by relationships and have no household, colleagues or hours: their
+    // accesses stay in the trail and its search, not in monitoring.
+    let Some(user) = e.agent.account.clone() else {
+        return Vec::new();
     };
     let action = match (e.action, e.subtype.as_str()) {
         (_, "export") => monitor::Action::Export,
