@@ -695,3 +695,33 @@ fn suppression_confirmed_by_the_officer_drops_the_pattern() {
     );
     assert_eq!(kinds(&out, nurse), vec![Kind::Family]);
 }
+
+/// Issue 6's thresholds on the reporting seeds of `docs/monitor-simulator.md`
+/// (never used for tuning), at default scale, and the naive baseline's
+/// failure on the same data. `vigil monitor eval` prints the same figures.
+#[test]
+fn the_reporting_seeds_meet_the_thresholds_and_the_baseline_does_not() {
+    use monitor::eval::evaluate;
+    use monitor::sim::{SimConfig, generate};
+    for seed in 101..=105 {
+        let sim = generate(&SimConfig {
+            seed,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let n = sim.world.accesses.len();
+        assert!(n >= 150_000, "seed {seed}: {n} accesses");
+        let out = engine::run(&sim.world, &Config::default(), &[]);
+        let m = evaluate(&engine::records(&sim.world, &out.alerts), &sim.incidents, n);
+        println!("seed {seed}:\n{m}");
+        assert!(m.recall_in_budget >= 0.95, "seed {seed}:\n{m}");
+        assert!(m.precision >= 0.8, "seed {seed}:\n{m}");
+        assert!(m.pair_precision >= 0.8, "seed {seed}:\n{m}");
+        let naive = engine::baseline(&sim.world, &Config::default());
+        let b = evaluate(&engine::records(&sim.world, &naive), &sim.incidents, n);
+        assert!(
+            b.precision < 0.1 && b.recall_in_budget < 0.5,
+            "seed {seed}: baseline\n{b}"
+        );
+    }
+}
