@@ -365,23 +365,7 @@ impl Vigil {
 
         // The world: context, then history and the new accesses.
         let mut world = context.clone();
-        let users: HashMap<String, UserIx> = context
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.id.clone(), UserIx(u32::try_from(i).unwrap_or(u32::MAX))))
-            .collect();
-        let patients: HashMap<&str, PatientIx> = context
-            .patients
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    p.id.as_str(),
-                    PatientIx(u32::try_from(i).unwrap_or(u32::MAX)),
-                )
-            })
-            .collect();
+        let (users, patients) = id_maps(context);
         let horizon = now.0 - HISTORY_MICROS;
         let keep_from = live
             .history
@@ -796,23 +780,7 @@ impl Vigil {
                 }
             }
         }
-        let users: HashMap<String, UserIx> = world
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.id.clone(), UserIx(u32::try_from(i).unwrap_or(u32::MAX))))
-            .collect();
-        let patients: HashMap<String, PatientIx> = world
-            .patients
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    p.id.clone(),
-                    PatientIx(u32::try_from(i).unwrap_or(u32::MAX)),
-                )
-            })
-            .collect();
+        let (users, patients) = id_maps(&world);
         // Practitioner ids that became account ids, and break-the-glass
         // grants (only workforce accounts can hold them).
         let mut practitioner_account: HashMap<String, String> = HashMap::new();
@@ -1495,6 +1463,23 @@ fn seen_of(index: u64, e: &Entry) -> Vec<Seen> {
             refused: e.outcome != 0,
         })
         .collect()
+}
+
+/// The users' and patients' ids in a world, to their indexes.
+fn id_maps(w: &World) -> (HashMap<String, UserIx>, HashMap<String, PatientIx>) {
+    let ix = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+    (
+        w.users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.id.clone(), UserIx(ix(i))))
+            .collect(),
+        w.patients
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), PatientIx(ix(i))))
+            .collect(),
+    )
 }
 
 fn split_name(n: &str) -> (String, String) {
