@@ -363,9 +363,6 @@ impl Vigil {
             return Err(seal_err("context"));
         };
 
-        // The world: context, then history and the new accesses.
-        let mut world = context.clone();
-        let (users, patients) = id_maps(context);
         let horizon = now.0 - HISTORY_MICROS;
         let keep_from = live
             .history
@@ -373,43 +370,37 @@ impl Vigil {
             .position(|s| s.time >= horizon)
             .unwrap_or(live.history.len())
             .max(live.history.len().saturating_sub(HISTORY_MAX));
-        let mut new_positions: HashMap<u32, u64> = HashMap::new();
-        for (is_new, s) in live
-            .history
-            .iter()
-            .skip(keep_from)
-            .map(|s| (false, s))
-            .chain(fresh.iter().map(|s| (true, s)))
-        {
-            let Some(&patient) = patients.get(s.patient.as_str()) else {
-                continue;
-            };
-            let user = match users.get(s.user.as_str()) {
-                Some(&u) => u,
-                None => continue,
-            };
-            if is_new {
-                new_positions.insert(
-                    u32::try_from(world.accesses.len()).unwrap_or(u32::MAX),
-                    s.index,
-                );
-            }
-            world.accesses.push(Access {
-                event_id: s.index.to_string(),
-                time: s.time / 1_000_000,
-                user,
-                patient,
-                action: s.action,
-                resource_type: String::new(),
-                workstation: String::new(),
-                record_count: 1,
-                emergency: s.emergency,
-                refused: s.refused,
-            });
-        }
-        let suppress = self.monitor_suppressions(&world).await?;
+        let history = live.history.get(keep_from..).unwrap_or(&[]);
+        let (mut world, mut new_positions) = assemble(context, history, &fresh);
         let cfg = engine::Config::default();
-        let out = engine::run(&world, &cfg, &suppress);
+        let mut suppress = self.monitor_suppressions(&world).await?;
+        let mut out = engine::run(&world, &cfg, &suppress);
+        // A relationship recorded just before an access (a clinician joins
+        // the care team, then opens the chart) may be newer than the
+        // context: when the context was read before the newest access and
+        // leaves one of the new accesses unexplained, it is read again and
+        // the pass judged on it, so no explanation or alert is stored from
+        // a stale context.
+        let read_at = live.context.as_ref().map_or(now.0, |(at, _)| at.0);
+        let newest = fresh.iter().map(|s| s.time).max().unwrap_or(i64::MIN);
+        let unexplained = new_positions.keys().any(|p| {
+            out.explanations
+                .get(*p as usize)
+                .is_some_and(|e| e.because == Because::Unexplained)
+        });
+        if unexplained && read_at <= newest && !stale {
+            let started = std::time::Instant::now();
+            let fresh_context = self.monitor_context().await?;
+            live.context_cost = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+            live.context = Some((self.clock.now(), fresh_context));
+            let Some((_, context)) = live.context.as_ref() else {
+                return Err(seal_err("context"));
+            };
+            let history = live.history.get(keep_from..).unwrap_or(&[]);
+            (world, new_positions) = assemble(context, history, &fresh);
+            suppress = self.monitor_suppressions(&world).await?;
+            out = engine::run(&world, &cfg, &suppress);
+        }
 
         // Explanations of the new accesses, per audit entry.
         let mut by_entry: HashMap<u64, Vec<Explained>> = HashMap::new();
@@ -1463,6 +1454,45 @@ fn seen_of(index: u64, e: &Entry) -> Vec<Seen> {
             refused: e.outcome != 0,
         })
         .collect()
+}
+
+/// The world a pass judges: the context, then the history and the new
+/// accesses (those whose user or patient the context does not know are
+/// left out); with the positions of the new ones and their audit indexes.
+fn assemble(context: &World, history: &[Seen], fresh: &[Seen]) -> (World, HashMap<u32, u64>) {
+    let mut world = context.clone();
+    let (users, patients) = id_maps(context);
+    let mut new_positions = HashMap::new();
+    for (is_new, s) in history
+        .iter()
+        .map(|s| (false, s))
+        .chain(fresh.iter().map(|s| (true, s)))
+    {
+        let (Some(&user), Some(&patient)) =
+            (users.get(s.user.as_str()), patients.get(s.patient.as_str()))
+        else {
+            continue;
+        };
+        if is_new {
+            new_positions.insert(
+                u32::try_from(world.accesses.len()).unwrap_or(u32::MAX),
+                s.index,
+            );
+        }
+        world.accesses.push(Access {
+            event_id: s.index.to_string(),
+            time: s.time / 1_000_000,
+            user,
+            patient,
+            action: s.action,
+            resource_type: String::new(),
+            workstation: String::new(),
+            record_count: 1,
+            emergency: s.emergency,
+            refused: s.refused,
+        });
+    }
+    (world, new_positions)
 }
 
 /// The users' and patients' ids in a world, to their indexes.

@@ -555,3 +555,32 @@ async fn the_patients_access_log_shows_the_explanations() {
         "{page}"
     );
 }
+
+/// A clinician joins a patient's care team and opens the chart at once: the
+/// next pass, whose context was read before the care team existed, reads
+/// the context again rather than store the access as unexplained (or raise
+/// an alert on it).
+#[tokio::test]
+async fn a_relationship_recorded_just_before_the_access_explains_it() {
+    let w = world().await;
+    let t = &w.t;
+    let team = json!({"resourceType": "CareTeam", "status": "active",
+        "subject": {"reference": "Patient/pv"},
+        "participant": [{"member": {"reference": "Practitioner/pr-dan"}}]});
+    let r = t.post("/fhir/CareTeam", &team).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = get_bearer(t, "/fhir/Patient/pv", "dr.dan").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let report = t.vigil.monitor_step().await.unwrap();
+    assert!(report.accesses >= 1, "{report:?}");
+    assert_eq!(report.alerts, 0, "{report:?}");
+    let vic = session(t, "pat.vic").await;
+    let page = vic.get(t, "/account/access-log").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        text(&page).contains("on the patient&#39;s care team")
+            || text(&page).contains("on the patient's care team"),
+        "{}",
+        text(&page)
+    );
+}
