@@ -54,6 +54,11 @@ fn ascii(b: &[u8], span: (usize, usize)) -> String {
 const NUMBER_SEPARATORS: &[u8] = b"()-. +";
 /// Longest digit string any pattern here needs (card numbers).
 const MAX_DIGITS: usize = 19;
+/// Most groups a number is written in (`+1 (212) 555 0199`, `4111 1111 1111
+/// 1111 111`); it bounds the windows tried at each group.
+const MAX_GROUPS: usize = 5;
+/// Most groups a numeric MRN is written in (`0091 8273`).
+const MAX_MRN_GROUPS: usize = 2;
 
 /// Phone, SSN, NPI, card and numeric MRN candidates from runs of digits
 /// joined by at most two separator characters at a time.
@@ -126,7 +131,7 @@ fn windows(
     for (first, &(start, _)) in groups.iter().enumerate() {
         let mut digits = String::new();
         let mut lens: Vec<usize> = Vec::new();
-        for &(gs, ge) in groups.iter().skip(first) {
+        for &(gs, ge) in groups.iter().skip(first).take(MAX_GROUPS) {
             if digits.len() + (ge - gs) > MAX_DIGITS {
                 break;
             }
@@ -176,7 +181,9 @@ fn classify(
                 value,
             });
         }
-        if (config.mrn_min_len..=config.mrn_max_len).contains(&total) {
+        if lens.len() <= MAX_MRN_GROUPS
+            && (config.mrn_min_len..=config.mrn_max_len).contains(&total)
+        {
             out.identifiers.push(Candidate {
                 kind: IdentifierKind::Mrn,
                 span,
