@@ -439,6 +439,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn hashing_is_keyed() {
+        let index = index();
+        let same = index::Keyed::new(&IndexKey::new([7; 32]));
+        let other = index::Keyed::new(&IndexKey::new([8; 32]));
+        let phone = "5559876543";
+        assert_eq!(
+            index
+                .holders(&same.digest(IdentifierKind::Phone, phone))
+                .len(),
+            1
+        );
+        assert!(
+            index
+                .holders(&other.digest(IdentifierKind::Phone, phone))
+                .is_empty()
+        );
+        // The kind is part of the hashed message.
+        assert_ne!(
+            same.digest(IdentifierKind::Phone, phone),
+            same.digest(IdentifierKind::Mrn, phone)
+        );
+        assert!(!format!("{:?}", IndexKey::new([7; 32])).contains('7'));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics_and_spans_are_boundaries(text in any::<String>(), clinician in any::<bool>()) {

