@@ -98,45 +98,11 @@ pub struct PersonName {
     pub given: Vec<String>,
 }
 
-/// The patients holding one value: almost always one, so that case takes
-/// no allocation.
-#[derive(Clone, Debug)]
-enum Holders {
-    One(u32),
-    Many(Box<[u32]>),
-}
-
-impl Holders {
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            Holders::One(p) => std::slice::from_ref(p),
-            Holders::Many(ps) => ps,
-        }
-    }
-
-    fn with(&self, patient: u32) -> Holders {
-        let mut all = self.as_slice().to_vec();
-        if !all.contains(&patient) {
-            all.push(patient);
-        }
-        Holders::Many(all.into_boxed_slice())
-    }
-
-    /// The holders without `patient`, or `None` when nobody is left.
-    fn without(&self, patient: u32) -> Option<Holders> {
-        let rest: Vec<u32> = self
-            .as_slice()
-            .iter()
-            .copied()
-            .filter(|p| *p != patient)
-            .collect();
-        match rest.as_slice() {
-            [] => None,
-            [one] => Some(Holders::One(*one)),
-            _ => Some(Holders::Many(rest.into_boxed_slice())),
-        }
-    }
-}
+/// A map value with this bit set indexes [`IdentifierIndex::shared`]; without
+/// it, the value is the one patient slot holding the digest. Almost every
+/// value has one holder, so the common case costs four bytes and no
+/// allocation.
+const SHARED: u32 = 1 << 31;
 
 /// Digests are uniformly random already; hashing them again with SipHash
 /// would only cost time, so the map uses their first eight bytes.
@@ -177,9 +143,12 @@ struct PatientSlot {
 /// records change.
 pub struct IdentifierIndex {
     keyed: Keyed,
-    map: DigestMap<Holders>,
-    // INVARIANT: `map` holds patient `i` under digest `d` exactly when
-    // `patients[i]` is `Some` and lists `d`.
+    map: DigestMap<u32>,
+    // INVARIANT: `map` holds patient `i` under digest `d` (directly, or in the
+    // `shared` list it points to) exactly when `patients[i]` is `Some` and
+    // lists `d`; a `shared` list in use has at least two holders.
+    shared: Vec<Vec<u32>>,
+    shared_free: Vec<u32>,
     patients: Vec<Option<PatientSlot>>,
     by_id: HashMap<String, u32>,
     free: Vec<u32>,
@@ -201,6 +170,8 @@ impl IdentifierIndex {
         Self {
             keyed: Keyed::new(key),
             map: DigestMap::default(),
+            shared: Vec::new(),
+            shared_free: Vec::new(),
             patients: Vec::new(),
             by_id: HashMap::new(),
             free: Vec::new(),
@@ -230,14 +201,13 @@ impl IdentifierIndex {
         digests.dedup();
         let slot = match self.free.pop() {
             Some(slot) => slot,
-            None => u32::try_from(self.patients.len()).map_err(|_| DlpError::IndexFull)?,
+            None => u32::try_from(self.patients.len())
+                .ok()
+                .filter(|slot| *slot < SHARED)
+                .ok_or(DlpError::IndexFull)?,
         };
         for digest in &digests {
-            let holders = match self.map.get(digest) {
-                Some(existing) => existing.with(slot),
-                None => Holders::One(slot),
-            };
-            self.map.insert(*digest, holders);
+            self.hold(*digest, slot)?;
         }
         let entry = PatientSlot {
             id: patient.patient_id.clone(),
@@ -260,18 +230,66 @@ impl IdentifierIndex {
             return false;
         };
         for digest in entry.digests.iter() {
-            let rest = self.map.get(digest).and_then(|h| h.without(slot));
-            match rest {
-                Some(rest) => {
-                    self.map.insert(*digest, rest);
-                }
-                None => {
-                    self.map.remove(digest);
-                }
-            }
+            self.release(digest, slot);
         }
         self.free.push(slot);
         true
+    }
+
+    fn hold(&mut self, digest: Digest, slot: u32) -> Result<(), DlpError> {
+        let Some(value) = self.map.get_mut(&digest) else {
+            self.map.insert(digest, slot);
+            return Ok(());
+        };
+        if *value & SHARED == 0 {
+            if *value != slot {
+                let list = vec![*value, slot];
+                let at = match self.shared_free.pop() {
+                    Some(at) => {
+                        if let Some(free) = self.shared.get_mut(at as usize) {
+                            *free = list;
+                        }
+                        at
+                    }
+                    None => {
+                        let at = u32::try_from(self.shared.len())
+                            .ok()
+                            .filter(|at| *at < SHARED)
+                            .ok_or(DlpError::IndexFull)?;
+                        self.shared.push(list);
+                        at
+                    }
+                };
+                *value = SHARED | at;
+            }
+        } else if let Some(list) = self.shared.get_mut((*value & !SHARED) as usize)
+            && !list.contains(&slot)
+        {
+            list.push(slot);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, digest: &Digest, slot: u32) {
+        let Some(value) = self.map.get_mut(digest) else {
+            return;
+        };
+        if *value & SHARED == 0 {
+            if *value == slot {
+                self.map.remove(digest);
+            }
+            return;
+        }
+        let at = *value & !SHARED;
+        let Some(list) = self.shared.get_mut(at as usize) else {
+            return;
+        };
+        list.retain(|p| *p != slot);
+        if let [last] = list.as_slice() {
+            *value = *last;
+            *list = Vec::new();
+            self.shared_free.push(at);
+        }
     }
 
     /// How many patients the index holds.
@@ -293,14 +311,12 @@ impl IdentifierIndex {
     pub fn memory_estimate_bytes(&self) -> usize {
         use std::mem::size_of;
         // hashbrown keeps one control byte per bucket beside each entry.
-        let map = self.map.capacity() * (size_of::<(Digest, Holders)>() + 1)
+        let map = self.map.capacity() * (size_of::<(Digest, u32)>() + 1)
+            + self.shared.capacity() * size_of::<Vec<u32>>()
             + self
-                .map
-                .values()
-                .map(|h| match h {
-                    Holders::One(_) => 0,
-                    Holders::Many(ps) => ps.len() * size_of::<u32>(),
-                })
+                .shared
+                .iter()
+                .map(|l| l.capacity() * size_of::<u32>())
                 .sum::<usize>();
         let slots = self.patients.capacity() * size_of::<Option<PatientSlot>>()
             + self
@@ -311,7 +327,9 @@ impl IdentifierIndex {
                 .sum::<usize>();
         let by_id = self.by_id.capacity() * (size_of::<(String, u32)>() + 1)
             + self.by_id.keys().map(String::capacity).sum::<usize>();
-        map + slots + by_id + self.free.capacity() * size_of::<u32>()
+        map + slots
+            + by_id
+            + (self.free.capacity() + self.shared_free.capacity()) * size_of::<u32>()
     }
 
     pub(crate) fn keyed(&self) -> &Keyed {
@@ -323,7 +341,14 @@ impl IdentifierIndex {
     }
 
     pub(crate) fn holders(&self, digest: &Digest) -> &[u32] {
-        self.map.get(digest).map(Holders::as_slice).unwrap_or(&[])
+        match self.map.get(digest) {
+            None => &[],
+            Some(value) if *value & SHARED == 0 => std::slice::from_ref(value),
+            Some(value) => self
+                .shared
+                .get((*value & !SHARED) as usize)
+                .map_or(&[], Vec::as_slice),
+        }
     }
 
     pub(crate) fn patient_id(&self, slot: u32) -> Option<&str> {

@@ -464,6 +464,42 @@ mod tests {
         assert!(!format!("{:?}", IndexKey::new([7; 32])).contains('7'));
     }
 
+    #[test]
+    fn shared_values_survive_adds_and_removes_in_any_order() {
+        let key = IndexKey::new([9; 32]);
+        let with_phone = |id: &str| PatientIdentifiers {
+            patient_id: id.into(),
+            phones: vec!["617-555-0142".into()],
+            ..Default::default()
+        };
+        let mut index = IdentifierIndex::new(&key);
+        let digest = index.keyed().digest(IdentifierKind::Phone, "6175550142");
+        let holders = |index: &IdentifierIndex| -> Vec<String> {
+            let mut ids: Vec<String> = index
+                .holders(&digest)
+                .iter()
+                .filter_map(|slot| index.patient_id(*slot).map(str::to_owned))
+                .collect();
+            ids.sort();
+            ids
+        };
+        for id in ["a", "b", "c"] {
+            assert!(index.add(&with_phone(id)).is_ok());
+        }
+        assert_eq!(holders(&index), ["a", "b", "c"]);
+        index.remove("b");
+        assert_eq!(holders(&index), ["a", "c"]);
+        index.remove("a");
+        assert_eq!(holders(&index), ["c"]);
+        assert!(index.add(&with_phone("d")).is_ok());
+        assert!(index.add(&with_phone("d")).is_ok());
+        assert_eq!(holders(&index), ["c", "d"]);
+        index.remove("c");
+        index.remove("d");
+        assert!(holders(&index).is_empty());
+        assert_eq!(index.value_count(), 0);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics_and_spans_are_boundaries(text in any::<String>(), clinician in any::<bool>()) {
