@@ -74,8 +74,10 @@ pub(crate) struct Live {
     /// organisations re-read it less often.
     context_cost: i64,
     history: Vec<Seen>,
-    /// Whether history before the cursor was loaded.
-    primed: bool,
+    /// The audit index up to which `history` holds the trail: history
+    /// before the cursor is read at the first pass, and what other nodes'
+    /// passes processed is read before this node's next one.
+    seen_to: u64,
 }
 
 /// What one pass did.
@@ -299,9 +301,11 @@ impl Vigil {
         let mut live = self.monitor.lock().await;
         let cursor = self.store.monitor_cursor().await?;
         let size = self.store.audit_head().await?.size;
-        if !live.primed {
-            live.history = self.monitor_history(cursor).await?;
-            live.primed = true;
+        if live.seen_to < cursor {
+            let from = live.seen_to.max(cursor.saturating_sub(HISTORY_MAX as u64));
+            let more = self.monitor_history(from, cursor).await?;
+            live.history.extend(more);
+            live.seen_to = cursor;
         }
         if cursor >= size {
             return Ok(MonitorReport {
@@ -574,6 +578,7 @@ impl Vigil {
         }
         live.history.drain(..keep_from);
         live.history.extend(fresh);
+        live.seen_to = next;
         if stored > 0 {
             tracing::info!(alerts = stored, entries, "monitoring raised alerts");
         }
@@ -603,9 +608,8 @@ impl Vigil {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    /// The accesses before `cursor` that the engine learns from.
-    async fn monitor_history(&self, cursor: u64) -> Result<Vec<Seen>, AppError> {
-        let start = cursor.saturating_sub(HISTORY_MAX as u64);
+    /// The accesses in `start..cursor` that the engine learns from.
+    async fn monitor_history(&self, start: u64, cursor: u64) -> Result<Vec<Seen>, AppError> {
         let mut out = Vec::new();
         let mut from = start;
         while from < cursor {
