@@ -462,37 +462,18 @@ impl Vigil {
             let case = match cases.get_mut(&user) {
                 Some(c) => c,
                 None => {
-                    let subject = self.subject_term(&user);
-                    let (case, body) = match self.store.open_case_for(&subject).await? {
-                        Some(c) => {
-                            let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
-                            let ids = self.store.case_alerts(&c.id).await?;
-                            stored_ids.extend(ids.into_iter().map(|a| a.id));
-                            (c, body)
-                        }
-                        None => {
-                            let id = format!("case-{}", &crypto::random_token()[..16]);
-                            let repeat = self.prior_inappropriate(&subject).await?;
-                            (
-                                MonitorCase {
-                                    id,
-                                    subject,
-                                    status: "open".into(),
-                                    score: 0.1 * f64::from(repeat.min(5)),
-                                    assignee: None,
-                                    opened: now,
-                                    updated: now,
-                                    alerts: 0,
-                                    sealed: Vec::new(),
-                                },
-                                CaseBody {
-                                    user: user.clone(),
-                                    first: i64::MAX,
-                                    ..CaseBody::default()
-                                },
-                            )
-                        }
+                    let fresh = CaseBody {
+                        user: user.clone(),
+                        first: i64::MAX,
+                        ..CaseBody::default()
                     };
+                    let (mut case, body, ids, new) = self.case_of(&user, now, fresh).await?;
+                    stored_ids.extend(ids);
+                    if new {
+                        // Repeat offenders start higher.
+                        let repeat = self.prior_inappropriate(&case.subject).await?;
+                        case.score = 0.1 * f64::from(repeat.min(5));
+                    }
                     cases.entry(user.clone()).or_insert((case, body))
                 }
             };
@@ -588,6 +569,41 @@ impl Vigil {
             alerts: stored,
             cursor: next,
         })
+    }
+
+    /// The user's open (or follow-up) case with its summary and the ids of
+    /// the alerts it holds; or, when there is none, a new open case (score
+    /// 0, not stored yet) with the summary `fresh`, and `true`.
+    async fn case_of(
+        &self,
+        user: &str,
+        now: Timestamp,
+        fresh: CaseBody,
+    ) -> Result<(MonitorCase, CaseBody, BTreeSet<String>, bool), AppError> {
+        let subject = self.subject_term(user);
+        if let Some(c) = self.store.open_case_for(&subject).await? {
+            let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
+            let ids = self
+                .store
+                .case_alerts(&c.id)
+                .await?
+                .into_iter()
+                .map(|a| a.id)
+                .collect();
+            return Ok((c, body, ids, false));
+        }
+        let case = MonitorCase {
+            id: format!("case-{}", &crypto::random_token()[..16]),
+            subject,
+            status: "open".into(),
+            score: 0.0,
+            assignee: None,
+            opened: now,
+            updated: now,
+            alerts: 0,
+            sealed: Vec::new(),
+        };
+        Ok((case, fresh, BTreeSet::new(), true))
     }
 
     /// How many closed cases of this subject were judged inappropriate
@@ -725,13 +741,26 @@ impl Vigil {
             .collect();
         // Accounts are the users. A workforce account linked to a
         // Practitioner takes that user's place (its relationships name the
-        // Practitioner); the others are added.
+        // Practitioner); the others are added. On the way: which
+        // Practitioner ids became account ids, and the break-the-glass
+        // grants (only workforce accounts can hold them).
+        let mut practitioner_account: HashMap<String, String> = HashMap::new();
+        let mut grants = Vec::new();
         let mut after: Option<AccountId> = None;
         loop {
             let batch = self.store.accounts(after.as_ref(), 500).await?;
             let Some(last) = batch.last() else { break };
             after = Some(last.id.clone());
             for acc in batch {
+                if let Some(p) = &acc.practitioner {
+                    practitioner_account.insert(p.as_str().to_owned(), acc.id.as_str().to_owned());
+                }
+                if matches!(
+                    acc.role,
+                    Role::Physician | Role::Nurse | Role::OtherClinical
+                ) {
+                    grants.extend(self.store.grants_for_account(&acc.id, None).await?);
+                }
                 let role = world.role(acc.role.as_str());
                 let termination = acc.deactivated.map(|t| t.0 / 1_000_000);
                 let linked = acc
@@ -776,27 +805,6 @@ impl Vigil {
             }
         }
         let (users, patients) = id_maps(&world);
-        // Practitioner ids that became account ids, and break-the-glass
-        // grants (only workforce accounts can hold them).
-        let mut practitioner_account: HashMap<String, String> = HashMap::new();
-        let mut grants = Vec::new();
-        let mut after: Option<AccountId> = None;
-        loop {
-            let batch = self.store.accounts(after.as_ref(), 500).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some(last.id.clone());
-            for acc in batch {
-                if let Some(p) = &acc.practitioner {
-                    practitioner_account.insert(p.as_str().to_owned(), acc.id.as_str().to_owned());
-                }
-                if matches!(
-                    acc.role,
-                    Role::Physician | Role::Nurse | Role::OtherClinical
-                ) {
-                    grants.extend(self.store.grants_for_account(&acc.id, None).await?);
-                }
-            }
-        }
         for g in grants {
             if let (Some(&u), Some(&p)) = (
                 users.get(g.account.as_str()),
@@ -949,24 +957,13 @@ impl Vigil {
         let mut alerts = Vec::new();
         let mut alerted = BTreeSet::new();
         let mut patients = BTreeSet::new();
+        let mut timeline = Vec::new();
         for a in self.store.case_alerts(&c.id).await? {
             let b: AlertBody = self.open_monitor("alert", &a.id, &a.sealed)?;
             alerted.extend(b.events.iter().copied());
             patients.extend(b.patients.iter().cloned());
-            alerts.push(AlertView {
-                id: a.id,
-                kind: a.kind,
-                kinds: b.kinds,
-                score: a.score,
-                created: a.created,
-                reason: b.reason,
-                patients: b.patients,
-                events: b.events,
-            });
-        }
-        let mut timeline = Vec::new();
-        for a in self.store.case_alerts(&c.id).await? {
-            let b: AlertBody = self.open_monitor("alert", &a.id, &a.sealed)?;
+            // An imported alert carries its accesses (no audit entries of
+            // this server record them).
             for x in b.external {
                 timeline.push(TimelineItem {
                     index: 0,
@@ -979,6 +976,16 @@ impl Vigil {
                     alerted: x.alerted,
                 });
             }
+            alerts.push(AlertView {
+                id: a.id,
+                kind: a.kind,
+                kinds: b.kinds,
+                score: a.score,
+                created: a.created,
+                reason: b.reason,
+                patients: b.patients,
+                events: b.events,
+            });
         }
         // The timeline: the user's accesses to these patients.
         let mut indexes = BTreeSet::new();
@@ -1287,41 +1294,15 @@ impl Vigil {
                 continue;
             }
             if !cases.contains_key(&user) {
-                let subject = self.subject_term(&user);
-                let (case, body) = match self.store.open_case_for(&subject).await? {
-                    Some(c) => {
-                        let body: CaseBody = self.open_monitor("case", &c.id, &c.sealed)?;
-                        let ids = self
-                            .store
-                            .case_alerts(&c.id)
-                            .await?
-                            .into_iter()
-                            .map(|a| a.id)
-                            .collect();
-                        known.insert(user.clone(), ids);
-                        (c, body)
-                    }
-                    None => (
-                        MonitorCase {
-                            id: format!("case-{}", &crypto::random_token()[..16]),
-                            subject,
-                            status: "open".into(),
-                            score: 0.0,
-                            assignee: None,
-                            opened: now,
-                            updated: now,
-                            alerts: 0,
-                            sealed: Vec::new(),
-                        },
-                        CaseBody {
-                            user: user.clone(),
-                            first: i64::MAX,
-                            user_name: Some(name(&u.given, &u.family)),
-                            user_role: world.roles.get(u.role.ix()).cloned(),
-                            ..CaseBody::default()
-                        },
-                    ),
+                let fresh = CaseBody {
+                    user: user.clone(),
+                    first: i64::MAX,
+                    user_name: Some(name(&u.given, &u.family)),
+                    user_role: world.roles.get(u.role.ix()).cloned(),
+                    ..CaseBody::default()
                 };
+                let (case, body, ids, _) = self.case_of(&user, now, fresh).await?;
+                known.insert(user.clone(), ids);
                 cases.insert(user.clone(), (case, body));
             }
             if known.get(&user).is_some_and(|ids| ids.contains(&id)) {
@@ -1531,9 +1512,4 @@ fn rfc3339(s: &str) -> Option<i64> {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The explanation of one access, for a patient's access log.
-pub fn strength_of(b: Because) -> &'static str {
-    strength_name(b.strength())
 }

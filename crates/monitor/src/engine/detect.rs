@@ -219,21 +219,19 @@ fn signals(
         .flatten()
         .filter(|_| nothing || (!direct && night))
     {
-        {
-            let at = |d: i32| {
-                let k = (i32::from(local.hour) + d).rem_euclid(24) as usize;
-                h.get(k).copied().unwrap_or(0)
-            };
-            let total: u32 = h.iter().sum();
-            // The access itself is part of the history: a handful at this
-            // hour (and the next and previous) is still out of pattern.
-            // Work that a workflow explains may run past a shift's end, so
-            // it is judged over two hours either side.
-            let rare = (f64::from(total) * f64::from(cfg.hours_rare_share)).max(2.0);
-            let near = at(-1) + at(0) + at(1) + if nothing { 0 } else { at(-2) + at(2) };
-            if f64::from(near) <= rare {
-                bits |= bit(Kind::AfterHours);
-            }
+        let at = |d: i32| {
+            let k = (i32::from(local.hour) + d).rem_euclid(24) as usize;
+            h.get(k).copied().unwrap_or(0)
+        };
+        let total: u32 = h.iter().sum();
+        // The access itself is part of the history: a handful at this
+        // hour (and the next and previous) is still out of pattern.
+        // Work that a workflow explains may run past a shift's end, so
+        // it is judged over two hours either side.
+        let rare = (f64::from(total) * f64::from(cfg.hours_rare_share)).max(2.0);
+        let near = at(-1) + at(0) + at(1) + if nothing { 0 } else { at(-2) + at(2) };
+        if f64::from(near) <= rare {
+            bits |= bit(Kind::AfterHours);
         }
     }
     Signals {
@@ -309,15 +307,13 @@ pub fn detect(
         if let Some(u) = ix.users.get(a.user.ix()).filter(|_| {
             matches!(a.action, Action::Print | Action::Export) && a.record_count > cfg.bulk_records
         }) {
-            {
-                let p95 = learned
-                    .group_records_p95
-                    .get(&group_key((u.department, u.role)))
-                    .copied()
-                    .unwrap_or(0);
-                if f64::from(a.record_count) > 3.0 * f64::from(p95) {
-                    bulk.push(i);
-                }
+            let p95 = learned
+                .group_records_p95
+                .get(&group_key((u.department, u.role)))
+                .copied()
+                .unwrap_or(0);
+            if f64::from(a.record_count) > 3.0 * f64::from(p95) {
+                bulk.push(i);
             }
         }
 

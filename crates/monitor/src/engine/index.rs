@@ -133,9 +133,6 @@ pub struct Index {
     pub orders: Vec<OrderCtx>,
     rels: Vec<Rel>,
     pair_rels: FastMap<u64, (u32, u32)>,
-    /// Patients with an encounter in an emergency department class, for
-    /// break-the-glass checks: by patient, the encounters' windows.
-    pub departments: usize,
 }
 
 pub fn pair(u: UserIx, p: PatientIx) -> u64 {
@@ -501,7 +498,6 @@ impl Index {
             orders,
             rels,
             pair_rels,
-            departments: world.departments.len(),
         }
     }
 
