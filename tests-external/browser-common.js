@@ -1,5 +1,5 @@
 'use strict';
-// Shared helpers of the Chromium scripts (browser.js, identity-browser.js, audit-browser.js, policy-browser.js):
+// Shared helpers of the Chromium scripts (browser.js, identity-browser.js, audit-browser.js, policy-browser.js, consult-browser.js):
 // launching a fresh profile, running a flow with its checks, watching pages for errors, TOTP codes (RFC 6238),
 // and the sign-in pages (password step, TOTP enrolment).
 
@@ -19,13 +19,14 @@ const WAIT = 30000;
 // ---- Chromium ----
 
 // Opens a persistent context on a fresh profile (launchPersistentContext is how Playwright
-// takes --user-data-dir). `profiles` collects the directories for removeProfiles.
-async function openContext(profiles, prefix = 'vigil-browser-profile-') {
+// takes --user-data-dir). `profiles` collects the directories for removeProfiles. `args` are
+// Chromium flags besides CHROMIUM_ARGS; the other options are Playwright's (viewport, isMobile…).
+async function openContext(profiles, prefix = 'vigil-browser-profile-', { args = [], ...options } = {}) {
   const { chromium } = require('playwright-core');
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   profiles.push(profile);
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 900 },
+    executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...args], viewport: { width: 1280, height: 900 }, ...options,
   });
   context.setDefaultTimeout(WAIT);
   return context;
@@ -162,7 +163,8 @@ async function enrolTotp(page, r, who, { landing = '/account' } = {}) {
 // ---- running a flow ----
 
 // Checks what a flow needs (its environment, a localhost URL for the __Host- cookies, Chromium),
-// runs `run(cfg, r, open)` where `open()` gives a fresh browser context, and always closes the
+// runs `run(cfg, r, open)` where `open(options)` gives a fresh browser context (options as for
+// openContext), and always closes the
 // contexts and removes their profiles. `cfg.missing` lists the variables not set.
 async function runFlow(name, cfg, run) {
   const r = new Reporter(`${name} browser`);
@@ -180,7 +182,7 @@ async function runFlow(name, cfg, run) {
   }
   const profiles = [];
   const contexts = [];
-  const open = async () => { const c = await openContext(profiles, `vigil-${name}-profile-`); contexts.push(c); return c; };
+  const open = async (options) => { const c = await openContext(profiles, `vigil-${name}-profile-`, options); contexts.push(c); return c; };
   try {
     await run(cfg, r, open);
   } catch (e) {

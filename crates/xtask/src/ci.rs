@@ -25,7 +25,10 @@ pub fn run(root: &Path) -> Result<()> {
     let mut steps = Steps::default();
 
     steps.step("PostgreSQL at 127.0.0.1:5432", deps::postgres);
-    steps.step("chromium (Debian)", deps::chromium);
+    steps.step(
+        "chromium, coturn, iproute2 (Debian)",
+        deps::browser_packages,
+    );
     steps.step("npm ci (tests-external)", || deps::node_modules(&ext_dir));
     steps.step("Python venv (tests-external/.venv)", || {
         deps::python_venv(&ext_dir)

@@ -41,10 +41,33 @@ pub fn postgres() -> Result<()> {
     bail!("PostgreSQL did not accept connections on 127.0.0.1:5432 within 60s")
 }
 
-/// Debian's chromium at /usr/bin/chromium, for browser tests driven by playwright-core.
-pub fn chromium() -> Result<()> {
-    if Path::new("/usr/bin/chromium").exists() {
-        println!("chromium present at /usr/bin/chromium");
+/// The Debian packages the browser tests need, each known by a file it installs: Chromium
+/// (driven by playwright-core), coturn's `turnserver` (the consultation test's TURN relay) and
+/// iproute2's `ip` (the consultation test's network namespace).
+const BROWSER_PACKAGES: [(&str, &str); 3] = [
+    ("chromium", "/usr/bin/chromium"),
+    ("coturn", "/usr/bin/turnserver"),
+    ("iproute2", "/usr/sbin/ip"),
+];
+
+/// Chromium, coturn and iproute2 from Debian (see [`BROWSER_PACKAGES`]), installed with
+/// apt-get when missing.
+pub fn browser_packages() -> Result<()> {
+    debian(&BROWSER_PACKAGES)
+}
+
+/// Installs, in one apt-get run, the packages whose file is missing; fails unless every file
+/// is there afterwards.
+fn debian(packages: &[(&str, &str)]) -> Result<()> {
+    let mut missing = Vec::new();
+    for (package, file) in packages {
+        if Path::new(file).exists() {
+            println!("{package} present at {file}");
+        } else {
+            missing.push(*package);
+        }
+    }
+    if missing.is_empty() {
         return Ok(());
     }
     let apt = |args: &[&str]| {
@@ -55,9 +78,13 @@ pub fn chromium() -> Result<()> {
         )
     };
     apt(&["update", "-q"])?;
-    apt(&["install", "-y", "-q", "--no-install-recommends", "chromium"])?;
-    if !Path::new("/usr/bin/chromium").exists() {
-        bail!("apt-get installed chromium but /usr/bin/chromium is missing");
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend_from_slice(&missing);
+    apt(&install)?;
+    for (package, file) in packages {
+        if !Path::new(file).exists() {
+            bail!("apt-get installed {package} but {file} is missing");
+        }
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::server::{ADMIN_USER, Options, Server, passphrase};
-use crate::{cmd, deps};
+use crate::{cmd, consult, deps};
 
 /// The longest one external script may run.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -19,7 +19,7 @@ pub fn run(root: &Path, only: &[String]) -> Result<()> {
     let ext = root.join("tests-external");
     deps::node_modules(&ext)?;
     deps::python_venv(&ext)?;
-    deps::chromium()?;
+    deps::browser_packages()?;
     let bin = server_binary(root)?;
     tests(&ext, &bin, only)
 }
@@ -77,6 +77,10 @@ enum Setup {
     /// log) for the demo privacy officer `privacy` and patient `patient` (privacy monitoring's
     /// pages, `monitor-browser.js`).
     Monitor,
+    /// A physician on a Practitioner, two Patients and two Appointments of one of them with
+    /// that Practitioner starting now (telehealth consultations, `consult-browser.js`; see
+    /// `consult::set_up`).
+    Consult,
 }
 
 /// The `[identity]` settings of the identity round: a short idle timeout to test.
@@ -86,10 +90,12 @@ session_idle_seconds = 8
 organisation = \"Riverside Community Clinic\"
 ";
 
-struct Round {
+pub struct Round {
     server: &'static str,
-    opts: Options,
+    pub opts: Options,
     setup: Setup,
+    /// Runs in a network namespace of its own, with a TURN relay (see `consult.rs`).
+    netns: bool,
     scripts: Vec<Script>,
 }
 
@@ -103,6 +109,7 @@ fn rounds() -> Vec<Round> {
                 config: None,
             },
             setup: Setup::Nothing,
+            netns: false,
             scripts: vec![
                 Script {
                     name: "official R4 examples round trip",
@@ -124,6 +131,7 @@ fn rounds() -> Vec<Round> {
                 config: None,
             },
             setup: Setup::Clients,
+            netns: false,
             scripts: vec![
                 Script {
                     name: "fhir-kit-client (Node)",
@@ -150,6 +158,7 @@ fn rounds() -> Vec<Round> {
                 config: None,
             },
             setup: Setup::RecordBrowser,
+            netns: false,
             scripts: vec![Script {
                 name: "record browser page (Chromium, playwright-core)",
                 program: Program::Node,
@@ -161,9 +170,10 @@ fn rounds() -> Vec<Round> {
             opts: Options {
                 referential_integrity: true,
                 demo: false,
-                config: Some(IDENTITY_CONFIG),
+                config: Some(IDENTITY_CONFIG.to_owned()),
             },
             setup: Setup::Identity,
+            netns: false,
             scripts: vec![Script {
                 name: "identity pages (Chromium: TOTP, passkey, idle timeout, CSRF, reset)",
                 program: Program::Node,
@@ -178,6 +188,7 @@ fn rounds() -> Vec<Round> {
                 config: None,
             },
             setup: Setup::Audit,
+            netns: false,
             scripts: vec![Script {
                 name: "access log pages (Chromium: patient's access log, privacy officer's audit trail)",
                 program: Program::Node,
@@ -192,6 +203,7 @@ fn rounds() -> Vec<Round> {
                 config: None,
             },
             setup: Setup::Policy,
+            netns: false,
             scripts: vec![Script {
                 name: "access policy pages (Chromium: chart, export, denial, break-the-glass, review, what-if, access log and download)",
                 program: Program::Node,
@@ -206,10 +218,27 @@ fn rounds() -> Vec<Round> {
                 config: None,
             },
             setup: Setup::Monitor,
+            netns: false,
             scripts: vec![Script {
                 name: "privacy monitoring pages (Chromium: a snooping access becomes a case, the officer reads the explanations and decides; the patient's access log explains)",
                 program: Program::Node,
                 file: "monitor-browser.js",
+            }],
+        },
+        Round {
+            server: "consult-server",
+            opts: Options {
+                referential_integrity: true,
+                demo: false,
+                // The `[consult]` section, with the relay's secret, is added in the namespace.
+                config: None,
+            },
+            setup: Setup::Consult,
+            netns: true,
+            scripts: vec![Script {
+                name: "telehealth consultations (Chromium and coturn in a network namespace: check-in, admission, video and audio, chat and DLP, a relayed call, TURN credentials, refusals)",
+                program: Program::Node,
+                file: "consult-browser.js",
             }],
         },
     ]
@@ -229,7 +258,7 @@ const AUDIT_PRACTITIONER: &str = "ext-audit-dr";
 
 /// `vigil user add` of an account with a fresh passphrase (read from standard input);
 /// returns the passphrase.
-fn add_user(server: &Server, username: &str, role: &str, extra: &[&str]) -> Result<String> {
+pub fn add_user(server: &Server, username: &str, role: &str, extra: &[&str]) -> Result<String> {
     let password = passphrase()?;
     let mut args = vec![
         "user",
@@ -246,7 +275,7 @@ fn add_user(server: &Server, username: &str, role: &str, extra: &[&str]) -> Resu
 }
 
 /// `Practitioner/{id}`.
-fn practitioner(server: &Server, id: &str, family: &str) -> Result<()> {
+pub fn practitioner(server: &Server, id: &str, family: &str) -> Result<()> {
     server.put(
         &format!("Practitioner/{id}"),
         &format!(
@@ -515,6 +544,7 @@ fn set_up(server: &Server, setup: Setup) -> Result<Vec<(String, String)>> {
         }
         Setup::Audit => set_up_audit(server, &mut env)?,
         Setup::Policy => set_up_policy(server, &mut env)?,
+        Setup::Consult => consult::set_up(server, &mut env)?,
         Setup::Monitor => {
             let log = std::fs::read_to_string(&server.log)
                 .with_context(|| format!("reading {}", server.log.display()))?;
@@ -539,6 +569,9 @@ fn demo_password(log: &str) -> Option<String> {
         .filter(|pw| !pw.is_empty())
 }
 
+/// What one check of a round came to: its name, and the error when it failed.
+pub type Outcome = (String, Option<String>);
+
 /// Runs every external script (or those whose file is in `only`, when it is not empty)
 /// against the server it needs; fails when any failed.
 pub fn tests(ext: &Path, bin: &Path, only: &[String]) -> Result<()> {
@@ -552,7 +585,7 @@ pub fn tests(ext: &Path, bin: &Path, only: &[String]) -> Result<()> {
             known.join(", ")
         );
     }
-    let mut outcomes: Vec<(String, Option<String>)> = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
     for mut round in rounds() {
         if !only.is_empty() {
             round.scripts.retain(|s| only.iter().any(|f| f == s.file));
@@ -560,83 +593,11 @@ pub fn tests(ext: &Path, bin: &Path, only: &[String]) -> Result<()> {
                 continue;
             }
         }
-        let Round {
-            server: server_name,
-            opts,
-            setup,
-            scripts,
-        } = round;
-        let mut server = match Server::start(bin, server_name, &opts) {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = format!("{e:#}");
-                println!("FAIL {server_name}: {msg}");
-                for s in &scripts {
-                    outcomes.push((
-                        s.name.to_owned(),
-                        Some(format!("not run: {server_name} did not start")),
-                    ));
-                }
-                outcomes.push((format!("{server_name} starts"), Some(msg)));
-                continue;
-            }
-        };
-        outcomes.push((format!("{server_name} starts"), None));
-        let mut round_failed = false;
-        // A failed setup is reported, and the scripts still run: each reports what it misses.
-        let extra = match set_up(&server, setup) {
-            Ok(env) => {
-                if !matches!(setup, Setup::Nothing) {
-                    outcomes.push((format!("{server_name} setup (CLI)"), None));
-                }
-                env
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                println!("FAIL {server_name} setup: {msg}");
-                outcomes.push((format!("{server_name} setup (CLI)"), Some(msg)));
-                round_failed = true;
-                Vec::new()
-            }
-        };
-        for script in &scripts {
-            println!(
-                "\n--- {} ({}) against {}",
-                script.name, script.file, server.url
-            );
-            let started = std::time::Instant::now();
-            let outcome = run_script(ext, bin, script, &server, &extra);
-            let took = cmd::secs(started.elapsed());
-            if let Err(e) = &outcome {
-                println!("FAIL {}: {e:#}", script.name);
-                round_failed = true;
-            }
-            if !server.alive() {
-                println!("FAIL {server_name} died during {}", script.file);
-                round_failed = true;
-            }
-            outcomes.push((
-                format!("{} ({took})", script.name),
-                outcome.err().map(|e| format!("{e:#}")),
-            ));
-        }
-        let panics = server.panics();
-        if !panics.is_empty() {
-            round_failed = true;
-            outcomes.push((
-                format!("{server_name} does not panic"),
-                Some(panics.join("\n")),
-            ));
-        }
-        if round_failed {
-            println!("{}", server.log_tail(30));
-            server.stop();
-            println!(
-                "kept the server directory for inspection: {}",
-                server.dir.display()
-            );
+        if round.netns {
+            let files: Vec<&str> = round.scripts.iter().map(|s| s.file).collect();
+            outcomes.extend(consult::in_namespace(ext, bin, round.server, &files));
         } else {
-            server.discard();
+            outcomes.extend(run_round(ext, bin, round, &[]));
         }
     }
 
@@ -659,6 +620,101 @@ pub fn tests(ext: &Path, bin: &Path, only: &[String]) -> Result<()> {
         bail!("{failed} external test(s) failed");
     }
     Ok(())
+}
+
+/// The round of `server` with only the scripts `files` (for a round run elsewhere: see
+/// `consult::in_namespace`).
+pub fn round_named(server: &str, files: &[String]) -> Option<Round> {
+    let mut round = rounds().into_iter().find(|r| r.server == server)?;
+    round.scripts.retain(|s| files.iter().any(|f| f == s.file));
+    Some(round)
+}
+
+/// Starts the round's server, sets it up, runs its scripts (with `env` besides what the
+/// setup creates) and stops it; returns what passed and failed.
+pub fn run_round(ext: &Path, bin: &Path, round: Round, env: &[(String, String)]) -> Vec<Outcome> {
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let Round {
+        server: server_name,
+        opts,
+        setup,
+        scripts,
+        netns: _,
+    } = round;
+    let mut server = match Server::start(bin, server_name, &opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            println!("FAIL {server_name}: {msg}");
+            for s in &scripts {
+                outcomes.push((
+                    s.name.to_owned(),
+                    Some(format!("not run: {server_name} did not start")),
+                ));
+            }
+            outcomes.push((format!("{server_name} starts"), Some(msg)));
+            return outcomes;
+        }
+    };
+    outcomes.push((format!("{server_name} starts"), None));
+    let mut round_failed = false;
+    // A failed setup is reported, and the scripts still run: each reports what it misses.
+    let mut extra = match set_up(&server, setup) {
+        Ok(env) => {
+            if !matches!(setup, Setup::Nothing) {
+                outcomes.push((format!("{server_name} setup (CLI)"), None));
+            }
+            env
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            println!("FAIL {server_name} setup: {msg}");
+            outcomes.push((format!("{server_name} setup (CLI)"), Some(msg)));
+            round_failed = true;
+            Vec::new()
+        }
+    };
+    extra.extend_from_slice(env);
+    for script in &scripts {
+        println!(
+            "\n--- {} ({}) against {}",
+            script.name, script.file, server.url
+        );
+        let started = std::time::Instant::now();
+        let outcome = run_script(ext, bin, script, &server, &extra);
+        let took = cmd::secs(started.elapsed());
+        if let Err(e) = &outcome {
+            println!("FAIL {}: {e:#}", script.name);
+            round_failed = true;
+        }
+        if !server.alive() {
+            println!("FAIL {server_name} died during {}", script.file);
+            round_failed = true;
+        }
+        outcomes.push((
+            format!("{} ({took})", script.name),
+            outcome.err().map(|e| format!("{e:#}")),
+        ));
+    }
+    let panics = server.panics();
+    if !panics.is_empty() {
+        round_failed = true;
+        outcomes.push((
+            format!("{server_name} does not panic"),
+            Some(panics.join("\n")),
+        ));
+    }
+    if round_failed {
+        println!("{}", server.log_tail(30));
+        server.stop();
+        println!(
+            "kept the server directory for inspection: {}",
+            server.dir.display()
+        );
+    } else {
+        server.discard();
+    }
+    outcomes
 }
 
 /// Runs one script with the server's address, the administrator's token and password, the

@@ -6,6 +6,7 @@
 
 mod ci;
 mod cmd;
+mod consult;
 mod deps;
 mod ext;
 mod server;
@@ -33,6 +34,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&root()),
         Some("ext") => ext::run(&root(), args.get(1..).unwrap_or_default()),
+        Some(consult::NAMESPACE_COMMAND) => {
+            consult::namespace_round(args.get(1..).unwrap_or_default())
+        }
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -28,7 +28,7 @@ pub struct Options {
     /// Seeds the demo clinic (`vigil serve --demo`) for tests that browse it.
     pub demo: bool,
     /// A TOML configuration file's text (`VIGIL_CONFIG`), for the server and its CLI.
-    pub config: Option<&'static str>,
+    pub config: Option<String>,
 }
 
 pub struct Server {
@@ -66,7 +66,7 @@ impl Server {
         if !opts.referential_integrity {
             env.push(("VIGIL_REFERENTIAL_INTEGRITY".into(), "false".into()));
         }
-        if let Some(text) = opts.config {
+        if let Some(text) = &opts.config {
             let path = dir.join("vigil.toml");
             fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
             env.push(("VIGIL_CONFIG".into(), path.into_os_string()));
@@ -430,7 +430,7 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn fresh_dir(name: &str) -> Result<PathBuf> {
+pub fn fresh_dir(name: &str) -> Result<PathBuf> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let dir =
         std::env::temp_dir().join(format!("vigil-xtask-{name}-{}-{nanos}", std::process::id()));
@@ -438,7 +438,7 @@ fn fresh_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
