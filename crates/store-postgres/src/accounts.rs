@@ -1345,7 +1345,9 @@ pub(crate) async fn load_identity(
         | BackupRecord::MonitorCase(_)
         | BackupRecord::MonitorAlert(_)
         | BackupRecord::CaseNote(_)
-        | BackupRecord::Suppression(_) => {}
+        | BackupRecord::Suppression(_)
+        | BackupRecord::ConsultRoom(_)
+        | BackupRecord::ConsultInvite(_) => {}
     }
     Ok(())
 }

@@ -403,7 +403,9 @@ pub(crate) async fn load(
         | BackupRecord::MonitorCase(_)
         | BackupRecord::MonitorAlert(_)
         | BackupRecord::CaseNote(_)
-        | BackupRecord::Suppression(_) => {}
+        | BackupRecord::Suppression(_)
+        | BackupRecord::ConsultRoom(_)
+        | BackupRecord::ConsultInvite(_) => {}
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit;
+mod consult;
 mod grants;
 mod migrations;
 mod monitor;
@@ -870,12 +871,12 @@ impl Store for PgStore {
     }
 
     async fn erase_patient(&self, owner: &KeyOwner) -> Result<EraseReport> {
-        if *owner == KeyOwner::Organisation {
+        let KeyOwner::Patient(patient) = owner else {
             // Shredding the organisation key would destroy every shared record.
             return Err(StoreError::Database(
                 "refusing to erase the organisation key".to_owned(),
             ));
-        }
+        };
         let owner = owner.storage_key();
         let mut tx = self.begin().await?;
         // Lock the pointers first so a concurrent write to one of these
@@ -908,13 +909,19 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        // The patient's consult rooms and invites name them: they go in the
+        // same transaction as the records.
+        consult::erase(&mut tx, patient.as_str()).await?;
         tx.commit().await.map_err(db)?;
         // VACUUM cannot run inside a transaction block; it removes the dead
         // tuples that still hold the erased ciphertext.
-        sqlx::raw_sql("VACUUM search_index, resource_current, resource_versions, data_keys")
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::raw_sql(
+            "VACUUM search_index, resource_current, resource_versions, data_keys, \
+             consult_invites, consult_rooms",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(EraseReport {
             versions_deleted: versions.rows_affected(),
             index_rows_deleted: index.rows_affected(),
@@ -1059,6 +1066,7 @@ impl Store for PgStore {
         audit::dump(&mut tx, sink).await?;
         grants::dump(&mut tx, sink).await?;
         monitor::dump(&mut tx, sink).await?;
+        consult::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1072,7 +1080,7 @@ impl Store for PgStore {
              audit_entries, audit_terms, audit_tiles, audit_checkpoints, audit_head, \
              emergency_grants, policy_versions, \
              monitor_state, monitor_explanations, monitor_cases, monitor_alerts, \
-             monitor_case_notes, monitor_suppressions \
+             monitor_case_notes, monitor_suppressions, consult_rooms, consult_invites \
              IN SHARE ROW EXCLUSIVE MODE",
         )
         .await?;
@@ -1090,6 +1098,7 @@ impl Store for PgStore {
             || audit::has_audit(&mut tx).await?
             || grants::has_any(&mut tx).await?
             || monitor::has_any(&mut tx).await?
+            || consult::has_any(&mut tx).await?
         {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
@@ -1185,6 +1194,9 @@ impl Store for PgStore {
                 | BackupRecord::CaseNote(_)
                 | BackupRecord::Suppression(_) => {
                     monitor::load(&mut tx, record).await?;
+                }
+                BackupRecord::ConsultRoom(_) | BackupRecord::ConsultInvite(_) => {
+                    consult::load(&mut tx, record).await?;
                 }
             }
         }

@@ -376,4 +376,49 @@ CREATE TABLE monitor_suppressions (
 CREATE INDEX monitor_suppressions_created ON monitor_suppressions (created);
 "#,
     },
+    Migration {
+        version: 7,
+        name: "consult",
+        sql: r#"
+-- Telehealth consults. The room's state and the invite's secret are sealed
+-- by the app; rooms and invites name a patient, so erasing the patient
+-- deletes them (invites first, under the rooms' row locks).
+
+-- One room per appointment; updated only by `UPDATE … WHERE version =
+-- $expected`, whose row lock gives the compare-and-set one winner across
+-- every node.
+CREATE TABLE consult_rooms (
+    id            text COLLATE "C" NOT NULL PRIMARY KEY,
+    appointment   text COLLATE "C" NOT NULL UNIQUE,
+    patient       text COLLATE "C" NOT NULL,
+    clinician     text COLLATE "C" NOT NULL REFERENCES accounts (id),
+    practitioner  text COLLATE "C",
+    created       bigint  NOT NULL,
+    version       bigint  NOT NULL CHECK (version >= 1),
+    status        text COLLATE "C" NOT NULL,
+    state         bytea   NOT NULL,
+    consult_start bigint,
+    consult_end   bigint
+);
+CREATE INDEX consult_rooms_clinician ON consult_rooms (clinician, created DESC);
+CREATE INDEX consult_rooms_patient ON consult_rooms (patient, consult_start DESC);
+
+-- An identity check is recorded only by `UPDATE … WHERE failures =
+-- $expected`: a concurrent check waits on the row lock, then finds the
+-- count moved.
+CREATE TABLE consult_invites (
+    id          text COLLATE "C" NOT NULL PRIMARY KEY,
+    room        text COLLATE "C" NOT NULL REFERENCES consult_rooms (id),
+    created     bigint  NOT NULL,
+    expires     bigint  NOT NULL,
+    method      text COLLATE "C" NOT NULL,
+    failures    bigint  NOT NULL CHECK (failures >= 0),
+    locked      boolean NOT NULL,
+    verified_at bigint,
+    revoked     boolean NOT NULL,
+    secret      bytea   NOT NULL
+);
+CREATE INDEX consult_invites_room ON consult_invites (room, created DESC);
+"#,
+    },
 ];

@@ -711,7 +711,9 @@ pub(crate) async fn load(
         | BackupRecord::AuditCheckpoint { .. }
         | BackupRecord::AuditHead(_)
         | BackupRecord::PolicyVersion(_)
-        | BackupRecord::Grant(_) => {}
+        | BackupRecord::Grant(_)
+        | BackupRecord::ConsultRoom(_)
+        | BackupRecord::ConsultInvite(_) => {}
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit;
+mod consult;
 mod grants;
 mod migrations;
 mod monitor;
@@ -980,12 +981,12 @@ impl Store for SqliteStore {
     }
 
     async fn erase_patient(&self, owner: &KeyOwner) -> Result<EraseReport> {
-        if *owner == KeyOwner::Organisation {
+        let KeyOwner::Patient(patient) = owner else {
             // Shredding the organisation key would destroy every shared record.
             return Err(StoreError::Database(
                 "refusing to erase the organisation key".to_owned(),
             ));
-        }
+        };
         let owner = owner.storage_key();
         let mut tx = self.begin_write().await?;
         let index = sqlx::query(
@@ -1011,6 +1012,9 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        // The patient's consult rooms and invites name them: they go in the
+        // same transaction as the records.
+        consult::erase(&mut tx, patient.as_str()).await?;
         tx.commit().await.map_err(db)?;
         // secure_delete zeroed the freed pages in the WAL frames just written;
         // the checkpoint moves them into the file and truncates the WAL so the
@@ -1157,6 +1161,7 @@ impl Store for SqliteStore {
         audit::dump(&mut tx, sink).await?;
         grants::dump(&mut tx, sink).await?;
         monitor::dump(&mut tx, sink).await?;
+        consult::dump(&mut tx, sink).await?;
         tx.rollback().await.map_err(db)
     }
 
@@ -1176,6 +1181,7 @@ impl Store for SqliteStore {
             || audit::has_audit(&mut tx).await?
             || grants::has_any(&mut tx).await?
             || monitor::has_any(&mut tx).await?
+            || consult::has_any(&mut tx).await?
         {
             return Err(StoreError::Backup(
                 "refusing to load into a store that is not empty".to_owned(),
@@ -1265,6 +1271,9 @@ impl Store for SqliteStore {
                 | BackupRecord::CaseNote(_)
                 | BackupRecord::Suppression(_) => {
                     monitor::load(&mut tx, record).await?;
+                }
+                BackupRecord::ConsultRoom(_) | BackupRecord::ConsultInvite(_) => {
+                    consult::load(&mut tx, record).await?;
                 }
             }
         }

@@ -368,4 +368,45 @@ CREATE TABLE monitor_suppressions (
 CREATE INDEX monitor_suppressions_created ON monitor_suppressions (created);
 "#,
     },
+    Migration {
+        version: 7,
+        name: "consult",
+        sql: r#"
+-- Telehealth consults. The room's state and the invite's secret are sealed
+-- by the app; rooms and invites name a patient, so erasing the patient
+-- deletes them (invites first).
+
+-- One room per appointment; updated only by compare-and-set on `version`.
+CREATE TABLE consult_rooms (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    appointment   TEXT    NOT NULL UNIQUE,
+    patient       TEXT    NOT NULL,
+    clinician     TEXT    NOT NULL REFERENCES accounts (id),
+    practitioner  TEXT,
+    created       INTEGER NOT NULL,
+    version       INTEGER NOT NULL CHECK (version >= 1),
+    status        TEXT    NOT NULL,
+    state         BLOB    NOT NULL,
+    consult_start INTEGER,
+    consult_end   INTEGER
+) STRICT;
+CREATE INDEX consult_rooms_clinician ON consult_rooms (clinician, created);
+CREATE INDEX consult_rooms_patient ON consult_rooms (patient, consult_start);
+
+-- An identity check is recorded only by compare-and-set on `failures`.
+CREATE TABLE consult_invites (
+    id          TEXT    NOT NULL PRIMARY KEY,
+    room        TEXT    NOT NULL REFERENCES consult_rooms (id),
+    created     INTEGER NOT NULL,
+    expires     INTEGER NOT NULL,
+    method      TEXT    NOT NULL,
+    failures    INTEGER NOT NULL CHECK (failures >= 0),
+    locked      INTEGER NOT NULL CHECK (locked IN (0, 1)),
+    verified_at INTEGER,
+    revoked     INTEGER NOT NULL CHECK (revoked IN (0, 1)),
+    secret      BLOB    NOT NULL
+) STRICT;
+CREATE INDEX consult_invites_room ON consult_invites (room, created);
+"#,
+    },
 ];

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod audit;
+mod consult;
 mod grants;
 mod monitor;
 
@@ -18,6 +19,8 @@ pub use accounts::{
 pub use audit::{
     AuditAppended, AuditHead, AuditQuery, AuditRecord, AuditStore, AuditTile, Integrate, Integrated,
 };
+
+pub use consult::{ConsultInvite, ConsultRoom, ConsultStore};
 
 pub use grants::{EmergencyGrant, GrantReview, GrantStore, PolicyStore, PolicyVersion};
 
@@ -76,6 +79,18 @@ pub enum StoreError {
     /// A suppression with this id already exists.
     #[error("suppression id already exists")]
     SuppressionExists,
+    /// A consult room with this id, or for this appointment, already exists
+    /// (at most one room per appointment). Nothing was stored.
+    #[error("a consult room already exists for this id or appointment")]
+    RoomExists,
+    /// A consult invite with this id already exists.
+    #[error("consult invite id already exists")]
+    InviteExists,
+    /// A consult room that cannot be stored as given (a new room whose
+    /// version is not 1, an update whose version is not one more than the
+    /// expected one). Nothing was stored.
+    #[error("consult room: {0}")]
+    ConsultRoom(String),
     /// A backup file that cannot be read.
     #[error("backup: {0}")]
     Backup(String),
@@ -277,14 +292,28 @@ pub enum BackupRecord {
     MonitorAlert(MonitorAlert),
     CaseNote(CaseNote),
     Suppression(Suppression),
+    /// Telehealth consults close the file: rooms by id, then invites by id,
+    /// with the rooms' states and the invites' secrets sealed by the app as
+    /// they were stored. Backups written before consults existed have none.
+    ConsultRoom(ConsultRoom),
+    ConsultInvite(ConsultInvite),
 }
 
 /// The storage a Vigil node uses. It includes [`AccountStore`] (identity),
-/// [`AuditStore`], [`GrantStore`] and [`PolicyStore`] (access policy), and
-/// [`MonitorStore`] (privacy monitoring).
+/// [`AuditStore`], [`GrantStore`] and [`PolicyStore`] (access policy),
+/// [`MonitorStore`] (privacy monitoring) and [`ConsultStore`] (telehealth
+/// consults).
 #[async_trait]
 pub trait Store:
-    AccountStore + AuditStore + GrantStore + PolicyStore + MonitorStore + Send + Sync + 'static
+    AccountStore
+    + AuditStore
+    + GrantStore
+    + PolicyStore
+    + MonitorStore
+    + ConsultStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend this is, for logs and the CapabilityStatement (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
@@ -381,6 +410,8 @@ pub trait Store:
     /// Crypto-shreds a patient: destroys their data key and deletes every
     /// version and index row sealed under it, then scrubs freed pages
     /// (SQLite `secure_delete` + WAL checkpoint; PostgreSQL `VACUUM`).
+    /// The patient's consult rooms and their invites are deleted in the same
+    /// transaction (they name the patient; the audit trail keeps their ids).
     /// Refuses [`KeyOwner::Organisation`] with an error.
     async fn erase_patient(&self, owner: &KeyOwner) -> Result<EraseReport>;
     async fn stats(&self) -> Result<Stats>;
@@ -393,14 +424,15 @@ pub trait Store:
     /// recovery codes, passkeys, factor failure counters, OAuth clients, then
     /// the audit log: entries, tiles, checkpoints, head; then policy versions
     /// and emergency grants; then monitoring: the cursor, explanations,
-    /// cases, alerts, case notes and suppressions).
+    /// cases, alerts, case notes and suppressions; then consult rooms and
+    /// their invites).
     /// Sent in chunks to `sink`. What [`BackupRecord`] leaves out (sessions,
     /// per-address counters, challenges, tokens, the outbox) is not included.
     async fn dump(&self, sink: &mut (dyn FnMut(BackupRecord) -> Result<()> + Send)) -> Result<()>;
     /// Loads records into an empty store, in one transaction.
     /// Fails with [`StoreError::Backup`] if the store already holds resources,
     /// keys, settings, accounts, OAuth clients, audit entries, policy
-    /// versions, emergency grants or any monitoring record (a cursor moved
-    /// from 0 included).
+    /// versions, emergency grants, any monitoring record (a cursor moved
+    /// from 0 included) or consult rooms.
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()>;
 }

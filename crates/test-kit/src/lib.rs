@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod policy_corpus;
 pub mod policy_ref;
 pub mod story;
+pub mod story_consult;
 pub mod story_grants;
 pub mod story_monitor;
 
@@ -171,12 +172,32 @@ macro_rules! store_story_tests {
             monitor_cursor_race_has_one_winner,
             update_case_race_has_one_winner,
         ]);
+        // Telehealth consults' scenarios (`story_consult`).
+        $crate::store_story_tests!(@each $fixture, consult; [
+            consult_rooms_insert_and_read,
+            consult_second_room_for_an_appointment_is_refused,
+            consult_room_update_is_compare_and_set,
+            consult_rooms_of_clinician_newest_first,
+            consult_consultations_of_patient_are_the_started_rooms,
+            consult_invites_insert_read_newest_first,
+            consult_invite_checks_are_compare_and_set,
+            consult_revoke_invites_counts_the_unrevoked,
+            consult_erase_removes_the_patients_rooms_and_invites_only,
+            consult_records_are_dumped_last,
+        ]);
+        $crate::store_story_tests!(@each $fixture, consult_arc; [
+            consult_room_update_race_has_one_winner,
+            consult_invite_check_race_has_one_winner,
+        ]);
         // Round trips into a second fresh store of the same backend.
         $crate::store_story_tests!(@pairs $fixture, story_grants; [
             grants_and_policies_dump_load_round_trip,
         ]);
         $crate::store_story_tests!(@pairs $fixture, story_monitor; [
             monitor_dump_load_round_trip,
+        ]);
+        $crate::store_story_tests!(@pairs $fixture, story_consult; [
+            consult_dump_load_round_trip,
         ]);
     };
     (@pairs $fixture:ty, $module:ident; [$($name:ident),* $(,)?]) => {
@@ -218,5 +239,11 @@ macro_rules! store_story_tests {
     };
     (@call monitor_arc, $name:ident, $store:ident) => {
         $crate::story_monitor::$name(&$store).await
+    };
+    (@call consult, $name:ident, $store:ident) => {
+        $crate::story_consult::$name(&*$store).await
+    };
+    (@call consult_arc, $name:ident, $store:ident) => {
+        $crate::story_consult::$name(&$store).await
     };
 }

@@ -1484,6 +1484,8 @@ pub async fn dump_load_round_trip(from: &dyn Store, to: &dyn Store) {
         BackupRecord::MonitorAlert(_) => 19,
         BackupRecord::CaseNote(_) => 20,
         BackupRecord::Suppression(_) => 21,
+        BackupRecord::ConsultRoom(_) => 22,
+        BackupRecord::ConsultInvite(_) => 23,
     };
     assert!(records.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
     assert_eq!(

@@ -17,6 +17,8 @@
 //! `monitor` cursor (when it has moved from 0), `explanation`s by index,
 //! `case`s and `alert`s by id, `note`s by case and number, then
 //! `suppression`s by id, their contents sealed with the audit key; older
+//! backups have none. Telehealth consults close the file: `room`s by id,
+//! then `invite`s by id (states and secrets sealed by the app); older
 //! backups have none. A
 //! `passkey` line written before passkeys had a label and use times reads
 //! back with an empty label and time 0.
@@ -35,8 +37,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::{
     AccessExplanation, Account, AccountId, AuditHead, AuditTile, BackupRecord, CaseNote,
-    Credentials, EmergencyGrant, FailureCounter, GrantReview, IndexRow, MonitorAlert, MonitorCase,
-    OAuthClient, PolicyVersion, Role, Store, StoredPasskey, StoredVersion, Suppression, WrappedKey,
+    ConsultInvite, ConsultRoom, Credentials, EmergencyGrant, FailureCounter, GrantReview, IndexRow,
+    MonitorAlert, MonitorCase, OAuthClient, PolicyVersion, Role, Store, StoredPasskey,
+    StoredVersion, Suppression, WrappedKey,
 };
 
 const MAGIC: &str = "VIGIL-BACKUP 1";
@@ -206,6 +209,33 @@ enum Line {
         created: i64,
         revoked: Option<i64>,
         sealed: String,
+    },
+    /// A consult room; `state` is the app's sealed room.
+    Room {
+        id: String,
+        appointment: ResourceId,
+        patient: ResourceId,
+        clinician: String,
+        practitioner: Option<String>,
+        created: i64,
+        v: u64,
+        status: String,
+        state: String,
+        start: Option<i64>,
+        end: Option<i64>,
+    },
+    /// An invite into a consult room; `secret` is sealed by the app.
+    Invite {
+        id: String,
+        room: String,
+        created: i64,
+        expires: i64,
+        method: String,
+        failures: u32,
+        locked: bool,
+        verified: Option<i64>,
+        revoked: bool,
+        secret: String,
     },
     End {
         records: u64,
@@ -405,6 +435,31 @@ fn to_line(r: BackupRecord) -> Line {
             created: s.created.0,
             revoked: s.revoked.map(|t| t.0),
             sealed: B64.encode(s.sealed),
+        },
+        BackupRecord::ConsultRoom(r) => Line::Room {
+            id: r.id,
+            appointment: r.appointment,
+            patient: r.patient,
+            clinician: r.clinician.as_str().to_owned(),
+            practitioner: r.practitioner,
+            created: r.created.0,
+            v: r.version,
+            status: r.status,
+            state: B64.encode(r.state),
+            start: r.consult_start.map(|t| t.0),
+            end: r.consult_end.map(|t| t.0),
+        },
+        BackupRecord::ConsultInvite(i) => Line::Invite {
+            id: i.id,
+            room: i.room,
+            created: i.created.0,
+            expires: i.expires.0,
+            method: i.method,
+            failures: i.failures,
+            locked: i.locked,
+            verified: i.verified_at.map(|t| t.0),
+            revoked: i.revoked,
+            secret: B64.encode(i.secret),
         },
     }
 }
@@ -687,6 +742,54 @@ fn from_line(l: Line) -> anyhow::Result<Option<BackupRecord>> {
             created: Timestamp(created),
             revoked: revoked.map(Timestamp),
             sealed: b(&sealed)?,
+        }),
+        Line::Room {
+            id,
+            appointment,
+            patient,
+            clinician,
+            practitioner,
+            created,
+            v,
+            status,
+            state,
+            start,
+            end,
+        } => BackupRecord::ConsultRoom(ConsultRoom {
+            id,
+            appointment,
+            patient,
+            clinician: account_of(clinician)?,
+            practitioner,
+            created: Timestamp(created),
+            version: v,
+            status,
+            state: b(&state)?,
+            consult_start: start.map(Timestamp),
+            consult_end: end.map(Timestamp),
+        }),
+        Line::Invite {
+            id,
+            room,
+            created,
+            expires,
+            method,
+            failures,
+            locked,
+            verified,
+            revoked,
+            secret,
+        } => BackupRecord::ConsultInvite(ConsultInvite {
+            id,
+            room,
+            created: Timestamp(created),
+            expires: Timestamp(expires),
+            method,
+            failures,
+            locked,
+            verified_at: verified.map(Timestamp),
+            revoked,
+            secret: b(&secret)?,
         }),
         Line::End { .. } => return Ok(None),
     }))

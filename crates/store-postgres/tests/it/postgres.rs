@@ -32,6 +32,11 @@ async fn schemas_stay_in_step() {
         ("monitor_alerts", "case_id"),
         ("monitor_case_notes", "seq"),
         ("monitor_suppressions", "revoked"),
+        // Telehealth consults (migration 7).
+        ("consult_rooms", "appointment"),
+        ("consult_rooms", "consult_end"),
+        ("consult_invites", "failures"),
+        ("consult_invites", "verified_at"),
     ] {
         assert!(
             lite.iter().any(|(t, c)| t == table && c == column),
@@ -66,6 +71,14 @@ async fn dump_load_round_trip_postgres_to_sqlite() {
 async fn monitor_dump_load_round_trip_postgres_to_sqlite() {
     test_kit::run_pair::<PgFixture, SqliteFixture, _, _>(|a, b| async move {
         test_kit::story_monitor::monitor_dump_load_round_trip(&*a, &*b).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consult_dump_load_round_trip_postgres_to_sqlite() {
+    test_kit::run_pair::<PgFixture, SqliteFixture, _, _>(|a, b| async move {
+        test_kit::story_consult::consult_dump_load_round_trip(&*a, &*b).await
     })
     .await;
 }

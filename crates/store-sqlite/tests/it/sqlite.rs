@@ -47,6 +47,14 @@ async fn monitor_dump_load_round_trip_sqlite_to_postgres() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consult_dump_load_round_trip_sqlite_to_postgres() {
+    test_kit::run_pair::<SqliteFixture, PgFixture, _, _>(|a, b| async move {
+        test_kit::story_consult::consult_dump_load_round_trip(&*a, &*b).await
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn durability_check_refuses_a_misconfigured_database() {
     let dir = TempDir::new();
