@@ -651,6 +651,7 @@ impl Vigil {
             }
         }
         out.facts.grants = self.grants_for_patient(p).await?;
+        out.facts.consultations = self.consultations_for_patient(p).await?;
         Ok(out)
     }
 }

@@ -26,6 +26,7 @@ pub mod monitoring;
 pub mod policy_admin;
 mod records;
 mod search;
+pub mod telehealth;
 pub mod trail;
 pub mod trail_fhir;
 pub mod trail_views;
@@ -159,6 +160,8 @@ pub struct Vigil {
     policy: decide::PolicyState,
     /// Privacy monitoring's memory in this process (one pass at a time).
     monitor: tokio::sync::Mutex<monitoring::Live>,
+    /// Telehealth consultations: live rooms, invite keys, the DLP index.
+    consult: telehealth::ConsultState,
 }
 
 impl Vigil {
@@ -185,7 +188,9 @@ impl Vigil {
         )?);
         let audit_writer = trail::Writer::start(Arc::clone(&store), Arc::clone(&audit_core));
         let policy = decide::PolicyState::new(config.policy.clone(), store.backend())?;
+        let consult = telehealth::ConsultState::new(&keys.ring());
         let v = Vigil {
+            consult,
             monitor: tokio::sync::Mutex::new(monitoring::Live::default()),
             policy,
             audit: audit_core,
@@ -340,6 +345,9 @@ impl Vigil {
                 let alive: std::collections::HashSet<_> = alive.into_iter().collect();
                 for gone in chunk.iter().filter(|i| !alive.contains(*i)) {
                     self.mem.set(rtype, gone, Vec::new());
+                    if rtype == ResourceType::Patient {
+                        self.consult.index_patient(gone, None);
+                    }
                 }
             }
         }
@@ -400,8 +408,12 @@ impl Vigil {
 impl Vigil {
     /// Decrypts a stored version and puts its name terms into the in-memory index.
     async fn index_names(&self, sv: &store::StoredVersion) -> Result<(), AppError> {
-        if let Some(res) = &self.open_version(sv).await?.resource {
+        let opened = self.open_version(sv).await?;
+        if let Some(res) = &opened.resource {
             self.mem.set(sv.rtype, &sv.id, memory_terms(sv.rtype, res));
+        }
+        if sv.rtype == ResourceType::Patient {
+            self.consult.index_patient(&sv.id, opened.resource.as_ref());
         }
         Ok(())
     }

@@ -241,11 +241,18 @@ impl Vigil {
             if has_memory_params(rtype) {
                 self.mem.set(rtype, &id, Vec::new());
             }
+            if rtype == ResourceType::Patient {
+                self.consult.index_patient(&id, None);
+            }
         }
         for p in prepared {
             let rtype = p.versioned.rtype;
             if has_memory_params(rtype) {
                 self.mem.set(rtype, &p.versioned.id, p.memory_terms.clone());
+            }
+            if rtype == ResourceType::Patient {
+                self.consult
+                    .index_patient(&p.versioned.id, p.versioned.resource.as_ref());
             }
         }
         Ok(())

@@ -206,6 +206,18 @@ fn context() -> Option<Arc<RequestContext>> {
     REQUEST.try_with(Arc::clone).ok()
 }
 
+/// A context for work that outlives the request that started it (a
+/// WebSocket session): a new request id, the same client address.
+pub fn detached_context() -> Arc<RequestContext> {
+    let address = context().and_then(|c| c.address.clone());
+    Arc::new(RequestContext {
+        request_id: new_request_id(),
+        address,
+        purpose: None,
+        receipts: std::sync::Mutex::new(Vec::new()),
+    })
+}
+
 /// The purpose of use the current request declared, if any.
 pub(crate) fn declared_purpose() -> Option<String> {
     context().and_then(|c| c.purpose.clone())

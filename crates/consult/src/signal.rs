@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::room::{Room, RoomEvent};
+use crate::room::{CompanionKind, Role, Room, RoomEvent, RoomState, Status};
 use crate::turn::IceServer;
 
 /// The largest SDP accepted in an offer or answer.
@@ -51,6 +51,8 @@ pub enum ClientMsg {
     },
     Chat {
         text: String,
+        /// The clinician sends a blocked message anyway, saying why.
+        override_reason: Option<String>,
     },
     FileOffer {
         id: String,
@@ -58,6 +60,17 @@ pub enum ClientMsg {
         size: u64,
         mime: String,
     },
+    /// Room commands: only the room's clinician may send them (the room's
+    /// state machine refuses anyone else).
+    Admit {
+        participant: String,
+    },
+    Deny {
+        participant: String,
+    },
+    Lock,
+    Unlock,
+    End,
     Leave,
     Ping,
     Pong,
@@ -112,9 +125,19 @@ pub enum ServerMsg {
         mime: String,
     },
     /// The sender's own chat message was blocked; `lesson` names the page
-    /// that explains why.
+    /// that explains why, `kinds` what was found (never the values).
     ChatBlocked {
         lesson: String,
+        kinds: Vec<String>,
+    },
+    /// The sender's own chat message was delivered (and stored).
+    ChatSent {
+        text: String,
+    },
+    /// For the clinician: everyone in the room and their status.
+    Roster {
+        locked: bool,
+        participants: Vec<RosterEntry>,
     },
     Ping,
     Pong,
@@ -122,6 +145,47 @@ pub enum ServerMsg {
     Error {
         code: String,
     },
+}
+
+/// One line of the clinician's roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub id: String,
+    /// `clinician`, `patient`, `interpreter` or `family`.
+    pub role: String,
+    /// `waiting`, `admitted`, `left` or `removed`.
+    pub status: String,
+    pub connected: bool,
+}
+
+/// The roster of `room` (for its clinician).
+pub fn roster(room: &Room) -> ServerMsg {
+    let participants = room
+        .participants
+        .iter()
+        .map(|p| RosterEntry {
+            id: p.id.clone(),
+            role: match p.role {
+                Role::Clinician => "clinician",
+                Role::Patient => "patient",
+                Role::Companion(CompanionKind::Interpreter) => "interpreter",
+                Role::Companion(CompanionKind::Family) => "family",
+            }
+            .to_owned(),
+            status: match p.status {
+                Status::Waiting => "waiting",
+                Status::Admitted => "admitted",
+                Status::Left => "left",
+                Status::Removed => "removed",
+            }
+            .to_owned(),
+            connected: p.connected,
+        })
+        .collect();
+    ServerMsg::Roster {
+        locked: room.state == RoomState::Locked,
+        participants,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -160,7 +224,18 @@ struct CandidateBody {
 #[serde(deny_unknown_fields)]
 struct ChatBody {
     text: String,
+    #[serde(default)]
+    override_reason: Option<String>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParticipantBody {
+    participant: String,
+}
+
+/// The longest reason for sending a blocked message anyway.
+pub const MAX_OVERRIDE_REASON_LEN: usize = 500;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,7 +311,28 @@ pub fn parse_client(bytes: &[u8], max_len: usize) -> Result<ClientMsg, SignalErr
         "chat" => {
             let b: ChatBody = body(rest)?;
             limit("text", &b.text, MAX_CHAT_LEN)?;
-            ClientMsg::Chat { text: b.text }
+            limit(
+                "override_reason",
+                b.override_reason.as_deref().unwrap_or(""),
+                MAX_OVERRIDE_REASON_LEN,
+            )?;
+            ClientMsg::Chat {
+                text: b.text,
+                override_reason: b.override_reason,
+            }
+        }
+        "admit" | "deny" => {
+            let b: ParticipantBody = body(rest)?;
+            limit("participant", &b.participant, MAX_ID_LEN)?;
+            if kind == "admit" {
+                ClientMsg::Admit {
+                    participant: b.participant,
+                }
+            } else {
+                ClientMsg::Deny {
+                    participant: b.participant,
+                }
+            }
         }
         "file-offer" => {
             let b: FileBody = body(rest)?;
@@ -250,11 +346,14 @@ pub fn parse_client(bytes: &[u8], max_len: usize) -> Result<ClientMsg, SignalErr
                 mime: b.mime,
             }
         }
-        "leave" | "ping" | "pong" => {
+        "leave" | "ping" | "pong" | "lock" | "unlock" | "end" => {
             let Empty {} = body(rest)?;
             match kind.as_str() {
                 "leave" => ClientMsg::Leave,
                 "ping" => ClientMsg::Ping,
+                "lock" => ClientMsg::Lock,
+                "unlock" => ClientMsg::Unlock,
+                "end" => ClientMsg::End,
                 _ => ClientMsg::Pong,
             }
         }
@@ -322,7 +421,7 @@ pub fn route(room: &Room, from: &str, msg: ClientMsg) -> Vec<(String, ServerMsg)
                 sdp_m_line_index,
             },
         ),
-        ClientMsg::Chat { text } => others(ServerMsg::Chat { from: from_s, text }),
+        ClientMsg::Chat { text, .. } => others(ServerMsg::Chat { from: from_s, text }),
         ClientMsg::FileOffer {
             id,
             name,
@@ -336,7 +435,14 @@ pub fn route(room: &Room, from: &str, msg: ClientMsg) -> Vec<(String, ServerMsg)
             mime,
         }),
         ClientMsg::Ping => reply(ServerMsg::Pong),
-        ClientMsg::Leave | ClientMsg::Pong => Vec::new(),
+        // Room commands go to the room's state machine, not to peers.
+        ClientMsg::Admit { .. }
+        | ClientMsg::Deny { .. }
+        | ClientMsg::Lock
+        | ClientMsg::Unlock
+        | ClientMsg::End
+        | ClientMsg::Leave
+        | ClientMsg::Pong => Vec::new(),
     }
 }
 
@@ -548,10 +654,11 @@ mod tests {
     fn server_json_shape() {
         let m = ServerMsg::ChatBlocked {
             lesson: "dlp-other-patient".into(),
+            kinds: vec!["phone".into()],
         };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
-            r#"{"type":"chat-blocked","lesson":"dlp-other-patient"}"#
+            r#"{"type":"chat-blocked","lesson":"dlp-other-patient","kinds":["phone"]}"#
         );
         assert_eq!(
             serde_json::to_string(&ServerMsg::Waiting).unwrap(),

@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub identity: app::IdentityConfig,
     /// `[policy]`: relationship windows, training, grant lengths, the facts cache.
     pub policy: app::PolicyConfig,
+    /// `[consult]`: STUN/TURN servers, the TURN secret, invite and grace lengths.
+    pub consult: app::telehealth::ConsultConfig,
 }
 
 /// `[proxy]`: the reverse proxies whose forwarding header is believed.
@@ -124,6 +126,7 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub proxies: web::TrustedProxies,
     pub smtp: Option<SmtpConfig>,
+    pub consult: app::telehealth::ConsultConfig,
 }
 
 /// Command-line values that override the file and the environment
@@ -203,6 +206,16 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
         None => web::client_addr::ForwardedHeader::default(),
     };
     let proxies = web::TrustedProxies::new(&trusted, header).context("trusted proxies")?;
+    let mut consult = file.consult;
+    if let Some(secret) = env("VIGIL_TURN_SECRET") {
+        consult.turn_secret = Some(secret);
+    }
+    if consult.turn_ttl_secs <= 0 || consult.turn_ttl_secs > 24 * 3600 {
+        bail!("[consult] turn_ttl_secs must be 1 to 86400");
+    }
+    if consult.invite_ttl_secs < 60 || consult.invite_ttl_secs > 30 * 24 * 3600 {
+        bail!("[consult] invite_ttl_secs must be 60 to 2592000");
+    }
     let mut smtp = file.smtp;
     if let (Some(smtp), Some(pw)) = (smtp.as_mut(), env("VIGIL_SMTP_PASSWORD")) {
         smtp.password = Some(pw);
@@ -225,6 +238,7 @@ pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
         tls,
         proxies,
         smtp,
+        consult,
     })
 }
 

@@ -30,6 +30,15 @@ pub async fn open_vigil(
     vigil
         .configure_identity(&kf, s.identity.clone())
         .context("[identity] settings")?;
+    let mut consult = s.consult.clone();
+    if consult.allowed_origins.is_empty()
+        && let Some(url) = &s.public_url
+        && let Some((scheme, rest)) = url.split_once("://")
+    {
+        let host = rest.split('/').next().unwrap_or(rest);
+        consult.allowed_origins = vec![format!("{scheme}://{host}")];
+    }
+    vigil.configure_consult(consult);
     // The privacy officer's newest policy version, if any (validated again:
     // a version that no longer validates stops the start).
     let version = vigil
@@ -124,6 +133,19 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
                 match vigil.sync_names(names_since).await {
                     Ok(now) => names_since = now,
                     Err(e) => tracing::warn!(error = %e, "could not refresh the name index"),
+                }
+            }
+        })
+    };
+    // Consultations: participants whose connection dropped longer ago than
+    // the reconnect grace go back to the waiting room.
+    let consult_sweep = {
+        let vigil = Arc::clone(&vigil);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                if let Err(e) = vigil.consult_sweep().await {
+                    tracing::warn!(error = %e, "consultation sweep failed");
                 }
             }
         })
@@ -251,6 +273,7 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     .context("serving");
     watcher.abort();
     monitor.abort();
+    consult_sweep.abort();
     if let Some(p) = postman {
         p.abort();
     }

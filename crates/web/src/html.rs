@@ -77,7 +77,7 @@ impl Nav {
             ""
         };
         let clinical = if self.clinician {
-            "<a href=\"/chart\" id=\"nav-chart\">Charts</a> <a href=\"/break-glass\" id=\"nav-break-glass\">Emergency access</a> "
+            "<a href=\"/chart\" id=\"nav-chart\">Charts</a> <a href=\"/consult\" id=\"nav-consult\">Consultations</a> <a href=\"/break-glass\" id=\"nav-break-glass\">Emergency access</a> "
         } else {
             ""
         };

@@ -84,7 +84,7 @@ pub fn routes() -> Router<WebState> {
 
 /// The page's origin (`http://localhost:8123`): the configured public base's
 /// scheme and host, else the `Host` header.
-fn origin(state: &WebState, headers: &HeaderMap) -> String {
+pub(crate) fn origin(state: &WebState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.public_base
         && let Some((scheme, rest)) = b.split_once("://")
     {
@@ -96,7 +96,7 @@ fn origin(state: &WebState, headers: &HeaderMap) -> String {
 }
 
 /// A request before sign-in: a browser's `Origin`, when sent, must be ours.
-fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
     // Browsers say where a request comes from in `Sec-Fetch-Site`; a form
     // posted from another site (even a sibling subdomain) is refused.
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());

@@ -12,6 +12,7 @@ pub mod audit_context;
 mod audit_routes;
 mod capability;
 pub mod client_addr;
+mod consult_pages;
 mod fhir_routes;
 pub mod html;
 mod identity_pages;
@@ -69,6 +70,7 @@ pub fn router(state: WebState) -> Router {
         .merge(access_pages::routes())
         .merge(access_routes::routes())
         .merge(monitor_pages::routes())
+        .merge(consult_pages::routes())
         .fallback(fhir_routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -285,7 +285,8 @@ fn routing_never_delivers_media_to_a_waiting_participant() {
             &r,
             "pat",
             ClientMsg::Chat {
-                text: "hello".into()
+                text: "hello".into(),
+                override_reason: None,
             }
         ),
         vec![("pat".to_owned(), ServerMsg::Waiting)]
@@ -315,7 +316,14 @@ fn routing_never_delivers_media_to_a_waiting_participant() {
         .check_in("fam", T0 + 31)
         .unwrap()
         .0;
-    let out = signal::route(&r, "pat", ClientMsg::Chat { text: "hi".into() });
+    let out = signal::route(
+        &r,
+        "pat",
+        ClientMsg::Chat {
+            text: "hi".into(),
+            override_reason: None,
+        },
+    );
     assert_eq!(
         out,
         vec![(

@@ -12,6 +12,7 @@
 mod api;
 mod audit;
 mod bundle;
+mod consult;
 mod identity;
 mod monitor;
 mod oauth;
