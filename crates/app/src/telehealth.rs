@@ -217,6 +217,26 @@ pub enum CheckResult {
     Invalid,
 }
 
+/// A file a participant uploads.
+#[derive(Debug, Clone, Copy)]
+pub struct FileUpload<'a> {
+    pub name: &'a str,
+    /// The declared media type (checked against the content).
+    pub mime: &'a str,
+    pub bytes: &'a [u8],
+    /// The clinician sends a blocked file anyway, saying why.
+    pub override_reason: Option<&'a str>,
+}
+
+/// What became of a shared file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// Stored and offered; `flagged` names structural findings (never values).
+    Shared { id: String, flagged: Vec<String> },
+    /// Another patient's identifier on the clinician side: not stored.
+    Blocked { kinds: Vec<String> },
+}
+
 /// A live connection: its participant id and the channel of what to send.
 pub struct Connection {
     pub room: String,
@@ -1723,6 +1743,198 @@ impl Vigil {
             .await
     }
 
+    /// The participant a member is in a room, if admitted there now.
+    async fn admitted_participant(
+        &self,
+        member: &Member,
+        room: &str,
+    ) -> Result<(ConsultRoom, RoomBody, String), AppError> {
+        let (row, body) = self.load_room(room).await?;
+        let participant = match member {
+            Member::Clinician { account } if *account == row.clinician => CLINICIAN.to_owned(),
+            Member::Guest(pass) if pass.room == row.id => self.guest_participant(pass).await?,
+            _ => return Err(AppError::NotFound("no such consultation room".into())),
+        };
+        if !body.room.is_admitted(&participant) {
+            return Err(AppError::Forbidden(
+                "only participants admitted to the consultation share files".into(),
+            ));
+        }
+        Ok((row, body, participant))
+    }
+
+    /// A file shared in the consultation: checked (name, size, the content
+    /// really being the declared PDF, PNG, JPEG or text), its text scanned
+    /// like chat (the clinician side is blocked on another patient's
+    /// identifiers unless overridden), stored as a `DocumentReference` under
+    /// the patient's key on the consultation's encounter, then offered to
+    /// the other participants.
+    pub async fn consult_file(
+        &self,
+        who: &Principal,
+        member: &Member,
+        room: &str,
+        upload: FileUpload<'_>,
+    ) -> Result<FileOutcome, AppError> {
+        let (row, body, participant) = self.admitted_participant(member, room).await?;
+        let max = self.consult.cfg().max_file_bytes;
+        let mut ev = consult_event("consult-file", Action::C, &row);
+        let kind = match consult::files::check(upload.name, upload.mime, upload.bytes, max) {
+            Ok(k) => k,
+            Err(e) => {
+                let err = match e {
+                    consult::files::FileError::TooLarge { .. } => AppError::TooLarge(e.to_string()),
+                    _ => AppError::bad_request(fhir::IssueCode::Invalid, e.to_string()),
+                };
+                self.audit(who, ev.failed(&err)).await?;
+                return Err(err);
+            }
+        };
+        let text = match consult::files::text_of(kind, upload.bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let err = AppError::bad_request(fhir::IssueCode::Invalid, e.to_string());
+                self.audit(who, ev.failed(&err)).await?;
+                return Err(err);
+            }
+        };
+        let side = if participant == CLINICIAN {
+            Side::Clinician
+        } else {
+            Side::Patient
+        };
+        let scan = {
+            let idx = match self.consult.dlp.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            scan_long(&idx, &text, side, row.patient.as_str())
+        };
+        let kinds = scan.kinds;
+        if scan.blocked {
+            let mut block = consult_event("consult-dlp-block", Action::E, &row);
+            block.patients.extend(scan.others.iter().cloned());
+            match upload
+                .override_reason
+                .map(str::trim)
+                .filter(|r| r.chars().count() >= 5)
+            {
+                None => {
+                    block.query = Some(format!("file; findings={}", kinds.join(",")));
+                    let e = AppError::Forbidden(
+                        "consult.dlp: the file holds another patient's identifier".into(),
+                    );
+                    self.audit(who, block.failed(&e)).await?;
+                    return Ok(FileOutcome::Blocked { kinds });
+                }
+                Some(r) => {
+                    block.subtype = "consult-dlp-override";
+                    block.query = Some(format!("file; findings={}; reason={r}", kinds.join(",")));
+                    self.audit(who, block).await?;
+                }
+            }
+        }
+        let id = crate::records::new_id();
+        let name: String = upload
+            .name
+            .chars()
+            .take(consult::files::MAX_NAME_LEN)
+            .collect();
+        let mut doc = json!({
+            "resourceType": "DocumentReference",
+            "id": id.as_str(),
+            "status": "current",
+            "type": {"text": "file shared in a video consultation"},
+            "subject": {"reference": format!("Patient/{}", row.patient)},
+            "date": self.now().to_fhir_instant(),
+            "content": [{"attachment": {
+                "contentType": kind.mime(),
+                "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, upload.bytes),
+                "title": name,
+                "size": upload.bytes.len(),
+            }}],
+        });
+        if let Some(e) = &body.encounter {
+            set(
+                &mut doc,
+                "context",
+                json!({"encounter": [{"reference": format!("Encounter/{e}")}]}),
+            );
+        }
+        self.system_write(
+            ResourceType::DocumentReference,
+            id.clone(),
+            doc,
+            "consult-file",
+        )
+        .await?;
+        ev.resources.push(format!("DocumentReference/{id}"));
+        let offer = ServerMsg::FileOffer {
+            from: participant.clone(),
+            id: id.to_string(),
+            name: name.clone(),
+            size: u64::try_from(upload.bytes.len()).unwrap_or(u64::MAX),
+            mime: kind.mime().to_owned(),
+        };
+        for p in body.room.participants.iter().filter(|p| p.is_admitted()) {
+            self.consult.send(&row.id, &p.id, offer.clone());
+        }
+        Ok(FileOutcome::Shared {
+            id: id.to_string(),
+            flagged: kinds,
+        })
+    }
+
+    /// A file of this consultation, for one of its admitted participants
+    /// (recorded as a read of the patient's data).
+    pub async fn consult_file_read(
+        &self,
+        who: &Principal,
+        member: &Member,
+        room: &str,
+        doc: &str,
+    ) -> Result<(String, String, Vec<u8>), AppError> {
+        let (row, body, _) = self.admitted_participant(member, room).await?;
+        let mut ev = consult_event("consult-file-read", Action::R, &row);
+        ev.resources.push(format!("DocumentReference/{doc}"));
+        let result = async {
+            let missing = || AppError::NotFound("no such file in this consultation".into());
+            let id = ResourceId::new(doc).map_err(|_| missing())?;
+            let sv = self
+                .store
+                .current(ResourceType::DocumentReference, &id)
+                .await?
+                .filter(|sv| !sv.deleted)
+                .ok_or_else(missing)?;
+            let r = self.open_version(&sv).await?.resource.ok_or_else(missing)?;
+            let enc = body.encounter.as_deref().ok_or_else(missing)?;
+            let here = r
+                .pointer("/context/encounter/0/reference")
+                .and_then(Value::as_str)
+                == Some(format!("Encounter/{enc}").as_str());
+            if !here {
+                return Err(missing());
+            }
+            let att = r.pointer("/content/0/attachment").ok_or_else(missing)?;
+            let mime = att
+                .get("contentType")
+                .and_then(Value::as_str)
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let name = att
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or("file")
+                .to_owned();
+            let data = att.get("data").and_then(Value::as_str).unwrap_or("");
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data)
+                .map_err(|_| AppError::Integrity("stored attachment".into()))?;
+            Ok((name, mime, bytes))
+        }
+        .await;
+        self.record_outcome(who, ev, result).await
+    }
+
     /// The patients whose consult windows concern `p`, as policy facts.
     pub(crate) async fn consultations_for_patient(
         &self,
@@ -1789,6 +2001,54 @@ impl Vigil {
     pub async fn consult_principal(&self, member: &Member, room: &str) -> Principal {
         self.member_principal(member, room).await
     }
+}
+
+/// What a scan of a text of any length found.
+struct LongScan {
+    blocked: bool,
+    kinds: Vec<String>,
+    others: BTreeSet<String>,
+}
+
+/// Scans `text` in windows the DLP accepts, overlapping so that nothing
+/// straddling a boundary is missed (identifiers and a name with its birth
+/// date fit well inside the overlap).
+fn scan_long(idx: &IdentifierIndex, text: &str, side: Side, patient: &str) -> LongScan {
+    const WINDOW: usize = 256 * 1024;
+    const OVERLAP: usize = 1024;
+    let mut out = LongScan {
+        blocked: false,
+        kinds: Vec::new(),
+        others: BTreeSet::new(),
+    };
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + WINDOW).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let chunk = text.get(start..end).unwrap_or("");
+        if let Ok(scan) = dlp::scan(idx, chunk, side, patient) {
+            out.blocked |= scan.verdict().is_block();
+            for f in scan.verdict().findings() {
+                let k = finding_name(f.kind);
+                if !out.kinds.contains(&k) {
+                    out.kinds.push(k);
+                }
+            }
+            out.others
+                .extend(scan.other_patients_for_audit().iter().cloned());
+        }
+        if end == text.len() {
+            break;
+        }
+        let mut next = end.saturating_sub(OVERLAP).max(start + 1);
+        while !text.is_char_boundary(next) {
+            next += 1;
+        }
+        start = next;
+    }
+    out
 }
 
 /// Sets a member of a JSON object (anything else is left alone).

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dlp;
+pub mod files;
 pub mod invite;
 pub mod room;
 pub mod signal;

@@ -253,6 +253,20 @@
       case 'chat':
         chatLine(msg.from, msg.text);
         break;
+      case 'file-offer': {
+        const li = document.createElement('li');
+        li.className = 'chat-msg file-msg';
+        li.dataset.from = msg.from === 'clinician' ? 'clinician' : 'patient';
+        const a = document.createElement('a');
+        a.className = 'file-link';
+        a.href = side === 'clinician'
+          ? `/consult/room/${encodeURIComponent(room)}/files/${encodeURIComponent(msg.id)}`
+          : `/visit/files/${encodeURIComponent(msg.id)}`;
+        a.textContent = `${msg.name} (${Math.ceil(msg.size / 1024)} KB)`;
+        li.append('File: ', a);
+        $('chat-log').append(li);
+        break;
+      }
       case 'chat-sent':
         chatLine(side === 'clinician' ? 'clinician' : 'patient', msg.text);
         $('chat-text').value = '';
@@ -304,11 +318,37 @@
     const text = $('chat-text').value.trim();
     if (text) send({ type: 'chat', text });
   };
+  async function shareFile(reason) {
+    const input = $('file-input');
+    const file = input && input.files && input.files[0];
+    if (!file) return;
+    const base = side === 'clinician' ? `/consult/room/${encodeURIComponent(room)}/files` : '/visit/files';
+    let url = `${base}?name=${encodeURIComponent(file.name)}`;
+    if (reason) url += `&reason=${encodeURIComponent(reason)}`;
+    const headers = { 'content-type': file.type || 'application/octet-stream' };
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    if (meta) headers['x-csrf-token'] = meta.content;
+    const r = await fetch(url, { method: 'POST', headers, body: file, credentials: 'same-origin' });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 403 && body.blocked) {
+      pendingFile = true;
+      handle({ type: 'chat-blocked', lesson: 'dlp-other-patient', kinds: body.blocked });
+    } else if (!r.ok) {
+      showError(body.error || `The file was not shared (${r.status}).`);
+    } else {
+      pendingFile = false;
+      input.value = '';
+      $('dlp-block').hidden = true;
+    }
+  }
+  let pendingFile = false;
+  if ($('file-send')) $('file-send').onclick = () => { shareFile(null).catch((e) => showError(e.message)); };
   if ($('dlp-override')) {
     $('dlp-override').onclick = () => {
       const text = $('chat-text').value.trim();
       const reason = $('dlp-reason').value.trim();
       if (!reason) { $('dlp-reason').focus(); return; }
+      if (pendingFile) { shareFile(reason).catch((e) => showError(e.message)); return; }
       if (text) send({ type: 'chat', text, override_reason: reason });
     };
   }

@@ -10,7 +10,8 @@
 //! cookie a passed identity check set).
 
 use app::telehealth::{
-    CheckResult, ConsultItem, GuestPass, InviteRequest, Invitee, JoinState, Member, RoomView,
+    CheckResult, ConsultItem, FileOutcome, FileUpload, GuestPass, InviteRequest, Invitee,
+    JoinState, Member, RoomView,
 };
 use app::{AppError, Principal, SessionView};
 use axum::Router;
@@ -44,6 +45,10 @@ pub fn routes() -> Router<WebState> {
         .route("/consult/ws", get(ws))
         .route("/join/{token}", get(join_page).post(join_post))
         .route("/visit", get(visit_page))
+        .route("/consult/room/{id}/files", post(clinician_upload))
+        .route("/consult/room/{id}/files/{doc}", get(clinician_download))
+        .route("/visit/files", post(guest_upload))
+        .route("/visit/files/{doc}", get(guest_download))
         .route("/learn/{id}", get(lesson_page))
         .route("/static/consult.js", get(consult_js))
         .route("/api/consult/appointments", get(api_list))
@@ -328,7 +333,10 @@ fn chat_html(clinician: bool) -> String {
 <div id=\"dlp-block\" class=\"error\" role=\"alert\" hidden><p id=\"dlp-text\"></p>\
 <p><a class=\"dlp-lesson\" href=\"/learn/dlp-other-patient\" target=\"_blank\">Why was this blocked?</a></p>{override_form}</div>\n\
 <p><label for=\"chat-text\">Message</label><br><textarea id=\"chat-text\" rows=\"2\" maxlength=\"4000\"></textarea><br>\
-<button type=\"button\" id=\"chat-send\">Send</button></p>"
+<button type=\"button\" id=\"chat-send\">Send</button></p>\
+<p><label for=\"file-input\">Share a file (PDF, PNG, JPEG or text, up to 10 MB)</label><br>\
+<input type=\"file\" id=\"file-input\" accept=\"application/pdf,image/png,image/jpeg,text/plain\"> \
+<button type=\"button\" id=\"file-send\">Share</button></p>"
     )
 }
 
@@ -956,4 +964,213 @@ async fn api_invite(
             "code": inv.code,
         }),
     ))
+}
+
+// ---- files ----
+
+/// What an upload sends: the body, its declared type and the `name` (and,
+/// for a clinician overriding a block, the `reason`) from the query.
+async fn upload_parts(
+    headers: &HeaderMap,
+    q: Option<&str>,
+    body: Body,
+    max: usize,
+) -> Result<(String, String, Option<String>, Vec<u8>), JsonError> {
+    let pairs = q.map(app::parse_query_string).unwrap_or_default();
+    let get = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+    let name = get("name").unwrap_or_default();
+    let reason = get("reason").filter(|r| !r.trim().is_empty());
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = axum::body::to_bytes(body, max.saturating_add(1))
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("files are at most {max} bytes"),
+            )
+        })?;
+    Ok((name, mime, reason, bytes.to_vec()))
+}
+
+async fn upload(
+    state: &WebState,
+    who: &Principal,
+    member: &Member,
+    room: &str,
+    headers: &HeaderMap,
+    q: Option<&str>,
+    body: Body,
+) -> JsonResult {
+    let max = state.vigil.consult_config().max_file_bytes;
+    let (name, mime, reason, bytes) = upload_parts(headers, q, body, max).await?;
+    let outcome = state
+        .vigil
+        .consult_file(
+            who,
+            member,
+            room,
+            FileUpload {
+                name: &name,
+                mime: &mime,
+                bytes: &bytes,
+                override_reason: reason.as_deref(),
+            },
+        )
+        .await?;
+    Ok(match outcome {
+        FileOutcome::Shared { id, flagged } => reply(
+            StatusCode::CREATED,
+            &json!({ "id": id, "flagged": flagged }),
+        ),
+        FileOutcome::Blocked { kinds } => reply(
+            StatusCode::FORBIDDEN,
+            &json!({
+                "blocked": kinds,
+                "lesson": "/learn/dlp-other-patient",
+                "error": "the file holds another patient's identifier",
+            }),
+        ),
+    })
+}
+
+fn download_response(name: &str, mime: &str, bytes: Vec<u8>) -> Response {
+    let mut r = (StatusCode::OK, bytes).into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(mime) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_ ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+/// The clinician's session with its CSRF header, for the room's API calls.
+async fn clinician_api(
+    state: &WebState,
+    headers: &HeaderMap,
+    csrf: bool,
+) -> Result<SessionView, JsonError> {
+    let cookie = crate::session::session_cookie(headers)
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "sign in first"))?;
+    let view = state
+        .vigil
+        .session(&cookie)
+        .await
+        .map_err(|_| error(StatusCode::UNAUTHORIZED, "sign in first"))?;
+    if !is_clinician(&view) {
+        return Err(error(StatusCode::FORBIDDEN, "clinicians only"));
+    }
+    if csrf {
+        let token = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !state.vigil.check_csrf(&cookie, token) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "the CSRF token is missing or wrong",
+            ));
+        }
+    }
+    Ok(view)
+}
+
+async fn clinician_upload(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> JsonResult {
+    let view = clinician_api(&state, &headers, true).await?;
+    let member = Member::Clinician {
+        account: view.account.id.clone(),
+    };
+    upload(
+        &state,
+        &principal(&view),
+        &member,
+        &id,
+        &headers,
+        q.as_deref(),
+        body,
+    )
+    .await
+}
+
+async fn clinician_download(
+    State(state): State<WebState>,
+    Path((id, doc)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> JsonResult {
+    let view = clinician_api(&state, &headers, false).await?;
+    let member = Member::Clinician {
+        account: view.account.id.clone(),
+    };
+    let (name, mime, bytes) = state
+        .vigil
+        .consult_file_read(&principal(&view), &member, &id, &doc)
+        .await?;
+    Ok(download_response(&name, &mime, bytes))
+}
+
+async fn guest_member(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<(Member, Principal, String), JsonError> {
+    let pass = guest_pass(state, headers).await.ok_or_else(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "open the link from your invitation first",
+        )
+    })?;
+    let room = pass.room.clone();
+    let member = Member::Guest(pass);
+    let who = state.vigil.consult_principal(&member, &room).await;
+    Ok((member, who, room))
+}
+
+async fn guest_upload(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> JsonResult {
+    // The pass cookie is SameSite=Strict; a browser's Origin must be ours too.
+    if !crate::identity_pages::same_origin(&state, &headers) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "send files from the visit page",
+        ));
+    }
+    let (member, who, room) = guest_member(&state, &headers).await?;
+    upload(&state, &who, &member, &room, &headers, q.as_deref(), body).await
+}
+
+async fn guest_download(
+    State(state): State<WebState>,
+    Path(doc): Path<String>,
+    headers: HeaderMap,
+) -> JsonResult {
+    let (member, who, room) = guest_member(&state, &headers).await?;
+    let (name, mime, bytes) = state
+        .vigil
+        .consult_file_read(&who, &member, &room, &doc)
+        .await?;
+    Ok(download_response(&name, &mime, bytes))
 }

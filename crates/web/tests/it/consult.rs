@@ -1016,3 +1016,168 @@ async fn the_websocket_refuses_a_foreign_origin_and_an_unadmitted_caller() {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     server.abort();
 }
+
+// ---- files ----
+
+fn tiny_pdf(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET");
+    let mut out = b"%PDF-1.4\n1 0 obj\n<< /Length 0 >>\nstream\n".to_vec();
+    out.extend_from_slice(content.as_bytes());
+    out.extend_from_slice(b"\nendstream\nendobj\n%%EOF\n");
+    out
+}
+
+#[tokio::test]
+async fn files_are_sniffed_scanned_stored_for_the_patient_and_offered() {
+    use app::telehealth::{FileOutcome, FileUpload};
+    let (w, room, guest, mut c, mut p) = admitted_world().await;
+    let dr = w.who("dr.c").await;
+    let clinician = Member::Clinician {
+        account: dr_account(&w).await,
+    };
+    let up = |name: &'static str, mime: &'static str, bytes: &'static [u8]| FileUpload {
+        name,
+        mime,
+        bytes,
+        override_reason: None,
+    };
+    drain(&mut c);
+    // Another patient's name and birth date in a PDF from the clinician: blocked.
+    let pdf_b: &'static [u8] = tiny_pdf("Walter Finch 1958-11-02 results").leak();
+    let out =
+        w.t.vigil
+            .consult_file(
+                &dr,
+                &clinician,
+                &room,
+                up("b.pdf", "application/pdf", pdf_b),
+            )
+            .await
+            .unwrap();
+    assert!(matches!(out, FileOutcome::Blocked { .. }), "{out:?}");
+    assert!(drain(&mut p).is_empty(), "nothing was offered");
+    // A text file with another patient's phone, beyond the first window of text.
+    let long: &'static [u8] = format!("{}\ncall 617-555-0199\n", "ok ".repeat(200_000))
+        .into_bytes()
+        .leak();
+    let out =
+        w.t.vigil
+            .consult_file(&dr, &clinician, &room, up("notes.txt", "text/plain", long))
+            .await
+            .unwrap();
+    assert!(matches!(out, FileOutcome::Blocked { .. }), "{out:?}");
+    // The type is what the bytes are: a PNG declared as a PDF is refused, as
+    // is HTML; an empty file too.
+    for (name, mime, bytes) in [
+        ("x.pdf", "application/pdf", &b"\x89PNG\r\n\x1a\nrest"[..]),
+        ("x.html", "text/html", &b"<p>hi</p>"[..]),
+        ("x.txt", "text/plain", &b""[..]),
+    ] {
+        let e =
+            w.t.vigil
+                .consult_file(&dr, &clinician, &room, up(name, mime, bytes))
+                .await
+                .unwrap_err();
+        assert_eq!(e.status(), 400, "{name}: {e:?}");
+    }
+    // This patient's own PDF from the patient, over HTTP with the pass.
+    let Member::Guest(pass) = &guest else {
+        unreachable!()
+    };
+    let cookie = format!(
+        "__Host-vigil_consult={}",
+        w.t.vigil.consult_pass_token(pass).unwrap()
+    );
+    let own = tiny_pdf("Rosa Delgado 1961-03-14 blood pressure diary");
+    let r =
+        w.t.call(
+            "POST",
+            "/visit/files?name=diary.pdf",
+            Some(own.clone()),
+            &[
+                ("content-type", "application/pdf"),
+                ("cookie", &cookie),
+                ("origin", ORIGIN),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let doc = r.body["id"].as_str().unwrap().to_owned();
+    let got = drain(&mut c);
+    assert!(
+        got.iter()
+            .any(|m| matches!(m, ServerMsg::FileOffer { id, mime, .. } if *id == doc && mime == "application/pdf")),
+        "{got:?}"
+    );
+    // A cross-site upload is refused.
+    let r =
+        w.t.call(
+            "POST",
+            "/visit/files?name=diary.pdf",
+            Some(own.clone()),
+            &[
+                ("content-type", "application/pdf"),
+                ("cookie", &cookie),
+                ("origin", "http://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The clinician reads it back (recorded), and it is the patient's record.
+    let before = audit_size(&w.t).await;
+    let (name, mime, bytes) =
+        w.t.vigil
+            .consult_file_read(&dr, &clinician, &room, &doc)
+            .await
+            .unwrap();
+    assert_eq!(
+        (name.as_str(), mime.as_str()),
+        ("diary.pdf", "application/pdf")
+    );
+    assert_eq!(bytes, own);
+    let reads: Vec<_> = entries_since(&w.t, before)
+        .await
+        .into_iter()
+        .filter(|e| e.subtype == "consult-file-read")
+        .collect();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].patients, vec!["pa".to_owned()]);
+    let sv = store::Store::current(
+        w.t.store.as_ref(),
+        model::ResourceType::DocumentReference,
+        &appt(&doc),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        sv.key_owner,
+        model::KeyOwner::Patient(model::PatientId(appt("pa")))
+    );
+    // A document that is not this consultation's is not served here.
+    let e =
+        w.t.vigil
+            .consult_file_read(&dr, &clinician, &room, "not-here")
+            .await
+            .unwrap_err();
+    assert_eq!(e.status(), 404);
+    // An override with a reason sends the blocked PDF.
+    let out =
+        w.t.vigil
+            .consult_file(
+                &dr,
+                &clinician,
+                &room,
+                FileUpload {
+                    override_reason: Some("the patient's husband asked for it"),
+                    ..up("b.pdf", "application/pdf", pdf_b)
+                },
+            )
+            .await
+            .unwrap();
+    assert!(matches!(out, FileOutcome::Shared { .. }), "{out:?}");
+}
