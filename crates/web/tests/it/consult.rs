@@ -557,6 +557,8 @@ async fn five_wrong_birth_dates_lock_the_invite_and_a_new_one_works() {
     // The clinician sees the lock and sends a new invite, which works.
     let view = w.t.vigil.consult_room(&dr, &room.id).await.unwrap();
     assert!(view.invites[0].locked);
+    // (A minute later, so the outbox's newest message is the new one.)
+    w.clock.advance_mins(1);
     w.t.vigil
         .consult_invite(&dr, &room.id, &invite_req(), ORIGIN)
         .await
