@@ -353,6 +353,13 @@ pub fn patient_record(rng: &mut StdRng, id: &str, n: usize, now: i64) -> Vec<Val
         }
     }
     let start = now + rng.gen_range(1..60i64) * DAY_US + rng.gen_range(8..17i64) * 3_600_000_000;
+    // The first patient has a video visit with dr.adams in ten minutes
+    // (booked by the clinic, so the room opens; see docs/telehealth.md).
+    let (start, gp) = if n == 0 {
+        (now + 600_000_000, "pr-adams")
+    } else {
+        (start, gp)
+    };
     out.push(json!({
         "resourceType": "Appointment", "id": format!("appt-{id}"), "status": "booked",
         "serviceType": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009", "display": "General practice"}]}],

@@ -42,6 +42,8 @@ pub const CHANNEL_DEPTH: usize = 256;
 const MAX_ADDRESS_LEN: usize = 254;
 /// Retries of a room command that lost a compare-and-set race.
 const CAS_RETRIES: usize = 8;
+/// How long before an appointment its room may open.
+const OPEN_BEFORE_SECS: i64 = 3600;
 /// Appointment statuses a room may be opened for.
 const ROOM_STATUSES: [&str; 4] = ["booked", "arrived", "checked-in", "pending"];
 
@@ -657,6 +659,20 @@ impl Vigil {
                 "consult.not-participant: you are not a participant of this appointment".into(),
             ));
         }
+        // A room opens from an hour before the visit until its end, so the
+        // consultation's relationship cannot be started days early.
+        let now = self.now();
+        let (Some(start), Some(end)) = (fact.start, fact.end) else {
+            return Err(AppError::bad_request(
+                fhir::IssueCode::BusinessRule,
+                "the appointment has no start and end",
+            ));
+        };
+        if now < Timestamp(start.0.saturating_sub(OPEN_BEFORE_SECS * 1_000_000)) || now > end {
+            return Err(AppError::Conflict(
+                "a room opens from an hour before the appointment until its end".into(),
+            ));
+        }
         if !ROOM_STATUSES.contains(&fact.status.as_str()) {
             return Err(AppError::Conflict(format!(
                 "the appointment is {}; a room opens only for a booked appointment",
@@ -682,9 +698,8 @@ impl Vigil {
                     .into(),
             ));
         }
-        let now = self.now();
         let id = crate::identity::random_hex();
-        let end = fact.end.map_or(secs(now), secs);
+        let end = secs(end);
         let (room, _) = Room::open(&id, CLINICIAN, PATIENT, end, self.room_config(), secs(now))
             .map_err(room_error)?;
         let body = RoomBody {

@@ -105,6 +105,10 @@ impl Vigil {
     pub async fn deliver_outbox(&self, mailer: &dyn Mailer, max: usize) -> Result<usize, AppError> {
         let mut sent = 0;
         for m in self.store.unsent_messages(MAX_ATTEMPTS, max).await? {
+            // SMS waits for an SMS relay; the mail relay takes e-mail only.
+            if m.kind.ends_with("-sms") {
+                continue;
+            }
             let s = self.open_message(&m).await?;
             match mailer.send(&s.to, &s.subject, &s.body).await {
                 Ok(()) => {

@@ -373,6 +373,25 @@ async fn a_room_opens_for_an_appointment_someone_else_scheduled_once() {
             .await
             .unwrap_err();
     assert!(matches!(e, AppError::Forbidden(_)), "{e:?}");
+    // A visit in three days has no room yet: the consultation's access
+    // cannot start days early.
+    let later = appointment(
+        "appt-later",
+        "pa",
+        "pr-dr",
+        &w.instant(3 * 86_400),
+        &w.instant(3 * 86_400 + 1800),
+    );
+    put_ok(&w.t, &later).await;
+    let e =
+        w.t.vigil
+            .consult_open(&dr, &appt("appt-later"))
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(&e, AppError::Conflict(m) if m.contains("an hour before")),
+        "{e:?}"
+    );
     // Nor another clinician's room by id.
     let e = w.t.vigil.consult_room(&other, &room.id).await.unwrap_err();
     assert!(
