@@ -74,7 +74,7 @@
         if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated) pair = s;
       });
     }
-    if (!pair) return;
+    if (!pair) return false;
     const local = stats.get(pair.localCandidateId);
     const remote = stats.get(pair.remoteCandidateId);
     const relayed = (local && local.candidateType === 'relay') || (remote && remote.candidateType === 'relay');
@@ -84,6 +84,17 @@
     el.textContent = relayed
       ? 'Relayed through the clinic\u2019s TURN server (still encrypted end to end)'
       : 'Direct connection';
+    return true;
+  }
+
+  // Right after "connected", getStats may not list the selected pair yet:
+  // ask again until it does (for up to ten seconds).
+  async function watchPath(pc) {
+    const live = () => [...call.pcs.values()].includes(pc);
+    for (let i = 0; i < 40 && live(); i += 1) {
+      if (await notePath(pc)) return;
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   async function newPeer(peer) {
@@ -107,7 +118,7 @@
       if (v.srcObject !== e.streams[0]) v.srcObject = e.streams[0];
     };
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === 'connected') notePath(pc).catch(() => {});
+      if (pc.connectionState === 'connected') watchPath(pc).catch(() => {});
       if (pc.connectionState === 'failed') showError('The call could not connect. Check your network and reload.');
     };
     const stream = await media();
