@@ -431,6 +431,23 @@ fn consult_event(subtype: &'static str, action: Action, row: &ConsultRoom) -> Ev
     ev
 }
 
+/// The audit identity of a room's clinician on the WebSocket (their session
+/// was checked when it opened).
+fn clinician_principal(a: &store::Account) -> Principal {
+    Principal::User(Caller {
+        account: Some(a.id.clone()),
+        role: Some(a.role),
+        username: Some(a.username.clone()),
+        client_id: None,
+        scopes: auth::scope::ScopeSet::default(),
+        patient: None,
+        via: Via::Session,
+        practitioner: a.practitioner.clone(),
+        own_patient: None,
+        mfa: true,
+    })
+}
+
 /// The audit identity of an invite's guest: role patient, no account, the
 /// invite as the client.
 fn guest_principal(row: &ConsultRoom, pass: &GuestPass) -> Principal {
@@ -1023,17 +1040,35 @@ impl Vigil {
     /// The identity check (POST): the birth date or the one-time code. Five
     /// failures lock the invite; the clinician can send a new one.
     pub async fn consult_check(&self, token: &str, answer: &str) -> Result<CheckResult, AppError> {
+        // A concurrent answer to the same invite moves its counter first:
+        // this one is then judged again against the counter as it is now.
+        for _ in 0..CAS_RETRIES {
+            if let Some(r) = self.consult_check_once(token, answer).await? {
+                return Ok(r);
+            }
+        }
+        Err(AppError::Conflict(
+            "too many answers at once for this invite; try again".into(),
+        ))
+    }
+
+    /// One identity check; `None` when a concurrent check won the race.
+    async fn consult_check_once(
+        &self,
+        token: &str,
+        answer: &str,
+    ) -> Result<Option<CheckResult>, AppError> {
         let now = self.now();
         let claims = match invite::parse(&self.consult.invite_key, token, secs(now)) {
             Ok(c) => c,
-            Err(invite::InviteError::Expired) => return Ok(CheckResult::Expired),
-            Err(_) => return Ok(CheckResult::Invalid),
+            Err(invite::InviteError::Expired) => return Ok(Some(CheckResult::Expired)),
+            Err(_) => return Ok(Some(CheckResult::Invalid)),
         };
         let Some(inv) = self.store.invite(&claims.invite_id).await? else {
-            return Ok(CheckResult::Invalid);
+            return Ok(Some(CheckResult::Invalid));
         };
         if inv.room != claims.room_id {
-            return Ok(CheckResult::Invalid);
+            return Ok(Some(CheckResult::Invalid));
         }
         let (row, _) = self.load_room(&inv.room).await?;
         let secret: InviteSecret = self.open_json(&invite_aad(&inv.id), &inv.secret).await?;
@@ -1048,7 +1083,7 @@ impl Vigil {
                     _ => IdentityProof::OneTimeCode(crate::identity::random_hex()),
                 }
             }
-            _ => return Ok(CheckResult::Invalid),
+            _ => return Ok(Some(CheckResult::Invalid)),
         };
         let given = if inv.method == "dob" {
             IdentityProof::date_of_birth(answer)
@@ -1088,8 +1123,7 @@ impl Vigil {
                 )
                 .await?;
             if !won {
-                // A concurrent check moved the counter: answer as locked-or-retry.
-                return Ok(CheckResult::Mismatch { attempts_left: 0 });
+                return Ok(None);
             }
         }
         let who = guest_principal(&row, &guest);
@@ -1103,7 +1137,7 @@ impl Vigil {
                 self.audit(&who, ev.failed(&e)).await?;
             }
         }
-        Ok(result)
+        Ok(Some(result))
     }
 
     async fn patient_birth_date(&self, patient: &ResourceId) -> Result<Option<String>, AppError> {
@@ -1348,7 +1382,7 @@ impl Vigil {
         };
         let who = match who {
             Some(w) => w,
-            None => Principal::Operator,
+            None => self.member_principal(member, &row.id).await,
         };
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let conn = self
@@ -1503,7 +1537,10 @@ impl Vigil {
 
     async fn member_principal(&self, member: &Member, room: &str) -> Principal {
         match member {
-            Member::Clinician { .. } => Principal::Operator,
+            Member::Clinician { account } => match self.store.account(account).await {
+                Ok(Some(a)) => clinician_principal(&a),
+                _ => Principal::Operator,
+            },
             Member::Guest(pass) => match self.store.room(room).await {
                 Ok(Some(row)) => guest_principal(&row, pass),
                 _ => Principal::Operator,
