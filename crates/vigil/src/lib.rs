@@ -4,6 +4,7 @@
 pub mod audit_cli;
 pub mod backup;
 pub mod bench;
+pub mod bench_consult;
 pub mod bench_monitor;
 pub mod bench_policy;
 pub mod config;
@@ -349,6 +350,10 @@ pub enum BenchCommand {
     /// Privacy monitoring on one thread: index, learn, explain + detect
     /// (accesses/s, target 1,000,000), CSV parsing apart, peak memory.
     Monitor(bench_monitor::MonitorBenchArgs),
+    /// Telehealth consultations: DLP scan throughput (MB/s) with 100,000
+    /// patients' identifiers indexed, and signaling messages/s over real
+    /// WebSockets (one room, then several at once).
+    Consult(bench_consult::ConsultBenchArgs),
 }
 
 fn overrides(c: &Common, listen: Option<String>) -> config::Overrides {
@@ -511,6 +516,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Monitor(args),
         } => bench_monitor::run(&args),
+        Command::Bench {
+            what: BenchCommand::Consult(args),
+        } => bench_consult::run(&args).await,
         Command::Bench {
             what:
                 BenchCommand::Policy {
