@@ -8,6 +8,7 @@ pub mod bench_consult;
 pub mod bench_monitor;
 pub mod bench_policy;
 pub mod config;
+pub mod consult_cli;
 pub mod mail;
 pub mod monitor_cli;
 pub mod pgadmin;
@@ -115,6 +116,12 @@ pub enum Command {
     Monitor {
         #[command(subcommand)]
         action: monitor_cli::MonitorCommand,
+    },
+    /// Video consultations: check the `[consult]` settings, mint a TURN
+    /// credential to test coturn with.
+    Consult {
+        #[command(subcommand)]
+        action: consult_cli::ConsultCommand,
     },
     /// Benchmarks.
     Bench {
@@ -513,6 +520,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             monitor_cli::import(open, &dir, &timezone, skip_bad_rows).await
         }
         Command::Monitor { action } => monitor_cli::run(action),
+        Command::Consult { action } => consult_cli::run(action),
         Command::Bench {
             what: BenchCommand::Monitor(args),
         } => bench_monitor::run(&args),

@@ -257,14 +257,20 @@ pub async fn serve(s: Settings, demo: bool) -> anyhow::Result<()> {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let served = match tls {
         Some(config) => {
-            // `tap_io` does nothing to the stream; it only gives axum's generic
-            // `ConnectInfo<SocketAddr>` implementation a listener type to use.
-            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            // `tap_io` also gives axum's generic `ConnectInfo<SocketAddr>`
+            // implementation a listener type to use. No Nagle delay: signaling
+            // and chat are small messages that must not wait for an ACK.
+            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|s| {
+                let _ = s.get_ref().0.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown())
                 .await
         }
         None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown())
                 .await

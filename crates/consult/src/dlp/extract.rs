@@ -281,8 +281,11 @@ fn words(b: &[u8], config: &ScanConfig, identifiers: bool, out: &mut Extracted) 
     }
 }
 
+/// A byte of an address's local part: ASCII letters, digits and `._%+-`,
+/// and any byte of a non-ASCII character (RFC 6531 allows letters such as
+/// `é` there).
 fn is_local(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"._%+-".contains(&c)
+    c.is_ascii_alphanumeric() || b"._%+-".contains(&c) || c >= 0x80
 }
 
 fn is_domain(c: u8) -> bool {
@@ -296,6 +299,10 @@ fn emails(b: &[u8], out: &mut Extracted) {
         let mut start = at;
         while start > 0 && at - start < 64 && is_local(byte_before(b, start)) {
             start -= 1;
+        }
+        // The 64-byte limit may stop inside a character: move to its end.
+        while start < at && (0x80..0xC0).contains(&byte(b, start)) {
+            start += 1;
         }
         while start < at && byte(b, start) == b'.' {
             start += 1;
@@ -803,5 +810,33 @@ mod tests {
             .collect();
         assert!(values.contains(&(IdentifierKind::Email, "jane.doe+x@example.org")));
         assert!(values.contains(&(IdentifierKind::Mrn, "AB123456")));
+    }
+
+    #[test]
+    fn non_ascii_local_parts_are_addresses_too() {
+        let config = ScanConfig::default();
+        for (text, want) in [
+            (
+                "écrire à Élodie.Martin@example.org ce soir",
+                "élodie.martin@example.org",
+            ),
+            ("mail:josé@example.com", "josé@example.com"),
+        ] {
+            let ex = extract(text, &config, true);
+            let found = ex
+                .identifiers
+                .iter()
+                .find(|c| c.kind == IdentifierKind::Email)
+                .unwrap_or_else(|| panic!("no address in {text:?}"));
+            assert_eq!(found.value, want);
+            assert!(text.is_char_boundary(found.span.start));
+            assert!(text.is_char_boundary(found.span.end));
+        }
+        // A long run of non-ASCII before the @ stops at a character boundary.
+        let long = format!("{}@example.org", "é".repeat(40));
+        let ex = extract(&long, &config, true);
+        for c in &ex.identifiers {
+            assert!(long.is_char_boundary(c.span.start), "{c:?}");
+        }
     }
 }
