@@ -1677,61 +1677,26 @@ impl Vigil {
         if text.is_empty() {
             return Ok(());
         }
-        let side = if c.participant == CLINICIAN {
-            Side::Clinician
-        } else {
-            Side::Patient
-        };
-        let scan = {
-            let idx = match self.consult.dlp.read() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            dlp::scan(&idx, &text, side, row.patient.as_str())
-        }
-        .map_err(|e| AppError::bad_request(fhir::IssueCode::TooLong, e.to_string()))?;
-        let kinds: Vec<String> = scan
-            .verdict()
-            .findings()
-            .iter()
-            .map(|f| finding_name(f.kind))
-            .collect();
-        let reason = override_reason
-            .map(|r| r.trim().to_owned())
-            .filter(|r| r.chars().count() >= 5);
-        if scan.verdict().is_block() {
-            let mut ev = consult_event("consult-dlp-block", Action::E, &row);
-            // The other patients are named by id only; the value never is.
-            ev.patients
-                .extend(scan.other_patients_for_audit().iter().cloned());
-            ev.query = Some(format!("findings={}", kinds.join(",")));
-            match reason {
-                None => {
-                    let e = AppError::Forbidden(
-                        "consult.dlp: another patient's identifier in a consultation message"
-                            .into(),
-                    );
-                    self.audit(who, ev.failed(&e)).await?;
-                    self.consult.send(
-                        &c.room,
-                        &c.participant,
-                        ServerMsg::ChatBlocked {
-                            lesson: dlp::LESSON_OTHER_PATIENT.to_owned(),
-                            kinds,
-                        },
-                    );
-                    return Ok(());
-                }
-                Some(r) => {
-                    ev.subtype = "consult-dlp-override";
-                    ev.query = Some(format!("findings={}; reason={r}", kinds.join(",")));
-                    self.audit(who, ev).await?;
-                }
-            }
-        } else if !kinds.is_empty() {
-            let mut ev = consult_event("consult-dlp-flag", Action::E, &row);
-            ev.query = Some(format!("findings={}", kinds.join(",")));
-            self.audit(who, ev).await?;
+        let gate = self
+            .dlp_gate(
+                who,
+                &row,
+                &c.participant,
+                "message",
+                &text,
+                override_reason.as_deref(),
+            )
+            .await?;
+        if let DlpGate::Blocked(kinds) = gate {
+            self.consult.send(
+                &c.room,
+                &c.participant,
+                ServerMsg::ChatBlocked {
+                    lesson: dlp::LESSON_OTHER_PATIENT.to_owned(),
+                    kinds,
+                },
+            );
+            return Ok(());
         }
         self.store_chat(&row, &body, &c.participant, &text).await?;
         for (to, m) in signal::route(
@@ -1795,6 +1760,63 @@ impl Vigil {
             .await
     }
 
+    /// The DLP on what `participant` sends (`what`: a message or a file),
+    /// recorded: a block names the kinds found and the other patients by id
+    /// (never the value); the clinician may override it with a reason of at
+    /// least five characters; structural findings are flagged.
+    async fn dlp_gate(
+        &self,
+        who: &Principal,
+        row: &ConsultRoom,
+        participant: &str,
+        what: &str,
+        text: &str,
+        override_reason: Option<&str>,
+    ) -> Result<DlpGate, AppError> {
+        let side = if participant == CLINICIAN {
+            Side::Clinician
+        } else {
+            Side::Patient
+        };
+        let scan = {
+            let idx = match self.consult.dlp.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            scan_long(&idx, text, side, row.patient.as_str())
+        };
+        let findings = format!("{what}; findings={}", scan.kinds.join(","));
+        if !scan.blocked {
+            if !scan.kinds.is_empty() {
+                let mut ev = consult_event("consult-dlp-flag", Action::E, row);
+                ev.query = Some(findings);
+                self.audit(who, ev).await?;
+            }
+            return Ok(DlpGate::Pass(scan.kinds));
+        }
+        let mut ev = consult_event("consult-dlp-block", Action::E, row);
+        ev.patients.extend(scan.others.iter().cloned());
+        let reason = override_reason
+            .map(str::trim)
+            .filter(|r| r.chars().count() >= 5);
+        match reason {
+            None => {
+                ev.query = Some(findings);
+                let e = AppError::Forbidden(format!(
+                    "consult.dlp: another patient's identifier in a consultation {what}"
+                ));
+                self.audit(who, ev.failed(&e)).await?;
+                Ok(DlpGate::Blocked(scan.kinds))
+            }
+            Some(r) => {
+                ev.subtype = "consult-dlp-override";
+                ev.query = Some(format!("{findings}; reason={r}"));
+                self.audit(who, ev).await?;
+                Ok(DlpGate::Pass(scan.kinds))
+            }
+        }
+    }
+
     /// The participant a member is in a room, if admitted there now.
     async fn admitted_participant(
         &self,
@@ -1850,42 +1872,20 @@ impl Vigil {
                 return Err(err);
             }
         };
-        let side = if participant == CLINICIAN {
-            Side::Clinician
-        } else {
-            Side::Patient
+        let kinds = match self
+            .dlp_gate(
+                who,
+                &row,
+                &participant,
+                "file",
+                &text,
+                upload.override_reason,
+            )
+            .await?
+        {
+            DlpGate::Pass(kinds) => kinds,
+            DlpGate::Blocked(kinds) => return Ok(FileOutcome::Blocked { kinds }),
         };
-        let scan = {
-            let idx = match self.consult.dlp.read() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            scan_long(&idx, &text, side, row.patient.as_str())
-        };
-        let kinds = scan.kinds;
-        if scan.blocked {
-            let mut block = consult_event("consult-dlp-block", Action::E, &row);
-            block.patients.extend(scan.others.iter().cloned());
-            match upload
-                .override_reason
-                .map(str::trim)
-                .filter(|r| r.chars().count() >= 5)
-            {
-                None => {
-                    block.query = Some(format!("file; findings={}", kinds.join(",")));
-                    let e = AppError::Forbidden(
-                        "consult.dlp: the file holds another patient's identifier".into(),
-                    );
-                    self.audit(who, block.failed(&e)).await?;
-                    return Ok(FileOutcome::Blocked { kinds });
-                }
-                Some(r) => {
-                    block.subtype = "consult-dlp-override";
-                    block.query = Some(format!("file; findings={}; reason={r}", kinds.join(",")));
-                    self.audit(who, block).await?;
-                }
-            }
-        }
         let id = crate::records::new_id();
         let name: String = upload
             .name
@@ -2053,6 +2053,14 @@ impl Vigil {
     pub async fn consult_principal(&self, member: &Member, room: &str) -> Principal {
         self.member_principal(member, room).await
     }
+}
+
+/// What the DLP lets through.
+enum DlpGate {
+    /// It may go; the kinds flagged (structural findings, or an overridden block).
+    Pass(Vec<String>),
+    /// Blocked: another patient's identifiers, of these kinds.
+    Blocked(Vec<String>),
 }
 
 /// What a scan of a text of any length found.

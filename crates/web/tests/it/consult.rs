@@ -180,14 +180,20 @@ fn invite_req() -> InviteRequest {
     }
 }
 
-/// The invite token from the newest outbox message (the only place it is).
+/// The invite token from the newest e-mail invite in the outbox (the only
+/// place it is).
 async fn token_from_outbox(w: &W) -> String {
+    token_of_kind(w, "consult-invite").await
+}
+
+/// The invite token from the newest outbox message of this kind.
+async fn token_of_kind(w: &W, kind: &str) -> String {
     let admin = w.who_admin().await;
     let msgs = w.t.vigil.outbox(&admin, 10).await.unwrap();
     let body = &msgs
         .iter()
-        .find(|m| m.kind == "consult-invite")
-        .expect("an invite in the outbox")
+        .find(|m| m.kind == kind)
+        .unwrap_or_else(|| panic!("a {kind} message in the outbox"))
         .body;
     let at = body.find("/join/").expect("a join link") + "/join/".len();
     body[at..]
@@ -667,7 +673,7 @@ async fn the_clinician_admits_and_a_third_uninvited_joiner_is_refused() {
             .consult_invite(&dr, &room, &code_invite(Invitee::Interpreter), ORIGIN)
             .await
             .unwrap();
-    let token = newest_sms_token(&w).await;
+    let token = token_of_kind(&w, "consult-invite-sms").await;
     let CheckResult::Passed(ipass) =
         w.t.vigil
             .consult_check(&token, inv.code.as_deref().unwrap())
@@ -736,23 +742,6 @@ async fn the_clinician_admits_and_a_third_uninvited_joiner_is_refused() {
     let view = w.t.vigil.consult_room(&dr, &room).await.unwrap();
     assert_eq!(view.status, "ended");
     assert!(view.invites.iter().all(|i| i.revoked));
-}
-
-/// The invite token from the newest SMS invite in the outbox.
-async fn newest_sms_token(w: &W) -> String {
-    let admin = w.who_admin().await;
-    let msgs = w.t.vigil.outbox(&admin, 10).await.unwrap();
-    let body = &msgs
-        .iter()
-        .find(|m| m.kind == "consult-invite-sms")
-        .expect("an SMS invite in the outbox")
-        .body;
-    let at = body.find("/join/").expect("a join link") + "/join/".len();
-    body[at..]
-        .split(|c: char| c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 #[tokio::test]
