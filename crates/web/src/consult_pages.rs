@@ -737,6 +737,7 @@ async fn session(
     let mut ping = tokio::time::interval(std::time::Duration::from_secs(PING_SECS));
     ping.tick().await;
     let mut left = false;
+    let mut chat = ChatBudget::new(std::time::Instant::now());
     loop {
         tokio::select! {
             out = conn.rx.recv() => {
@@ -767,6 +768,14 @@ async fn session(
                 };
                 match signal::parse_client(&bytes, signal::DEFAULT_MAX_FRAME_LEN) {
                     Ok(msg) => {
+                        // Each chat message is a stored record and an audit
+                        // entry: a participant may not flood them.
+                        if matches!(msg, consult::signal::ClientMsg::Chat { .. })
+                            && !chat.take(std::time::Instant::now())
+                        {
+                            let _ = socket.send(error_frame("rate-limited")).await;
+                            continue;
+                        }
                         let leave = matches!(msg, consult::signal::ClientMsg::Leave);
                         if let Err(e) = vigil.consult_message(&who, &conn, msg).await {
                             let code = match e {
@@ -798,6 +807,37 @@ async fn session(
         vigil.consult_disconnected(&conn, &member).await;
     } else {
         vigil.consult_closed(&conn);
+    }
+}
+
+/// Chat messages a connection may send: a burst of [`ChatBudget::BURST`],
+/// then [`ChatBudget::PER_SEC`] a second (a token bucket).
+struct ChatBudget {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl ChatBudget {
+    const BURST: f64 = 20.0;
+    const PER_SEC: f64 = 2.0;
+
+    fn new(now: std::time::Instant) -> ChatBudget {
+        ChatBudget {
+            tokens: Self::BURST,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * Self::PER_SEC).min(Self::BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -1173,4 +1213,27 @@ async fn guest_download(
         .consult_file_read(&who, &member, &room, &doc)
         .await?;
     Ok(download_response(&name, &mime, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_is_limited_to_a_burst_then_a_steady_rate() {
+        let t0 = std::time::Instant::now();
+        let mut b = ChatBudget::new(t0);
+        for i in 0..20 {
+            assert!(b.take(t0), "message {i} of the burst");
+        }
+        assert!(!b.take(t0), "the 21st at once is refused");
+        let later = t0 + std::time::Duration::from_millis(500);
+        assert!(b.take(later), "one more after half a second");
+        assert!(!b.take(later));
+        let much_later = t0 + std::time::Duration::from_secs(3600);
+        for _ in 0..20 {
+            assert!(b.take(much_later));
+        }
+        assert!(!b.take(much_later), "the burst never grows beyond 20");
+    }
 }
