@@ -18,6 +18,7 @@
   let localStream = null;
   let ended = false;
   let chain = Promise.resolve();
+  let failures = 0;
   const waitingPeers = [];
   const pendingCandidates = new Map();
 
@@ -313,6 +314,7 @@
     const ws = new WebSocket(`${proto}//${location.host}/consult/ws?room=${encodeURIComponent(room)}`);
     call.ws = ws;
     // Attached before any await: the first message must not be lost.
+    ws.onopen = () => { failures = 0; };
     ws.onmessage = (ev) => {
       let msg;
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
@@ -320,8 +322,15 @@
     };
     ws.onclose = () => {
       if (ended) return;
+      failures += 1;
+      // A room that has ended, or a pass no longer valid, refuses every try.
+      if (failures > 15) {
+        setState('unavailable', 'This visit is not available. Open the link from your invitation again.');
+        showError('Could not connect to the visit.');
+        return;
+      }
       if (side === 'patient' && call.state !== 'denied') setState('reconnecting', 'Reconnecting…');
-      setTimeout(connect, 2000);
+      setTimeout(connect, Math.min(2000 * failures, 10000));
     };
   }
 
