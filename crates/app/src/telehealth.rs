@@ -2036,17 +2036,10 @@ impl Vigil {
         Ok(())
     }
 
-    /// The participant's Member for a guest pass (for the web layer).
+    /// The origins allowed to open the signaling WebSocket (empty: the
+    /// public URL's origin, which the web layer then uses).
     pub fn consult_allowed_origins(&self) -> Vec<String> {
         self.consult.cfg().allowed_origins
-    }
-
-    /// How many patients the DLP index holds (for status pages and tests).
-    pub fn consult_dlp_patients(&self) -> usize {
-        match self.consult.dlp.read() {
-            Ok(g) => g.patient_count(),
-            Err(p) => p.into_inner().patient_count(),
-        }
     }
 
     /// The audit principal of a member (for web-layer audit of messages).

@@ -297,10 +297,7 @@
         renderRoster(msg);
         break;
       case 'error':
-        if (msg.code === 'replaced') {
-          showError('This visit was opened in another window.');
-          ended = true;
-        } else showError(`The server refused that (${msg.code}).`);
+        showError(`The server refused that (${msg.code}).`);
         break;
       case 'pong':
         break;

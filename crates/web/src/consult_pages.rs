@@ -742,14 +742,10 @@ async fn session(
         tokio::select! {
             out = conn.rx.recv() => {
                 let Some(msg) = out else { break };
-                let replaced = matches!(&msg, ServerMsg::Error { code } if code == "replaced");
                 let ended = matches!(msg, ServerMsg::Ended | ServerMsg::Denied);
                 let Ok(text) = serde_json::to_string(&msg) else { continue };
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     break;
-                }
-                if replaced {
-                    return;
                 }
                 if ended {
                     left = true;
