@@ -180,6 +180,19 @@ fn invite_req() -> InviteRequest {
     }
 }
 
+/// dr.c opens A's room and invites A by e-mail: dr.c, the room and the
+/// link's token.
+async fn invited(w: &W) -> (Principal, app::telehealth::RoomView, String) {
+    let dr = w.who("dr.c").await;
+    let room = w.t.vigil.consult_open(&dr, &appt("appt-a")).await.unwrap();
+    w.t.vigil
+        .consult_invite(&dr, &room.id, &invite_req(), ORIGIN)
+        .await
+        .unwrap();
+    let token = token_from_outbox(w).await;
+    (dr, room, token)
+}
+
 /// The invite token from the newest e-mail invite in the outbox (the only
 /// place it is).
 async fn token_from_outbox(w: &W) -> String {
@@ -488,13 +501,7 @@ async fn a_self_scheduled_visit_without_a_prior_relationship_is_refused_recorded
 #[tokio::test]
 async fn the_link_survives_a_preview_bot_and_shows_nothing_identifying() {
     let w = world().await;
-    let dr = w.who("dr.c").await;
-    let room = w.t.vigil.consult_open(&dr, &appt("appt-a")).await.unwrap();
-    w.t.vigil
-        .consult_invite(&dr, &room.id, &invite_req(), ORIGIN)
-        .await
-        .unwrap();
-    let token = token_from_outbox(&w).await;
+    let (_, room, token) = invited(&w).await;
     // A mail scanner or chat app opens the link (GET, no cookies), twice.
     for _ in 0..2 {
         let r = page(
@@ -538,13 +545,7 @@ async fn the_link_survives_a_preview_bot_and_shows_nothing_identifying() {
 #[tokio::test]
 async fn five_wrong_birth_dates_lock_the_invite_and_a_new_one_works() {
     let w = world().await;
-    let dr = w.who("dr.c").await;
-    let room = w.t.vigil.consult_open(&dr, &appt("appt-a")).await.unwrap();
-    w.t.vigil
-        .consult_invite(&dr, &room.id, &invite_req(), ORIGIN)
-        .await
-        .unwrap();
-    let token = token_from_outbox(&w).await;
+    let (dr, room, token) = invited(&w).await;
     let before = audit_size(&w.t).await;
     for (i, wrong) in ["1961-03-15", "1960-03-14", "14/03/1961", "", "1961-03-13"]
         .iter()
@@ -597,13 +598,7 @@ async fn five_wrong_birth_dates_lock_the_invite_and_a_new_one_works() {
 #[tokio::test]
 async fn an_expired_or_forged_invite_is_refused() {
     let w = world().await;
-    let dr = w.who("dr.c").await;
-    let room = w.t.vigil.consult_open(&dr, &appt("appt-a")).await.unwrap();
-    w.t.vigil
-        .consult_invite(&dr, &room.id, &invite_req(), ORIGIN)
-        .await
-        .unwrap();
-    let token = token_from_outbox(&w).await;
+    let (_, _, token) = invited(&w).await;
     // Forged: another signature, or a token cut short.
     let (payload, _) = token.split_once('.').unwrap();
     let forged = format!("{payload}.AAAA");
@@ -986,13 +981,7 @@ Origin: {origin}\r\nCookie: {cookie}\r\n\r\n"
 #[tokio::test]
 async fn the_websocket_refuses_a_foreign_origin_and_an_unadmitted_caller() {
     let w = world().await;
-    let dr = w.who("dr.c").await;
-    let room = w.t.vigil.consult_open(&dr, &appt("appt-a")).await.unwrap();
-    w.t.vigil
-        .consult_invite(&dr, &room.id, &invite_req(), ORIGIN)
-        .await
-        .unwrap();
-    let token = token_from_outbox(&w).await;
+    let (_, room, token) = invited(&w).await;
     let r = check(&w.t, &token, "1961-03-14").await;
     let cookie = r.headers["set-cookie"]
         .to_str()
