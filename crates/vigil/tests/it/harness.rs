@@ -316,6 +316,17 @@ impl Server {
     }
 }
 
+/// A server a test forgot to stop (or a test that panicked) is killed, so
+/// no `vigil serve` outlives its test.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
