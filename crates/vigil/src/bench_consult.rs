@@ -16,8 +16,8 @@
 //!    and sends ICE candidates, pipelined with a bounded window; the patient
 //!    reads them. Messages/s end to end and the one-way latency (both ends
 //!    timestamped in this process), then one message at a time (the unloaded
-//!    latency), then several rooms at once. The server leaves Nagle's
-//!    algorithm on, as `vigil serve` does, unless `--server-nodelay`.
+//!    latency), then several rooms at once. The server turns Nagle's
+//!    algorithm off, as `vigil serve` does, unless `--server-nagle`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -88,10 +88,10 @@ pub struct ConsultBenchArgs {
     /// Runs of the index build and of each scan; the fastest is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
-    /// Sets TCP_NODELAY on the server's connections (`vigil serve` leaves
-    /// Nagle's algorithm on), to show what that changes.
+    /// Leaves Nagle's algorithm on for the server's connections (`vigil
+    /// serve` turns it off), to show what that changes.
     #[arg(long)]
-    pub server_nodelay: bool,
+    pub server_nagle: bool,
 }
 
 impl ConsultBenchArgs {
@@ -815,7 +815,7 @@ async fn signaling_in(dir: &Path, args: &ConsultBenchArgs) -> anyhow::Result<()>
         proxies: Default::default(),
     });
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let server = if args.server_nodelay {
+    let server = if !args.server_nagle {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -848,10 +848,10 @@ async fn rooms_and_passes(
     pb.finish_and_clear();
     println!(
         "signaling: a server in this process on {addr} (SQLite in a scratch directory, TCP_NODELAY {}); {} room{} set up in {:.1} s (appointment booked by the operator, clinician signed in with a password, invite, birth-date check, two WebSockets, admission)",
-        if args.server_nodelay {
-            "on"
+        if args.server_nagle {
+            "off (--server-nagle)"
         } else {
-            "off as `vigil serve` ships"
+            "on, as `vigil serve` ships"
         },
         args.rooms,
         if args.rooms == 1 { "" } else { "s" },
@@ -1335,7 +1335,7 @@ mod tests {
             (a.patients, a.mb, a.messages, a.window, a.rooms, a.rounds),
             (100_000, 8, 20_000, 64, 4, 3)
         );
-        assert!(!a.server_nodelay);
+        assert!(!a.server_nagle);
         a.check().unwrap();
         let a = parsed(&[
             "--patients",
