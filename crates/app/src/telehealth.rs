@@ -582,7 +582,7 @@ impl Vigil {
             .included
             .iter()
             .filter(|v| v.rtype == ResourceType::Patient)
-            .filter_map(|v| Some((v.id.to_string(), display_name(v.resource.as_ref()?)?)))
+            .filter_map(|v| Some((v.id.to_string(), fhir::human_name(v.resource.as_ref()?)?)))
             .collect();
         let rooms: HashMap<String, String> = self
             .store
@@ -2170,18 +2170,6 @@ fn appointment_patient(r: &Value) -> Option<ResourceId> {
         .into_iter()
         .next()
         .and_then(|s| ResourceId::new(&s).ok())
-}
-
-fn display_name(r: &Value) -> Option<String> {
-    let n = r.get("name")?.as_array()?.first()?;
-    let given: Vec<&str> = n
-        .get("given")
-        .and_then(Value::as_array)
-        .map(|g| g.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let family = n.get("family").and_then(Value::as_str).unwrap_or("");
-    let s = format!("{} {family}", given.join(" ")).trim().to_owned();
-    (!s.is_empty()).then_some(s)
 }
 
 #[cfg(test)]

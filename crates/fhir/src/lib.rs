@@ -6,6 +6,7 @@
 
 mod datetime;
 mod issue;
+mod name;
 mod path;
 mod primitive;
 mod reference;
@@ -19,6 +20,7 @@ pub use datetime::{
     parse as parse_date,
 };
 pub use issue::{Issue, IssueCode, Severity, operation_outcome};
+pub use name::human_name;
 pub use reference::{
     FoundReference, RefTarget, parse_reference, patient_compartment, references, rewrite_references,
 };

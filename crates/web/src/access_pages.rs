@@ -264,27 +264,9 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str()
 }
 
-/// A person's name as written: text, or given names and family.
+/// A person's name as written (empty when the record has none).
 fn human_name(p: &Value) -> String {
-    let Some(n) = p
-        .get("name")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-    else {
-        return String::new();
-    };
-    if let Some(t) = n.get("text").and_then(Value::as_str) {
-        return t.to_owned();
-    }
-    let mut parts: Vec<&str> = n
-        .get("given")
-        .and_then(Value::as_array)
-        .map(|g| g.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if let Some(f) = n.get("family").and_then(Value::as_str) {
-        parts.push(f);
-    }
-    parts.join(" ")
+    fhir::human_name(p).unwrap_or_default()
 }
 
 /// What a resource is, in one line: its code or type, and its value.

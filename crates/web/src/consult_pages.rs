@@ -937,18 +937,9 @@ async fn api_list(State(state): State<WebState>, headers: HeaderMap) -> JsonResu
     Ok(reply(StatusCode::OK, &json!({ "appointments": list })))
 }
 
-async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, JsonError> {
-    let _ = headers;
-    let bytes = axum::body::to_bytes(body, pages::FORM_LIMIT)
-        .await
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "the body could not be read"))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not a JSON object"))
-}
-
 async fn api_open(State(state): State<WebState>, headers: HeaderMap, body: Body) -> JsonResult {
     let (who, _) = caller(&state, &headers).await?;
-    let v = json_body(&headers, body).await?;
+    let v = crate::access_routes::body::<Value>(&headers, body, pages::FORM_LIMIT).await?;
     let appointment = v
         .get("appointment")
         .and_then(Value::as_str)
@@ -975,7 +966,7 @@ async fn api_invite(
     body: Body,
 ) -> JsonResult {
     let (who, _) = caller(&state, &headers).await?;
-    let v = json_body(&headers, body).await?;
+    let v = crate::access_routes::body::<Value>(&headers, body, pages::FORM_LIMIT).await?;
     let s = |k: &str, d: &str| v.get(k).and_then(Value::as_str).unwrap_or(d).to_owned();
     let invitee = Invitee::parse(&s("invitee", "patient")).ok_or_else(|| {
         error(
