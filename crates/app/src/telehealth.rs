@@ -264,6 +264,10 @@ impl Connection {
 struct LiveRoom {
     /// participant → (connection number, channel)
     senders: HashMap<String, (u64, mpsc::Sender<ServerMsg>)>,
+    /// The room as this process last stored it, for routing signaling
+    /// without reading the store per message (a room's connections are on
+    /// one node, so its changes go through this process's [`Vigil::save_room`]).
+    room: Option<Room>,
 }
 
 /// The process's consultation state.
@@ -323,6 +327,26 @@ impl ConsultState {
         {
             tracing::warn!(patient = %id, error = %e, "DLP index: patient not indexed");
         }
+    }
+
+    /// Keeps a live room's copy current after a store.
+    fn remember(&self, id: &str, room: &Room) {
+        let mut live = match self.live.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(r) = live.get_mut(id) {
+            r.room = Some(room.clone());
+        }
+    }
+
+    /// The live room's copy, if this process holds the room's connections.
+    fn live_room(&self, id: &str) -> Option<Room> {
+        let live = match self.live.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        live.get(id).and_then(|r| r.room.clone())
     }
 
     fn send(&self, room: &str, to: &str, msg: ServerMsg) {
@@ -547,6 +571,7 @@ impl Vigil {
         if !self.store.update_room(&next, row.version).await? {
             return Ok(None);
         }
+        self.consult.remember(&row.id, &body.room);
         if (next.consult_start, next.consult_end) != (row.consult_start, row.consult_end) {
             self.policy
                 .invalidate(&KeyOwner::Patient(PatientId(row.patient.clone())));
@@ -1400,6 +1425,7 @@ impl Vigil {
             };
             let entry = live.entry(row.id.clone()).or_insert_with(|| LiveRoom {
                 senders: HashMap::new(),
+                room: Some(body.room.clone()),
             });
             let taken = entry
                 .senders
@@ -1596,8 +1622,11 @@ impl Vigil {
                 override_reason,
             } => self.consult_chat(who, c, text, override_reason).await?,
             other => {
-                let (_, body) = self.load_room(room).await?;
-                for (to, m) in signal::route(&body.room, &c.participant, other) {
+                let current = match self.consult.live_room(room) {
+                    Some(r) => r,
+                    None => self.load_room(room).await?.1.room,
+                };
+                for (to, m) in signal::route(&current, &c.participant, other) {
                     self.consult.send(room, &to, m);
                 }
             }
