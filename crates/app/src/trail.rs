@@ -517,16 +517,32 @@ struct Job {
     reply: oneshot::Sender<Result<Receipt, String>>,
 }
 
+/// Group commits kept for [`crate::Vigil::audit_batches`] at most (the
+/// oldest are dropped past this).
+const BATCH_SAMPLES: usize = 1 << 20;
+
+/// One group commit as the writer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Entries it appended (or failed to).
+    pub entries: usize,
+    /// From handing the batch to the store to its answer.
+    pub took: std::time::Duration,
+}
+
 /// The group-commit writer: one task takes every waiting entry and appends
 /// them in one durable transaction.
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
+    batches: Arc<std::sync::Mutex<std::collections::VecDeque<Batch>>>,
 }
 
 impl Writer {
     pub(crate) fn start(store: Arc<dyn Store>, core: Arc<AuditCore>) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Job>(16 * 1024);
+        let batches = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let seen = Arc::clone(&batches);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut jobs = vec![first];
@@ -538,7 +554,19 @@ impl Writer {
                 }
                 let records: Vec<AuditRecord> = jobs.iter().map(|j| j.record.clone()).collect();
                 let integrate = |h: &AuditHead, r: &[AuditRecord]| core.integrate(h, r);
-                match store.append_audit(records, &integrate).await {
+                let began = std::time::Instant::now();
+                let entries = records.len();
+                let appended = store.append_audit(records, &integrate).await;
+                if let Ok(mut b) = seen.lock() {
+                    if b.len() >= BATCH_SAMPLES {
+                        b.pop_front();
+                    }
+                    b.push_back(Batch {
+                        entries,
+                        took: began.elapsed(),
+                    });
+                }
+                match appended {
                     Ok(done) => {
                         for (i, j) in (0u64..).zip(jobs) {
                             let _ = j.reply.send(Ok(Receipt {
@@ -557,7 +585,15 @@ impl Writer {
                 }
             }
         });
-        Writer { tx }
+        Writer { tx, batches }
+    }
+
+    /// The group commits since the last call, oldest first.
+    fn take_batches(&self) -> Vec<Batch> {
+        self.batches
+            .lock()
+            .map(|mut b| b.drain(..).collect())
+            .unwrap_or_default()
     }
 
     async fn append(&self, record: AuditRecord) -> Result<Receipt, AppError> {
@@ -648,6 +684,12 @@ impl crate::Vigil {
         let receipt = self.audit_writer.append(record).await?;
         remember(&receipt);
         Ok(receipt)
+    }
+
+    /// The group commits of the audit writer since the last call (entries
+    /// and time in the store each), for `vigil bench audit`.
+    pub fn audit_batches(&self) -> Vec<Batch> {
+        self.audit_writer.take_batches()
     }
 
     /// The keyed token of an audit search term.

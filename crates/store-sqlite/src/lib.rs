@@ -61,6 +61,11 @@ pub struct SqliteStore {
     /// INVARIANT: exactly one connection, so writes are serialised here.
     writer: SqlitePool,
     readers: SqlitePool,
+    /// The audit head as of this process's last group commit, taken (left
+    /// empty) while an append is under way and by any other append, so
+    /// the next group commit can skip reading it. Only an optimisation: the
+    /// append's own guard refuses a stale head.
+    audit_head: std::sync::Arc<std::sync::Mutex<Option<store::AuditHead>>>,
     /// Held while the store lives; the background checkpointer stops when
     /// it can no longer upgrade its weak copy.
     _alive: std::sync::Arc<()>,
@@ -144,6 +149,7 @@ impl SqliteStore {
         let store = SqliteStore {
             writer,
             readers,
+            audit_head: std::sync::Arc::new(std::sync::Mutex::new(None)),
             _alive: alive,
         };
         if !opts.allow_unsafe_durability {
@@ -223,6 +229,14 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;
+    }
+
+    /// The cached audit head (see the field); a poisoned lock still holds a
+    /// value that is only ever an optimisation.
+    fn audit_head_cache(&self) -> std::sync::MutexGuard<'_, Option<store::AuditHead>> {
+        self.audit_head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -740,6 +754,7 @@ impl Store for SqliteStore {
         records: Vec<AuditRecord>,
         integrate: Integrate<'_>,
     ) -> Result<AuditAppended> {
+        self.audit_head_cache().take();
         let mut tx = self.begin_write().await?;
         // Dropping `tx` on any error rolls back the data and the entries.
         write_batch(&mut tx, keys, &ops).await?;
@@ -1166,6 +1181,7 @@ impl Store for SqliteStore {
     }
 
     async fn load(&self, records: Vec<BackupRecord>) -> Result<()> {
+        self.audit_head_cache().take();
         let mut tx = self.begin_write().await?;
         let non_empty: bool = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM settings) OR EXISTS (SELECT 1 FROM data_keys) \

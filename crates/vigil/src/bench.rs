@@ -365,6 +365,15 @@ fn micros(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (mean, at(0.5), at(0.99))
 }
 
+/// The group commits of a run: mean entries per commit, and the p50 and p99
+/// of a commit's time in the store (µs).
+fn batches(b: Vec<app::trail::Batch>) -> (f64, f64, f64) {
+    let entries: usize = b.iter().map(|x| x.entries).sum();
+    let mean = entries as f64 / b.len().max(1) as f64;
+    let (_, p50, p99) = micros(b.into_iter().map(|x| x.took).collect());
+    (mean, p50, p99)
+}
+
 /// `vigil bench auth`: what identity costs. Sign-in latency is dominated by
 /// Argon2id at the configured cost; every API request pays a token or
 /// session check.
@@ -580,10 +589,19 @@ pub async fn run_audit(
         .await?,
     );
     println!(
-        "{:>8} {:>12} {:>10} {:>10} {:>10} {:>12}",
-        "writers", "appends", "per second", "p50 µs", "p99 µs", "p99 - fsync"
+        "{:>8} {:>12} {:>10} {:>10} {:>10} {:>12} {:>8} {:>12} {:>12}",
+        "writers",
+        "appends",
+        "per second",
+        "p50 µs",
+        "p99 µs",
+        "p99 - fsync",
+        "batch",
+        "commit p50",
+        "commit p99"
     );
     for &w in writers {
+        vigil.audit_batches();
         let stop = Instant::now() + duration;
         let mut tasks = Vec::with_capacity(w);
         for _ in 0..w {
@@ -615,19 +633,24 @@ pub async fn run_audit(
         let secs = started.elapsed().as_secs_f64();
         let n = all.len();
         let (_, p50, p99) = micros(all);
+        let (batch, c50, c99) = batches(vigil.audit_batches());
         println!(
-            "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0}",
+            "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0} {:>8.1} {:>12.0} {:>12.0}",
             w,
             n,
             n as f64 / secs,
             p50,
             p99,
-            p99 - fs_p99
+            p99 - fs_p99,
+            batch,
+            c50,
+            c99
         );
     }
     // Open loop: 256 writers sharing a fixed total rate (the target
     // 50,000/s), each on its own schedule.
     for rate in [50_000u64] {
+        vigil.audit_batches();
         let w = 256usize;
         let per_writer = Duration::from_secs_f64(w as f64 / rate as f64);
         let start = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -667,14 +690,18 @@ pub async fn run_audit(
         }
         let n = all.len();
         let (_, p50, p99) = micros(all);
+        let (batch, c50, c99) = batches(vigil.audit_batches());
         println!(
-            "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0}   (open loop at {rate}/s)",
+            "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0} {:>8.1} {:>12.0} {:>12.0}   (open loop at {rate}/s)",
             w,
             n,
             n as f64 / duration.as_secs_f64(),
             p50,
             p99,
-            p99 - fs_p99
+            p99 - fs_p99,
+            batch,
+            c50,
+            c99
         );
     }
     // Fill to the verification size with the widest writer count.

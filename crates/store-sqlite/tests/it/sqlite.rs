@@ -4,7 +4,7 @@ use std::path::Path;
 
 use model::{KeyOwner, PatientId, ResourceId, ResourceType, Timestamp, VersionId};
 use sqlx::Connection;
-use store::{Precondition, Store, StoreError, StoredVersion, WriteOp};
+use store::{AuditStore, Precondition, Store, StoreError, StoredVersion, WriteOp};
 use store_sqlite::{SqliteOptions, SqliteStore};
 use test_kit::fixtures::TempDir;
 use test_kit::{PgFixture, SqliteFixture, StoreFixture, story};
@@ -292,4 +292,69 @@ async fn read_by_id_throughput() {
     let per_sec = 32_000.0 / started.elapsed().as_secs_f64();
     println!("sqlite current(): {per_sec:.0} reads/s");
     fixture.teardown().await;
+}
+
+/// Two stores on one file (two processes, say): each keeps the head it last
+/// committed so its next group commit is one round trip, and the append's
+/// guard sends a store whose head is stale back to read it. Interleaved
+/// appends, then concurrent ones, make one gap-free log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_appends_from_two_stores_on_one_file_stay_gap_free() {
+    let dir = TempDir::new();
+    let path = dir.path().join("vigil.db");
+    let a = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    a.migrate().await.unwrap();
+    let b = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let batch = |tag: &str| -> Vec<store::AuditRecord> {
+        (0..3)
+            .map(|k| story::audit_record(&format!("{tag}-{k}"), 1, &[("who", tag)]))
+            .collect()
+    };
+    // a caches size 3; b moves the log to 6; a's cached head is stale.
+    for (store, tag, first) in [(&a, "a1", 0), (&b, "b1", 3), (&a, "a2", 6), (&a, "a3", 9)] {
+        let appended = store
+            .append_audit(batch(tag), &story::fake_integrate)
+            .await
+            .unwrap();
+        assert_eq!((appended.first_index, appended.size), (first, first + 3));
+    }
+    // An audited write in between also moves the log on under a's cache.
+    let write = story::audit_record("w", 1, &[]);
+    let appended = b
+        .commit_audited(Vec::new(), Vec::new(), vec![write], &story::fake_integrate)
+        .await
+        .unwrap();
+    assert_eq!(appended.first_index, 12);
+    let appended = a
+        .append_audit(batch("a4"), &story::fake_integrate)
+        .await
+        .unwrap();
+    assert_eq!(appended.first_index, 13);
+    let entries = a.audit_entries(0, usize::MAX).await.unwrap();
+    let indexes: Vec<u64> = entries.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, (0..16).collect::<Vec<u64>>());
+    assert_eq!(entries[6].1, b"a2-0".to_vec());
+    assert_eq!(entries[12].1, b"w".to_vec());
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_concurrent_appends_from_two_stores_on_one_file_stay_gap_free() {
+    let dir = TempDir::new();
+    let path = dir.path().join("vigil.db");
+    let a = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    a.migrate().await.unwrap();
+    let b = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let (a, b): (std::sync::Arc<dyn Store>, std::sync::Arc<dyn Store>) =
+        (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    story::audit_two_nodes_share_one_log(&a, &b).await;
 }
