@@ -294,21 +294,23 @@ async fn read_by_id_throughput() {
     fixture.teardown().await;
 }
 
-/// Two stores on one file (two processes, say): each keeps the head it last
-/// committed so its next group commit is one round trip, and the append's
-/// guard sends a store whose head is stale back to read it. Interleaved
-/// appends, then concurrent ones, make one gap-free log.
+/// Two stores on one migrated file in `dir`, as two processes would have.
+async fn two_stores_on_one_file(dir: &TempDir) -> store::Result<(SqliteStore, SqliteStore)> {
+    let path = dir.path().join("vigil.db");
+    let a = SqliteStore::open(&path, SqliteOptions::default()).await?;
+    a.migrate().await?;
+    let b = SqliteStore::open(&path, SqliteOptions::default()).await?;
+    Ok((a, b))
+}
+
+/// Each store keeps the head it last committed so its next group commit is
+/// one round trip; the append's guard sends a store whose head is stale
+/// (the other store appended, or committed an audited write) back to read
+/// it. Interleaved appends make one gap-free log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_appends_from_two_stores_on_one_file_stay_gap_free() {
     let dir = TempDir::new();
-    let path = dir.path().join("vigil.db");
-    let a = SqliteStore::open(&path, SqliteOptions::default())
-        .await
-        .unwrap();
-    a.migrate().await.unwrap();
-    let b = SqliteStore::open(&path, SqliteOptions::default())
-        .await
-        .unwrap();
+    let (a, b) = two_stores_on_one_file(&dir).await.unwrap();
     let batch = |tag: &str| -> Vec<store::AuditRecord> {
         (0..3)
             .map(|k| story::audit_record(&format!("{tag}-{k}"), 1, &[("who", tag)]))
@@ -343,17 +345,11 @@ async fn audit_appends_from_two_stores_on_one_file_stay_gap_free() {
     b.close().await;
 }
 
+/// The same, with appenders on both stores at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_concurrent_appends_from_two_stores_on_one_file_stay_gap_free() {
     let dir = TempDir::new();
-    let path = dir.path().join("vigil.db");
-    let a = SqliteStore::open(&path, SqliteOptions::default())
-        .await
-        .unwrap();
-    a.migrate().await.unwrap();
-    let b = SqliteStore::open(&path, SqliteOptions::default())
-        .await
-        .unwrap();
+    let (a, b) = two_stores_on_one_file(&dir).await.unwrap();
     let (a, b): (std::sync::Arc<dyn Store>, std::sync::Arc<dyn Store>) =
         (std::sync::Arc::new(a), std::sync::Arc::new(b));
     story::audit_two_nodes_share_one_log(&a, &b).await;
