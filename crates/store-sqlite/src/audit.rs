@@ -210,8 +210,9 @@ pub(crate) async fn append(
 /// connection's thread: `BEGIN IMMEDIATE`, [`APPEND_SQL`] and `COMMIT` as one
 /// query, against the head this process last committed. Any failure rolls
 /// back (the statement list stops at its first error with the transaction
-/// open) and returns the error; the caller then appends the slow way, which
-/// reads the head inside the transaction.
+/// open). A stale head (a `CHECK` failure: the head's guard, or any other
+/// `CHECK`, which then fails again) sends the caller the slow way, which
+/// reads the head inside the transaction; any other error fails the batch.
 async fn append_fast(store: &SqliteStore, prepared: &Prepared) -> std::result::Result<(), Fast> {
     const SQL: &str = concat!("BEGIN IMMEDIATE;\n", append_sql!(), ";\nCOMMIT");
     let mut conn = store
