@@ -51,10 +51,7 @@ pub(crate) async fn append(
     let head = read_head(tx, true).await?;
     let integrated = integrate(&head, records).map_err(StoreError::Audit)?;
     let first = head.size;
-    let size = u64::try_from(records.len())
-        .ok()
-        .and_then(|n| first.checked_add(n))
-        .ok_or_else(|| StoreError::Audit("log size overflow".to_owned()))?;
+    let size = head.size_after(records.len())?;
     let first_i = to_i64(first, "audit index")?;
     let size_i = to_i64(size, "audit size")?;
 

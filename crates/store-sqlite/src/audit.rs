@@ -96,10 +96,7 @@ impl Prepared {
     ) -> Result<Prepared> {
         let integrated = integrate(head, records).map_err(StoreError::Audit)?;
         let first = head.size;
-        let size = u64::try_from(records.len())
-            .ok()
-            .and_then(|n| first.checked_add(n))
-            .ok_or_else(|| StoreError::Audit("log size overflow".to_owned()))?;
+        let size = head.size_after(records.len())?;
         let first_i = to_i64(first, "audit index")?;
         let mut bytes = Vec::with_capacity(records.iter().map(|r| r.bytes.len() + 64).sum());
         // Where a piece lands in `bytes`: (1-based offset, length).

@@ -35,6 +35,16 @@ pub struct AuditHead {
     pub checkpoint: Option<String>,
 }
 
+impl AuditHead {
+    /// The log's size once `count` more entries follow this head.
+    pub fn size_after(&self, count: usize) -> crate::Result<u64> {
+        u64::try_from(count)
+            .ok()
+            .and_then(|n| self.size.checked_add(n))
+            .ok_or_else(|| crate::StoreError::Audit("log size overflow".to_owned()))
+    }
+}
+
 /// A tile of the tree (C2SP tlog-tiles): `width` hashes at `level`, `index`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditTile {
