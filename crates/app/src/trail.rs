@@ -518,8 +518,9 @@ struct Job {
 }
 
 /// Group commits kept for [`crate::Vigil::audit_batches`] at most (the
-/// oldest are dropped past this).
-const BATCH_SAMPLES: usize = 1 << 20;
+/// oldest are dropped past this): 1.5 MB in a server nobody asks, and more
+/// than a benchmark run of several seconds makes.
+const BATCH_SAMPLES: usize = 1 << 16;
 
 /// One group commit as the writer saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
