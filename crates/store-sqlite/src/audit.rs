@@ -23,9 +23,9 @@ use crate::{DUMP_PAGE, SqliteStore, db, limit_i64, to_i64, tokens_json};
 /// as JSON arrays of numbers (`json_each`) saying where each piece lies.
 /// (Hex in JSON, the first version, spent a quarter of the CPU of
 /// `vigil bench audit` encoding and decoding.) The head goes first and is
-/// guarded: when the log is no longer at the size the batch was integrated against,
-/// the size becomes -1 and its `CHECK (size >= 0)` aborts the whole append
-/// before any entry is written.
+/// guarded: when the log is no longer at the size the batch was integrated
+/// against, the size becomes -1 and its `CHECK (size >= 0)` aborts the whole
+/// append before any entry is written.
 ///
 /// Parameters are anonymous and bound in the order they appear (sqlx binds
 /// a statement list that way; numbered ones that skip a number in one
@@ -175,24 +175,26 @@ impl Prepared {
             .bind(self.persist)
     }
 
-    /// The head the log has once this batch is committed.
-    fn head_after(&self) -> AuditHead {
-        AuditHead {
+    /// Where the batch landed, and the head the log has once it is committed.
+    fn finish(self) -> (AuditAppended, AuditHead) {
+        let head = AuditHead {
             size: self.appended.size,
-            state: self.state.clone(),
-            checkpoint: Some(self.checkpoint.clone()),
-        }
+            state: self.state,
+            checkpoint: Some(self.checkpoint),
+        };
+        (self.appended, head)
     }
 }
 
 /// Appends `records` inside `tx`, a write transaction (so this connection
-/// already holds SQLite's write lock). The caller commits; on error, dropping
-/// `tx` rolls back everything, the entries included.
+/// already holds SQLite's write lock), against the head read there. The
+/// caller commits; on error, dropping `tx` rolls back everything, the
+/// entries included. Returns where the batch landed and the head after it.
 pub(crate) async fn append(
     tx: &mut Transaction<'static, Sqlite>,
     records: &[AuditRecord],
     integrate: Integrate<'_>,
-) -> Result<AuditAppended> {
+) -> Result<(AuditAppended, AuditHead)> {
     let head = read_head(tx).await?;
     let prepared = Prepared::new(&head, records, integrate)?;
     prepared
@@ -200,7 +202,7 @@ pub(crate) async fn append(
         .execute(&mut **tx)
         .await
         .map_err(db)?;
-    Ok(prepared.appended)
+    Ok(prepared.finish())
 }
 
 /// The group commit's append in a single round trip to the writer
@@ -274,8 +276,9 @@ impl AuditStore for SqliteStore {
             let prepared = Prepared::new(&head, &records, integrate)?;
             match append_fast(self, &prepared).await {
                 Ok(()) => {
-                    *self.audit_head_cache() = Some(prepared.head_after());
-                    return Ok(prepared.appended);
+                    let (appended, head) = prepared.finish();
+                    *self.audit_head_cache() = Some(head);
+                    return Ok(appended);
                 }
                 // Another append moved the log on: integrate again against
                 // the head read inside the transaction.
@@ -284,16 +287,10 @@ impl AuditStore for SqliteStore {
             }
         }
         let mut tx = self.begin_write().await?;
-        let head = read_head(&mut tx).await?;
-        let prepared = Prepared::new(&head, &records, integrate)?;
-        prepared
-            .query(APPEND_SQL)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let (appended, head) = append(&mut tx, &records, integrate).await?;
         tx.commit().await.map_err(db)?;
-        *self.audit_head_cache() = Some(prepared.head_after());
-        Ok(prepared.appended)
+        *self.audit_head_cache() = Some(head);
+        Ok(appended)
     }
 
     async fn audit_head(&self) -> Result<AuditHead> {

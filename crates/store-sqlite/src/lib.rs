@@ -758,7 +758,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         // Dropping `tx` on any error rolls back the data and the entries.
         write_batch(&mut tx, keys, &ops).await?;
-        let appended = audit::append(&mut tx, &records, integrate).await?;
+        let (appended, _) = audit::append(&mut tx, &records, integrate).await?;
         tx.commit().await.map_err(db)?;
         Ok(appended)
     }

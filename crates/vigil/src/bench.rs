@@ -365,13 +365,35 @@ fn micros(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (mean, at(0.5), at(0.99))
 }
 
-/// The group commits of a run: mean entries per commit, and the p50 and p99
-/// of a commit's time in the store (µs).
-fn batches(b: Vec<app::trail::Batch>) -> (f64, f64, f64) {
-    let entries: usize = b.iter().map(|x| x.entries).sum();
-    let mean = entries as f64 / b.len().max(1) as f64;
-    let (_, p50, p99) = micros(b.into_iter().map(|x| x.took).collect());
-    (mean, p50, p99)
+/// One row of `bench audit`'s table: `writers` made the appends that took
+/// `times` over `secs`, beside the raw fsync p99; then the run's group
+/// commits: mean entries per commit and the p50 and p99 of a commit's time
+/// in the store (µs).
+fn audit_row(
+    writers: usize,
+    times: Vec<Duration>,
+    secs: f64,
+    fsync_p99: f64,
+    batches: Vec<app::trail::Batch>,
+    note: &str,
+) {
+    let n = times.len();
+    let (_, p50, p99) = micros(times);
+    let entries: usize = batches.iter().map(|x| x.entries).sum();
+    let per_batch = entries as f64 / batches.len().max(1) as f64;
+    let (_, c50, c99) = micros(batches.into_iter().map(|x| x.took).collect());
+    println!(
+        "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0} {:>8.1} {:>12.0} {:>12.0}{note}",
+        writers,
+        n,
+        n as f64 / secs,
+        p50,
+        p99,
+        p99 - fsync_p99,
+        per_batch,
+        c50,
+        c99
+    );
 }
 
 /// `vigil bench auth`: what identity costs. Sign-in latency is dominated by
@@ -631,21 +653,7 @@ pub async fn run_audit(
             all.extend(t.await??);
         }
         let secs = started.elapsed().as_secs_f64();
-        let n = all.len();
-        let (_, p50, p99) = micros(all);
-        let (batch, c50, c99) = batches(vigil.audit_batches());
-        println!(
-            "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0} {:>8.1} {:>12.0} {:>12.0}",
-            w,
-            n,
-            n as f64 / secs,
-            p50,
-            p99,
-            p99 - fs_p99,
-            batch,
-            c50,
-            c99
-        );
+        audit_row(w, all, secs, fs_p99, vigil.audit_batches(), "");
     }
     // Open loop: 256 writers sharing a fixed total rate (the target
     // 50,000/s), each on its own schedule.
@@ -688,21 +696,9 @@ pub async fn run_audit(
         for t in tasks {
             all.extend(t.await??);
         }
-        let n = all.len();
-        let (_, p50, p99) = micros(all);
-        let (batch, c50, c99) = batches(vigil.audit_batches());
-        println!(
-            "{:>8} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>+12.0} {:>8.1} {:>12.0} {:>12.0}   (open loop at {rate}/s)",
-            w,
-            n,
-            n as f64 / duration.as_secs_f64(),
-            p50,
-            p99,
-            p99 - fs_p99,
-            batch,
-            c50,
-            c99
-        );
+        let secs = duration.as_secs_f64();
+        let note = format!("   (open loop at {rate}/s)");
+        audit_row(w, all, secs, fs_p99, vigil.audit_batches(), &note);
     }
     // Fill to the verification size with the widest writer count.
     let size = current_size(&vigil).await?;
