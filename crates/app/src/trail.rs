@@ -531,12 +531,99 @@ pub struct Batch {
     pub took: std::time::Duration,
 }
 
+/// Tiles kept for proofs at most: 16 KiB each once built, so 128 MiB for
+/// the tiles of the latest two million entries or so (the oldest go first).
+const TILE_CACHE_TILES: usize = 8192;
+
+/// Tiles between proofs, by `(level, index)`, at the widest width seen. A
+/// tile's first `w` hashes never change once written and are the same on
+/// every node of one log, so nothing here goes stale: a proof takes a tile
+/// from here when it is at least as wide as the tree it proves about needs.
+/// The writer adds every tile its batches write (bytes only: the pyramid is
+/// built by the first proof that wants it), and proofs add what they read.
+#[derive(Default)]
+pub(crate) struct TileCache(std::sync::Mutex<TileCacheInner>);
+
+#[derive(Default)]
+struct TileCacheInner {
+    map: std::collections::HashMap<(u8, u64), CachedTile>,
+    order: std::collections::VecDeque<(u8, u64)>,
+}
+
+enum CachedTile {
+    Bytes(u16, Vec<u8>),
+    Built(Arc<audit::Pyramid>),
+}
+
+impl CachedTile {
+    fn width(&self) -> usize {
+        match self {
+            CachedTile::Bytes(w, _) => usize::from(*w),
+            CachedTile::Built(p) => p.width(),
+        }
+    }
+}
+
+impl TileCache {
+    /// The pyramid of tile `(level, index)` if one of at least `width`
+    /// hashes is known.
+    pub(crate) fn get(&self, level: u8, index: u64, width: u16) -> Option<Arc<audit::Pyramid>> {
+        let mut c = self.0.lock().ok()?;
+        let slot = c.map.get_mut(&(level, index))?;
+        if slot.width() < usize::from(width) {
+            return None;
+        }
+        let built = match slot {
+            CachedTile::Built(p) => Arc::clone(p),
+            CachedTile::Bytes(w, data) => {
+                let hashes = audit::tiles::parse_tile(data, *w).ok()?;
+                let p = Arc::new(audit::Pyramid::new(hashes));
+                *slot = CachedTile::Built(Arc::clone(&p));
+                p
+            }
+        };
+        Some(built)
+    }
+
+    /// Keeps `tile` unless a version at least as wide is here.
+    fn put(&self, level: u8, index: u64, tile: CachedTile) {
+        let Ok(mut c) = self.0.lock() else { return };
+        match c.map.get_mut(&(level, index)) {
+            Some(old) if old.width() >= tile.width() => {}
+            Some(old) => *old = tile,
+            None => {
+                c.map.insert((level, index), tile);
+                c.order.push_back((level, index));
+                while c.order.len() > TILE_CACHE_TILES {
+                    if let Some(gone) = c.order.pop_front() {
+                        c.map.remove(&gone);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps a tile's bytes (its pyramid is built when first wanted).
+    pub(crate) fn put_bytes(&self, level: u8, index: u64, width: u16, data: Vec<u8>) {
+        self.put(level, index, CachedTile::Bytes(width, data));
+    }
+
+    /// Keeps a pyramid a proof built.
+    pub(crate) fn put_built(&self, level: u8, index: u64, pyramid: Arc<audit::Pyramid>) {
+        self.put(level, index, CachedTile::Built(pyramid));
+    }
+}
+
 /// The group-commit writer: one task takes every waiting entry and appends
 /// them in one durable transaction.
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
     batches: Arc<std::sync::Mutex<std::collections::VecDeque<Batch>>>,
+    /// Full tiles for proofs.
+    pub(crate) tiles: Arc<TileCache>,
+    /// The largest log size this process has seen committed.
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -544,6 +631,9 @@ impl Writer {
         let (tx, mut rx) = mpsc::channel::<Job>(16 * 1024);
         let batches = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let seen = Arc::clone(&batches);
+        let tiles = Arc::new(TileCache::default());
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (cache, size_seen) = (Arc::clone(&tiles), Arc::clone(&committed));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut jobs = vec![first];
@@ -554,7 +644,16 @@ impl Writer {
                     }
                 }
                 let records: Vec<AuditRecord> = jobs.iter().map(|j| j.record.clone()).collect();
-                let integrate = |h: &AuditHead, r: &[AuditRecord]| core.integrate(h, r);
+                // The tiles of the integration that was committed (the store
+                // may integrate twice when another writer moved on).
+                let written = std::sync::Mutex::new(Vec::new());
+                let integrate = |h: &AuditHead, r: &[AuditRecord]| {
+                    let out = core.integrate(h, r)?;
+                    if let Ok(mut w) = written.lock() {
+                        *w = out.tiles.clone();
+                    }
+                    Ok(out)
+                };
                 let began = std::time::Instant::now();
                 let entries = records.len();
                 let appended = store.append_audit(records, &integrate).await;
@@ -569,12 +668,16 @@ impl Writer {
                 }
                 match appended {
                     Ok(done) => {
+                        size_seen.fetch_max(done.size, std::sync::atomic::Ordering::SeqCst);
                         for (i, j) in (0u64..).zip(jobs) {
                             let _ = j.reply.send(Ok(Receipt {
                                 index: done.first_index + i,
                                 size: done.size,
                                 checkpoint: done.checkpoint.clone(),
                             }));
+                        }
+                        for t in written.into_inner().unwrap_or_default() {
+                            cache.put_bytes(t.level, t.index, t.width, t.data);
                         }
                     }
                     Err(e) => {
@@ -586,7 +689,18 @@ impl Writer {
                 }
             }
         });
-        Writer { tx, batches }
+        Writer {
+            tx,
+            batches,
+            tiles,
+            committed,
+        }
+    }
+
+    /// The largest log size this process has seen committed (0 before the
+    /// first append): a tree of at most this size surely exists.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The group commits since the last call, oldest first.
@@ -701,6 +815,15 @@ impl crate::Vigil {
     }
 
     /// The audit log's identity and keys.
+    pub(crate) fn audit_tile_cache(&self) -> &TileCache {
+        &self.audit_writer.tiles
+    }
+
+    /// The largest log size this process has seen committed.
+    pub(crate) fn audit_committed(&self) -> u64 {
+        self.audit_writer.committed()
+    }
+
     pub fn audit_core(&self) -> &AuditCore {
         &self.audit
     }

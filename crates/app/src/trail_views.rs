@@ -269,7 +269,9 @@ impl Vigil {
         Ok(self.store.audit_checkpoints(from_size, limit).await?)
     }
 
-    /// Runs `prove` over tiles fetched on demand (a proof touches O(log n) tiles).
+    /// Runs `prove` over tiles fetched on demand (a proof touches O(log n)
+    /// tiles): from the process's tile cache when there, else from the store
+    /// (and then kept).
     async fn with_tiles<T>(
         &self,
         size: u64,
@@ -277,12 +279,25 @@ impl Vigil {
             &TileHashes<'_, HashMap<TileId, Vec<u8>>>,
         ) -> Result<T, ProveError<TileError<audit::tiles::MissingTile>>>,
     ) -> Result<T, AppError> {
+        let cache = self.audit_tile_cache();
         let mut fetched = Fetched(HashMap::new());
+        let mut pyramids = HashMap::new();
         for _ in 0..64 {
-            let source = TileHashes::new(&fetched.0, size);
-            match prove(&source) {
-                Ok(v) => return Ok(v),
+            let source = TileHashes::with_pyramids(&fetched.0, size, std::mem::take(&mut pyramids));
+            let proved = prove(&source);
+            pyramids = source.into_pyramids();
+            match proved {
+                Ok(v) => {
+                    for ((level, index), p) in pyramids {
+                        cache.put_built(level, index, p);
+                    }
+                    return Ok(v);
+                }
                 Err(ProveError::Source(TileError::Read { tile, .. })) => {
+                    if let Some(p) = cache.get(tile.level, tile.index, tile.width) {
+                        pyramids.insert((tile.level, tile.index), p);
+                        continue;
+                    }
                     let t = self
                         .store
                         .audit_tile(tile.level, tile.index)
@@ -332,7 +347,10 @@ impl Vigil {
     }
 
     async fn check_size(&self, size: u64) -> Result<(), AppError> {
-        if size == 0 || size > self.store.audit_head().await?.size {
+        // A size this process has seen committed needs no read of the head.
+        if size == 0
+            || (size > self.audit_committed() && size > self.store.audit_head().await?.size)
+        {
             return Err(AppError::bad_request(
                 fhir::IssueCode::Invalid,
                 "the log has no tree of that size",

@@ -24,5 +24,5 @@ pub use proof::{
     HashSource, MissingHash, ProofError, ProveError, consistency_proof, inclusion_proof, root_from,
     root_from_inclusion_proof, verify_consistency, verify_inclusion,
 };
-pub use tiles::{TileHashes, TileId, TileReader};
+pub use tiles::{Pyramid, TileHashes, TileId, TileReader};
 pub use verify::{VerifyError, VerifyReport, verify_log, verify_log_with_tiles};

@@ -9,8 +9,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
-use crate::hash::{Hash, perfect_root};
+use crate::hash::{Hash, node_hash, perfect_root};
 use crate::proof::HashSource;
 
 /// Merkle levels per tile.
@@ -285,21 +286,81 @@ pub enum TileError<E> {
     },
 }
 
+/// Every perfect subtree root inside one tile: level `k` holds the roots of
+/// the runs of `2^k` of the tile's hashes, left to right (level 0 is the tile
+/// itself; a partial tile's ragged right edge has no roots above it). Built
+/// once with about `width` hashings, after which any node a proof asks of the
+/// tile is a lookup, so a server can keep the pyramids of full tiles (which
+/// never change) between proofs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pyramid {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Pyramid {
+    /// The pyramid over a tile's hashes.
+    pub fn new(hashes: Vec<Hash>) -> Pyramid {
+        let mut levels = vec![hashes];
+        while let Some(last) = levels.last().filter(|l| l.len() >= 2) {
+            let next = last
+                .chunks_exact(2)
+                .filter_map(|pair| match pair {
+                    [l, r] => Some(node_hash(l, r)),
+                    _ => None,
+                })
+                .collect();
+            levels.push(next);
+        }
+        Pyramid { levels }
+    }
+
+    /// The number of hashes in the tile.
+    pub fn width(&self) -> usize {
+        self.levels.first().map_or(0, Vec::len)
+    }
+
+    /// The tile's hashes.
+    pub fn hashes(&self) -> &[Hash] {
+        self.levels.first().map_or(&[], Vec::as_slice)
+    }
+
+    /// The root of the `2^below` hashes starting at position `offset` of the
+    /// tile (a multiple of `2^below`), if they are all in it.
+    pub fn node(&self, below: u32, offset: usize) -> Option<Hash> {
+        let level = self.levels.get(usize::try_from(below).ok()?)?;
+        level.get(offset.checked_shr(below)?).copied()
+    }
+}
+
 /// The subtree hashes of a tree of `size` leaves, read from tiles: a [`HashSource`] for
-/// proofs. Each tile is read at most once per `TileHashes` (make one per request).
+/// proofs. Each tile is read at most once per `TileHashes` (make one per request), and
+/// its [`Pyramid`] built once; a caller that keeps pyramids between requests hands them
+/// in with [`TileHashes::with_pyramids`].
 pub struct TileHashes<'a, R: TileReader + ?Sized> {
     reader: &'a R,
     size: u64,
-    cache: RefCell<HashMap<(u8, u64), Vec<Hash>>>,
+    cache: RefCell<HashMap<(u8, u64), Arc<Pyramid>>>,
 }
 
 impl<'a, R: TileReader + ?Sized> TileHashes<'a, R> {
     /// The tree of `size` leaves whose tiles `reader` holds.
     pub fn new(reader: &'a R, size: u64) -> Self {
+        Self::with_pyramids(reader, size, HashMap::new())
+    }
+
+    /// Like [`TileHashes::new`], with pyramids of tiles already at hand, by
+    /// `(level, index)`. A pyramid is used when it is at least as wide as the
+    /// tile is in this tree (the tree's own bounds keep a wider one's extra
+    /// hashes out of every answer).
+    pub fn with_pyramids(
+        reader: &'a R,
+        size: u64,
+        pyramids: HashMap<(u8, u64), Arc<Pyramid>>,
+    ) -> Self {
         Self {
             reader,
             size,
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(pyramids),
         }
     }
 
@@ -308,15 +369,37 @@ impl<'a, R: TileReader + ?Sized> TileHashes<'a, R> {
         self.size
     }
 
+    /// The pyramids this source holds (those handed in and those it built).
+    pub fn into_pyramids(self) -> HashMap<(u8, u64), Arc<Pyramid>> {
+        self.cache.into_inner()
+    }
+
     /// The hashes of tile `(level, index)` at its width in this tree.
     pub fn tile_hashes(&self, level: u8, index: u64) -> Result<Vec<Hash>, TileError<R::Error>> {
-        if let Some(hashes) = self.cache.borrow().get(&(level, index)) {
-            return Ok(hashes.clone());
-        }
+        let (pyramid, width) = self.pyramid(level, index)?;
+        Ok(pyramid
+            .hashes()
+            .iter()
+            .take(usize::from(width))
+            .copied()
+            .collect())
+    }
+
+    /// The pyramid of tile `(level, index)` (perhaps wider than the tile is
+    /// in this tree) and the tile's width in this tree.
+    fn pyramid(&self, level: u8, index: u64) -> Result<(Arc<Pyramid>, u16), TileError<R::Error>> {
         let width = tile_width(level, index, self.size).ok_or(TileError::OutsideTree {
             level: level.saturating_mul(TILE_HEIGHT),
             index: index.saturating_mul(u64::from(FULL_WIDTH)),
         })?;
+        if let Some(p) = self
+            .cache
+            .borrow()
+            .get(&(level, index))
+            .filter(|p| p.width() >= usize::from(width))
+        {
+            return Ok((Arc::clone(p), width));
+        }
         let tile = TileId {
             level,
             index,
@@ -328,10 +411,11 @@ impl<'a, R: TileReader + ?Sized> TileHashes<'a, R> {
             .map_err(|error| TileError::Read { tile, error })?;
         let hashes =
             parse_tile(&bytes, width).map_err(|error| TileError::Length { tile, error })?;
+        let pyramid = Arc::new(Pyramid::new(hashes));
         self.cache
             .borrow_mut()
-            .insert((level, index), hashes.clone());
-        Ok(hashes)
+            .insert((level, index), Arc::clone(&pyramid));
+        Ok((pyramid, width))
     }
 }
 
@@ -352,12 +436,9 @@ impl<R: TileReader + ?Sized> HashSource for TileHashes<'_, R> {
         if end > hashes_at(tile_level, self.size) || tile_level > 7 {
             return Err(outside());
         }
-        let hashes = self.tile_hashes(tile_level, first / u64::from(FULL_WIDTH))?;
+        let (pyramid, _) = self.pyramid(tile_level, first / u64::from(FULL_WIDTH))?;
         let offset = usize::try_from(first % u64::from(FULL_WIDTH)).map_err(|_| outside())?;
-        let slice = hashes
-            .get(offset..offset + (1usize << below))
-            .ok_or_else(outside)?;
-        Ok(perfect_root(slice))
+        pyramid.node(below, offset).ok_or_else(outside)
     }
 }
 

@@ -115,6 +115,7 @@ macro_rules! store_story_tests {
             access_token_liveness,
             outbox_enqueue_send_and_retry,
             audit_appends_get_consecutive_indexes,
+            audit_entries_read_back_byte_for_byte,
             audit_failing_callback_stores_nothing,
             commit_audited_is_all_or_nothing,
             audit_tiles_widen,

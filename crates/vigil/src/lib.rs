@@ -319,6 +319,9 @@ pub enum BenchCommand {
         /// Seconds per writer count.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Open-loop runs: total appends/s shared by 256 writers.
+        #[arg(long, value_delimiter = ',', default_value = "50000")]
+        rates: Vec<u64>,
         /// Entries the log holds before it is verified.
         #[arg(long, default_value_t = 1_000_000)]
         verify_entries: u64,
@@ -499,9 +502,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 BenchCommand::Audit {
                     writers,
                     seconds,
+                    rates,
                     verify_entries,
                 },
-        } => bench::run_audit(&writers, Duration::from_secs(seconds), verify_entries).await,
+        } => {
+            bench::run_audit(
+                &writers,
+                &rates,
+                Duration::from_secs(seconds),
+                verify_entries,
+            )
+            .await
+        }
         Command::Audit { action } => audit(action).await,
         Command::Monitor {
             action:

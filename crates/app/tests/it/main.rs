@@ -10,6 +10,7 @@
 
 mod identity;
 mod monitoring;
+mod proofs;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -212,3 +212,74 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every node a pyramid answers is the root of the hashes under it, and
+    /// it answers nothing past the tile's ragged edge.
+    #[test]
+    fn pyramid_nodes_are_subtree_roots(width in 1usize..=256, seed in any::<u8>()) {
+        let hashes: Vec<Hash> = (0..width).map(|i| leaf_hash(&[seed, (i % 256) as u8, (i / 256) as u8])).collect();
+        let pyramid = audit::Pyramid::new(hashes.clone());
+        prop_assert_eq!(pyramid.width(), width);
+        prop_assert_eq!(pyramid.hashes(), hashes.as_slice());
+        for below in 0..=8u32 {
+            let run = 1usize << below;
+            for offset in (0..=256usize).step_by(run) {
+                let want = hashes.get(offset..offset + run).map(root);
+                prop_assert_eq!(pyramid.node(below, offset), want, "below {} offset {}", below, offset);
+            }
+        }
+        prop_assert_eq!(pyramid.node(9, 0), None);
+    }
+
+    /// Proofs come out the same whether pyramids are handed in (as wide as,
+    /// or wider than, the tree needs) or built from tiles, and the source
+    /// hands back what it holds.
+    #[test]
+    fn handed_in_pyramids_give_the_same_proofs(size in 1u64..1500, later in 0u64..600, index_seed in any::<u64>()) {
+        let all = leaves(usize::try_from(size + later).unwrap());
+        let tiles = store(build_tiles(&all));
+        let index = index_seed % size;
+        let plain = TileHashes::new(&tiles, size);
+        let want_inc = inclusion_proof(&plain, index, size).unwrap();
+        let want_cons = consistency_proof(&plain, 1 + index_seed % size, size).unwrap();
+        prop_assert_eq!(&want_inc, &inclusion_proof(&all[..usize::try_from(size).unwrap()], index, size).unwrap());
+        // Pyramids of the bigger tree's tiles (wider at the right edge).
+        let bigger = TileHashes::new(&tiles, size + later);
+        let _ = inclusion_proof(&bigger, (size + later) - 1, size + later).unwrap();
+        let _ = inclusion_proof(&bigger, index, size + later).unwrap();
+        let pyramids = bigger.into_pyramids();
+        prop_assert!(!pyramids.is_empty());
+        // No tiles to read: whatever the pyramids lack fails, never guessed.
+        let empty: HashMap<TileId, Vec<u8>> = HashMap::new();
+        let handed = TileHashes::with_pyramids(&empty, size, pyramids.clone());
+        if let Ok(p) = inclusion_proof(&handed, index, size) {
+            prop_assert_eq!(&p, &want_inc);
+        }
+        // With the tiles too, always the same answers.
+        let both = TileHashes::with_pyramids(&tiles, size, pyramids);
+        prop_assert_eq!(&inclusion_proof(&both, index, size).unwrap(), &want_inc);
+        prop_assert_eq!(&consistency_proof(&both, 1 + index_seed % size, size).unwrap(), &want_cons);
+    }
+}
+
+/// A pyramid narrower than the tree needs is not used: the tile is read.
+#[test]
+fn a_narrower_pyramid_is_read_again() {
+    let all = leaves(300);
+    let tiles = store(build_tiles(&all));
+    let small = TileHashes::new(&tiles, 100);
+    let _ = inclusion_proof(&small, 5, 100).unwrap();
+    let narrow = small.into_pyramids();
+    assert_eq!(narrow.get(&(0, 0)).map(|p| p.width()), Some(100));
+    let empty: HashMap<TileId, Vec<u8>> = HashMap::new();
+    let source = TileHashes::with_pyramids(&empty, 300, narrow.clone());
+    assert!(inclusion_proof(&source, 5, 300).is_err());
+    let source = TileHashes::with_pyramids(&tiles, 300, narrow);
+    assert_eq!(
+        inclusion_proof(&source, 5, 300).unwrap(),
+        inclusion_proof(all.as_slice(), 5, 300).unwrap()
+    );
+}
