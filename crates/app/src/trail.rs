@@ -620,7 +620,7 @@ impl TileCache {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
     batches: Arc<std::sync::Mutex<std::collections::VecDeque<Batch>>>,
-    /// Full tiles for proofs.
+    /// Tiles for proofs.
     pub(crate) tiles: Arc<TileCache>,
     /// The largest log size this process has seen committed.
     committed: Arc<std::sync::atomic::AtomicU64>,
@@ -814,7 +814,7 @@ impl crate::Vigil {
             .keyed_term(&format!("audit-{param}"), value)
     }
 
-    /// The audit log's identity and keys.
+    /// Tiles kept between proofs.
     pub(crate) fn audit_tile_cache(&self) -> &TileCache {
         &self.audit_writer.tiles
     }
@@ -824,6 +824,7 @@ impl crate::Vigil {
         self.audit_writer.committed()
     }
 
+    /// The audit log's identity and keys.
     pub fn audit_core(&self) -> &AuditCore {
         &self.audit
     }

@@ -81,7 +81,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 /// database file holds up the WAL syncs of the commits under way, by as
 /// long as the copy is big. `vigil bench audit`, open loop at 50,000
 /// appends/s, p99 of an append over three runs each: 5.5–9.0 ms with a
-/// copy every 50 ms, 2.8–3.9 ms every 5 ms (2.0 ms was no better).
+/// copy every 50 ms, 2.8–3.9 ms every 5 ms (every 2 ms was no better).
 const CHECKPOINT_BUSY_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// The writer's own automatic checkpoint, a backstop only (pages, ~40 MB).
 const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
@@ -250,14 +250,14 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
-    /// The cached audit head (see the field); a poisoned lock still holds a
-    /// value that is only ever an optimisation.
     /// Counts a committed audit append (for the background checkpointer).
     fn audit_committed(&self) {
         self.audit_commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The cached audit head (see the field); a poisoned lock still holds a
+    /// value that is only ever an optimisation.
     fn audit_head_cache(&self) -> std::sync::MutexGuard<'_, Option<store::AuditHead>> {
         self.audit_head
             .lock()
