@@ -589,6 +589,45 @@ fn fsync_baseline(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duratio
     Ok(times)
 }
 
+/// [`fsync_baseline`] while another thread does what a WAL checkpoint does
+/// to the database file under audit load: 128 KiB written and synced every
+/// 5 ms. The disk's own tail when one sync waits behind another's data.
+fn fsync_beside_copies(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duration>> {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let path = dir.join("fsync-beside");
+    let copier = {
+        let stop = Arc::clone(&stop);
+        let path = path.clone();
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)?;
+            let chunk = vec![0xa5u8; 128 * 1024];
+            let mut at = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.seek(SeekFrom::Start(at))?;
+                f.write_all(&chunk)?;
+                f.sync_data()?;
+                // Cycle over 16 MiB, as a database file's pages are rewritten.
+                at = (at + chunk.len() as u64) % (16 << 20);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })
+    };
+    let times = fsync_baseline(dir, n);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let copied = copier
+        .join()
+        .map_err(|_| anyhow::anyhow!("the copying thread panicked"))?;
+    let _ = std::fs::remove_file(path);
+    copied?;
+    times
+}
+
 /// `vigil bench audit`: durable appends/s through the group-commit writer at
 /// 1, 8, 64 and 256 concurrent writers beside the disk's raw fsync, proof
 /// generation, and verification of the whole log (at least 1,000,000 entries).
@@ -607,6 +646,11 @@ pub async fn run_audit(
         1e6 / fs_mean.max(1.0),
         fs_p50,
         fs_p99
+    );
+    let busy = fsync_beside_copies(&dir, 500)?;
+    let (_, busy_p50, busy_p99) = micros(busy);
+    println!(
+        "raw fsync beside a 128 KiB copy + fdatasync of another file every 5 ms (a WAL checkpoint's pattern): p50 {busy_p50:>6.0} µs  p99 {busy_p99:>6.0} µs"
     );
     let store: Arc<dyn store::Store> = Arc::new(
         store_sqlite::SqliteStore::open(
