@@ -857,6 +857,15 @@ pub async fn run_audit(
         read.as_secs_f64(),
         verify.as_secs_f64(),
     );
+    drop(entries);
+    // The same through `vigil audit verify`'s own code, which also checks
+    // every stored tile against the recomputed tree.
+    let t = Instant::now();
+    crate::audit_cli::verify(&vigil).await?;
+    println!(
+        "vigil audit verify (the CLI's code, tiles checked too): {:.2} s end to end",
+        t.elapsed().as_secs_f64()
+    );
     drop(vigil);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
