@@ -354,8 +354,7 @@ pub(crate) async fn bench_token(
         .await?)
 }
 
-/// Percentiles of a sample of durations, in microseconds.
-/// The `qs` quantiles of `v`, in µs.
+/// The `qs` quantiles of a sample of durations, in microseconds.
 fn quantiles<const N: usize>(mut v: Vec<Duration>, qs: [f64; N]) -> [f64; N] {
     v.sort();
     qs.map(|q| {
@@ -364,14 +363,11 @@ fn quantiles<const N: usize>(mut v: Vec<Duration>, qs: [f64; N]) -> [f64; N] {
     })
 }
 
-fn micros(mut v: Vec<Duration>) -> (f64, f64, f64) {
-    v.sort();
-    let at = |q: f64| {
-        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-        v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
+/// The mean, p50 and p99 of a sample of durations, in microseconds.
+fn micros(v: Vec<Duration>) -> (f64, f64, f64) {
     let mean = v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64 * 1e6;
-    (mean, at(0.5), at(0.99))
+    let [p50, p99] = quantiles(v, [0.5, 0.99]);
+    (mean, p50, p99)
 }
 
 /// One row of `bench audit`'s table: `writers` made the appends that took
